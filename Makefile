@@ -1,0 +1,20 @@
+# Both targets do all of their own set-up, idempotently (scripts/setup.sh).
+.PHONY: setup demo test lint bench
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	.venv/bin/constancias demo
+
+test: setup
+	.venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check worker flows fixtures tests bench
+
+bench: setup
+	.venv/bin/python bench/intake.py
+	.venv/bin/python bench/report.py
+	.venv/bin/python bench/captcha.py
+	.venv/bin/python bench/throughput.py

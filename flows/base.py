@@ -1,0 +1,97 @@
+"""What goes into a flow and what comes out of it.
+
+A flow is one function ``flow(ctx: CheckContext) -> Outcome``. It never imports Celery, the
+database or global settings: everything it needs is in the frozen context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from worker.statuses import Status
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
+
+    from worker.settings import Settings
+
+__all__ = ["Person", "PdfFacts", "Outcome", "CheckContext", "CaptchaSolver", "Mailbox", "Flow"]
+
+
+@dataclass(frozen=True)
+class Person:
+    curp: str
+    """Normalised, validated CURP (upper case)."""
+    row: int | None = None
+    """Row number in the source sheet, for messages only."""
+
+
+@dataclass(frozen=True)
+class PdfFacts:
+    """What was read from the constancia PDF itself (never from the page)."""
+
+    curp: str
+    result: str
+    """``entitled`` / ``not_entitled`` (IMSS) or ``not_affiliated`` (ISSSTE)."""
+    name: str | None = None
+    nss: str | None = None
+    folio: str | None = None
+    issued_on: date | None = None
+    valid_until: date | None = None
+
+
+@dataclass
+class Outcome:
+    """The result of one check."""
+
+    status: Status
+    detail: str = ""
+    """Spanish, for HR (the portal's own message when there is one)."""
+    pdf_path: Path | None = None
+    facts: PdfFacts | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per step (``form``, ``captcha``, ``email``, ``pdf``…)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CaptchaSolver(Protocol):
+    """Turns a captcha image into a guess. ``reject`` tells it the last guess was wrong."""
+
+    def solve(self, image: bytes, *, key: str) -> str: ...
+
+    def reject(self, key: str) -> None: ...
+
+
+class Mailbox(Protocol):
+    """Where IMSS emails arrive (flows/mailbox.py)."""
+
+    def wait_for(
+        self, *, to: str, subject_contains: str, since: float, timeout_s: float
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """Everything one check may use. Built by the engine, fresh for each check."""
+
+    browser_context: BrowserContext
+    """A fresh Playwright context (downloads accepted); closed by the engine afterwards."""
+    person: Person
+    """Whose status is checked."""
+    settings: Settings
+    """Portal URLs, timeouts, attempts, email template."""
+    work_dir: Path
+    """Where the PDF goes (``<dir>/<portal>.pdf``); evidence is added by the engine."""
+    captcha: CaptchaSolver
+    """The configured captcha solver."""
+    mailbox: Mailbox
+    """The configured mailbox (only IMSS uses it)."""
+    log: Any
+    """A structlog logger bound to batch, portal and task."""
+
+
+class Flow(Protocol):
+    def __call__(self, ctx: CheckContext) -> Outcome: ...

@@ -1,0 +1,91 @@
+"""Errors a flow raises, each documented by what the engine does with it.
+
+A flow *returns* an ``Outcome`` for every verdict the portal gives (including refusals such as
+``daily_limit``); it *raises* only when it could not get a verdict. ``retry_delay`` is the one
+function that decides whether and when a check is tried again.
+"""
+
+from __future__ import annotations
+
+import random
+
+from worker.statuses import Status
+
+__all__ = [
+    "FlowError",
+    "TransientError",
+    "PortalUnavailable",
+    "EmailNotReceived",
+    "CaptchaUnsolved",
+    "PermanentError",
+    "PortalChanged",
+    "retry_delay",
+    "status_for",
+]
+
+
+class FlowError(Exception):
+    """Base of everything a flow raises on purpose. ``status`` is recorded if it is not retried."""
+
+    status: Status = Status.ERROR
+    transient: bool = False
+
+
+class TransientError(FlowError):
+    """The portal may answer later: **retried with exponential backoff and jitter**; when the
+    retries run out, ``status`` is recorded."""
+
+    status = Status.PORTAL_UNAVAILABLE
+    transient = True
+
+
+class PortalUnavailable(TransientError):
+    """HTTP 5xx, "Servicio no disponible", maintenance page, timeouts, expired session:
+    retried; finally ``portal_unavailable``."""
+
+
+class EmailNotReceived(TransientError):
+    """The IMSS email did not arrive in time: retried (the portal query is repeated, so it
+    counts against the daily limit); finally ``portal_unavailable``."""
+
+
+class CaptchaUnsolved(TransientError):
+    """The solver used up its attempts: retried later; finally ``captcha_unsolved``."""
+
+    status = Status.CAPTCHA_UNSOLVED
+
+
+class PermanentError(FlowError):
+    """Trying again would give the same answer: **recorded, not retried**."""
+
+
+class PortalChanged(PermanentError):
+    """An expected page element is missing: the flow needs updating. Recorded as
+    ``portal_changed`` with evidence, not retried."""
+
+    status = Status.PORTAL_CHANGED
+
+
+def status_for(error: BaseException) -> Status:
+    """The status recorded for an error that is not (or no longer) retried."""
+    return error.status if isinstance(error, FlowError) else Status.ERROR
+
+
+def retry_delay(
+    error: BaseException,
+    attempt: int,
+    *,
+    retry_max: int,
+    backoff_s: float,
+    backoff_max_s: float,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Seconds to wait before attempt ``attempt + 1``, or ``None`` to record the status now.
+
+    ``attempt`` counts retries already made (0 on the first run). Exponential backoff with
+    "full jitter" (uniform in [cap/2, cap]) so that a fleet of workers does not retry in step.
+    """
+    if not (isinstance(error, FlowError) and error.transient) or attempt >= retry_max:
+        return None
+    cap = min(backoff_max_s, backoff_s * (2**attempt))
+    return (rng or random).uniform(cap / 2, cap)

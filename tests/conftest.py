@@ -1,0 +1,50 @@
+"""Shared test fixtures: storage isolated per test, free ports, Chromium."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from worker.logs import reset_logging
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test gets its own data folder and no stray CONSTANCIAS_* from the machine."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CONSTANCIAS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CONSTANCIAS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # a stray .env in the checkout must not leak in
+    yield
+    reset_logging()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session (Debian's, with the offline flags)."""
+    from flows.browser import launch
+
+    pw, br = launch()
+    yield br
+    br.close()
+    pw.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(accept_downloads=True)
+    pg = context.new_page()
+    yield pg
+    context.close()

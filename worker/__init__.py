@@ -1,0 +1,1 @@
+"""constancias worker: settings, intake, storage, engine, report and the interfaces (CLI, web)."""

@@ -1,0 +1,126 @@
+"""structlog set-up: JSON in production, console for people; personal data masked.
+
+``mask_personal_data`` is a plain processor ``(logger, method, event) -> event`` that masks
+CURPs and email addresses anywhere in an event (keys, values, nested containers).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+__all__ = ["configure_logging", "mask_curp", "mask_email", "mask_text", "mask_personal_data",
+           "reset_logging", "MaskingFilter"]
+
+# A CURP-shaped token (not validated: a wrong CURP is still personal data).
+_CURP_RE = re.compile(r"(?i)\b([A-Z][AEIOUX][A-Z]{2})(\d{6})([HMX][A-Z]{5}[0-9A-Z]\d)\b")
+_EMAIL_RE = re.compile(r"(?i)\b([A-Z0-9._%+\-]+)@([A-Z0-9.\-]+\.[A-Z]{2,})\b")
+
+
+def mask_curp(curp: str) -> str:
+    """``GODE561231HDFRRN09`` → ``GODE******HDF*****``: enough to tell rows apart, not a person."""
+    return curp[:4] + "*" * 6 + curp[10:13] + "*" * (len(curp) - 13)
+
+
+def mask_email(email: str) -> str:
+    """``ana.perez@empresa.mx`` → ``a***@e***.mx``."""
+    local, _, domain = email.partition("@")
+    host, _, tld = domain.rpartition(".")
+    return f"{local[:1]}***@{host[:1]}***.{tld}"
+
+
+def mask_text(text: str) -> str:
+    # Emails first: a per-CURP address embeds the CURP and must be masked whole.
+    text = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+    return _CURP_RE.sub(lambda m: mask_curp(m.group(0)), text)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {_mask(k): _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return type(value)(_mask(v) for v in value) if not isinstance(value, tuple) else tuple(
+            _mask(v) for v in value
+        )
+    if isinstance(value, BaseException):
+        return mask_text(repr(value))
+    return value
+
+
+def mask_personal_data(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: mask CURPs and emails in every key and value of the event."""
+    return {k: _mask(v) for k, v in event.items()}
+
+
+class MaskingFilter(logging.Filter):
+    """For stdlib loggers (Celery, uvicorn…): masks the rendered message and its arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not lose the line
+            message = str(record.msg)
+        record.msg = mask_text(message)
+        record.args = None
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        return True
+
+
+def _mask_exception_text(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    # Tracebacks are rendered into "exception" by format_exc_info, after the first mask.
+    if isinstance(event.get("exception"), str):
+        event["exception"] = mask_text(event["exception"])
+    return event
+
+
+def configure_logging(log_format: str = "console", level: str = "info") -> None:
+    """Configure structlog and the stdlib root logger (Celery, uvicorn) alike, once per process."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        mask_personal_data,
+    ]
+    renderer: Any
+    if log_format == "json":
+        shared += [structlog.processors.format_exc_info, _mask_exception_text]
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared, processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer
+            ]
+        )
+    )
+    handler.addFilter(MaskingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for noisy in ("asyncio", "urllib3", "httpx", "httpcore", "mail.log", "PIL"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+
+def reset_logging() -> None:
+    """Undo ``configure_logging`` (tests)."""
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    logging.getLogger().handlers[:] = []

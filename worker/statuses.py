@@ -1,0 +1,122 @@
+"""The status taxonomy of SPEC §2: stable codes, Spanish labels, what HR must do.
+
+Codes are API (CLI JSON, database); labels and actions are what HR reads.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = ["Status", "StatusClass", "FINAL", "RETRYABLE", "PDF_BEARING", "PORTALS"]
+
+PORTALS = ("imss", "issste")
+
+
+class StatusClass(str, Enum):
+    """How the report colours a status."""
+
+    DONE = "done"
+    NEEDS_ACTION = "needs_action"
+    FAILED = "failed"
+
+
+class Status(str, Enum):
+    NOT_ENTITLED = "not_entitled"
+    ENTITLED = "entitled"
+    NOT_AFFILIATED = "not_affiliated"
+    AFFILIATED = "affiliated"
+    INVALID_CURP = "invalid_curp"
+    CURP_NOT_FOUND = "curp_not_found"
+    DATA_INCONSISTENT = "data_inconsistent"
+    DAILY_LIMIT = "daily_limit"
+    EMAIL_REJECTED = "email_rejected"
+    CAPTCHA_UNSOLVED = "captcha_unsolved"
+    PORTAL_UNAVAILABLE = "portal_unavailable"
+    PORTAL_CHANGED = "portal_changed"
+    ERROR = "error"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self][0]
+
+    @property
+    def action(self) -> str:
+        """What HR (or the operator) must do next, in Spanish."""
+        return _LABELS[self][1]
+
+    @property
+    def status_class(self) -> StatusClass:
+        return _LABELS[self][2]
+
+    @property
+    def has_pdf(self) -> bool:
+        return self in PDF_BEARING
+
+
+_D, _A, _F = StatusClass.DONE, StatusClass.NEEDS_ACTION, StatusClass.FAILED
+
+_LABELS: dict[Status, tuple[str, str, StatusClass]] = {
+    Status.NOT_ENTITLED: ("Sin derecho a servicio médico", "Ninguna: constancia obtenida.", _D),
+    Status.ENTITLED: ("Vigente (con derecho)", "Ninguna: constancia obtenida.", _D),
+    Status.NOT_AFFILIATED: ("No afiliado al ISSSTE", "Ninguna: constancia obtenida.", _D),
+    Status.AFFILIATED: ("Afiliado al ISSSTE", "Ninguna: el ISSSTE no emite constancia.", _D),
+    Status.INVALID_CURP: ("CURP inválida", "Corregir la CURP en la hoja y volver a cargarla.", _A),
+    Status.CURP_NOT_FOUND: (
+        "CURP no localizada en RENAPO",
+        "Verificar la CURP con la persona o en RENAPO.",
+        _A,
+    ),
+    Status.DATA_INCONSISTENT: (
+        "Datos inconsistentes en el IMSS",
+        "La persona debe acudir a su subdelegación del IMSS.",
+        _A,
+    ),
+    Status.DAILY_LIMIT: (
+        "Límite diario de consultas",
+        "Se reintentará en la revisión nocturna.",
+        _F,
+    ),
+    Status.EMAIL_REJECTED: (
+        "Correo rechazado por el IMSS",
+        "Revisar la configuración de correo (CONSTANCIAS_IMSS_EMAIL).",
+        _A,
+    ),
+    Status.CAPTCHA_UNSOLVED: (
+        "Captcha no resuelto",
+        "Se reintentará más tarde, o resolverlo manualmente.",
+        _F,
+    ),
+    Status.PORTAL_UNAVAILABLE: (
+        "Portal no disponible",
+        "Se reintentará en la revisión nocturna.",
+        _F,
+    ),
+    Status.PORTAL_CHANGED: (
+        "El portal cambió",
+        "Avisar a soporte técnico: el flujo debe actualizarse.",
+        _F,
+    ),
+    Status.ERROR: ("Error inesperado", "Avisar a soporte técnico con la evidencia.", _F),
+}
+
+#: Statuses the nightly re-check picks up again even if they are recent.
+RETRYABLE = frozenset({Status.DAILY_LIMIT, Status.PORTAL_UNAVAILABLE, Status.CAPTCHA_UNSOLVED})
+
+#: "Final" in the sense of SPEC §8: a verdict that stands until it ages. A check in a batch
+#: ends with any status (the batch is complete when every check has one); only these are final.
+FINAL = frozenset(set(Status) - RETRYABLE)
+
+#: Statuses that come with a constancia PDF.
+PDF_BEARING = frozenset({Status.NOT_ENTITLED, Status.ENTITLED, Status.NOT_AFFILIATED})
+
+#: Verdicts that may be reused the same day instead of querying the portal again.
+REUSABLE = frozenset(
+    {
+        Status.NOT_ENTITLED,
+        Status.ENTITLED,
+        Status.NOT_AFFILIATED,
+        Status.AFFILIATED,
+        Status.CURP_NOT_FOUND,
+        Status.DATA_INCONSISTENT,
+    }
+)
