@@ -23,14 +23,14 @@ HANDLERS: dict[str, str] = {
     "submit": "worker.commands:cmd_submit",
     "status": "worker.commands:cmd_status",
     "report": "worker.commands:cmd_report",
-    "recheck": "worker.commands:cmd_recheck",
+    "recheck": "worker.recheck:cmd_recheck",
     "worker": "worker.commands:cmd_worker",
-    "beat": "worker.commands:cmd_beat",
+    "beat": "worker.schedule:cmd_beat",
     "web": "worker.web:cmd_web",
     "sandbox": "fixtures.sandbox:cmd_sandbox",
     "demo": "worker.commands:cmd_demo",
-    "people": "worker.commands:cmd_people",
-    "purge": "worker.commands:cmd_purge",
+    "people": "worker.recheck:cmd_people",
+    "purge": "worker.purge:cmd_purge",
 }
 
 

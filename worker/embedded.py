@@ -1,0 +1,157 @@
+"""The embedded engine: no broker, no server to install.
+
+The parent process dispatches a batch's checks to K child processes (``spawn``: Playwright never
+crosses a fork). Each child runs the very ``Engine.execute`` the Celery task runs, with one
+browser of its own. The parent enforces the per-portal rate limit and concurrency cap, waits
+out retry delays, shows progress, and replaces a child that dies (its check runs again).
+Everything is recorded in storage as it happens: an interrupted run, started again with the
+same sheet, resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from worker.engine import Decision, Engine
+from worker.limits import LocalLimiter
+from worker.settings import Settings
+from worker.storage import Storage
+
+__all__ = ["run_embedded", "Progress"]
+
+log = structlog.get_logger("constancias.embedded")
+
+
+@dataclass
+class Progress:
+    per_portal: dict[str, dict[str, int]] = field(default_factory=dict)
+    retrying: int = 0
+
+
+def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int) -> None:
+    # Children must not survive the parent, nor die on the terminal's Ctrl-C before it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from worker.logs import configure_logging
+
+    settings = Settings(**settings_data)
+    configure_logging(settings.log_format, settings.log_level)
+    engine = Engine(settings)
+    while True:
+        try:
+            job = jobs.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:
+                break
+            continue
+        if job is None:
+            break
+        check_id, attempt = job
+        results.put(("started", os.getpid(), check_id, None))
+        try:
+            decision = engine.execute(check_id, attempt=attempt, task_id=f"embedded-{os.getpid()}")
+        except Exception as exc:  # noqa: BLE001 - report, never kill the child
+            log.exception("embedded_execute_failed", check_id=check_id)
+            decision = Decision(done=False, retry_in=5.0, attempt=attempt + 1,
+                                status=type(exc).__name__)
+        results.put(("result", os.getpid(), check_id, decision))
+    from flows.browser import close_shared
+
+    close_shared()
+
+
+def run_embedded(
+    settings: Settings,
+    storage: Storage,
+    batch_id: str,
+    *,
+    concurrency: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    poll_s: float = 0.2,
+) -> None:
+    """Run every pending check of a batch to a status, then make sure the report exists."""
+    k = max(1, concurrency or settings.concurrency)
+    pending = storage.pending_check_ids(batch_id)
+    ctx = mp.get_context("spawn")
+    jobs: Any = ctx.Queue()
+    results: Any = ctx.Queue()
+    data = settings.model_dump(mode="json")
+    parent = os.getpid()
+
+    def spawn() -> Any:
+        p = ctx.Process(target=_child, args=(data, jobs, results, parent), daemon=True)
+        p.start()
+        return p
+
+    k = min(k, max(1, len(pending)))
+    procs = [spawn() for _ in range(k)] if pending else []
+    limiter = LocalLimiter(settings.rate_limit, settings.max_concurrency)
+    ready: list[tuple[int, str, int]] = [(cid, portal, 0) for cid, portal in pending]
+    delayed: list[tuple[float, int, str, int]] = []
+    inflight: dict[int, tuple[str, int]] = {}
+    running_on: dict[int, int] = {}  # pid -> check id
+    portal_of = {cid: portal for cid, portal in pending}
+    last_progress = 0.0
+    try:
+        while ready or delayed or inflight:
+            now = time.monotonic()
+            while delayed and delayed[0][0] <= now:
+                _, cid, portal, attempt = heapq.heappop(delayed)
+                ready.append((cid, portal, attempt))
+            # Dispatch what the limits allow, in order, keeping every child busy.
+            still: list[tuple[int, str, int]] = []
+            for cid, portal, attempt in ready:
+                if len(inflight) < len(procs) and limiter.acquire(portal):
+                    inflight[cid] = (portal, attempt)
+                    jobs.put((cid, attempt))
+                else:
+                    still.append((cid, portal, attempt))
+            ready = still
+            try:
+                kind, pid, cid, decision = results.get(timeout=poll_s)
+            except queue.Empty:
+                kind = None
+            if kind == "started":
+                running_on[pid] = cid
+            elif kind == "result":
+                running_on.pop(pid, None)
+                portal, attempt = inflight.pop(cid, (portal_of.get(cid, "imss"), 0))
+                limiter.release(portal, "local")
+                if not decision.done:
+                    due = time.monotonic() + (decision.retry_in or 0.0)
+                    heapq.heappush(delayed, (due, cid, portal, decision.attempt))
+            # A child that died (OOM, a crash, kill -9): its check goes back in line.
+            for i, p in enumerate(procs):
+                if not p.is_alive():
+                    cid = running_on.pop(p.pid, None)
+                    if cid is not None and cid in inflight:
+                        portal, attempt = inflight.pop(cid)
+                        limiter.release(portal, "local")
+                        ready.insert(0, (cid, portal, attempt))
+                        log.warning("embedded_child_died", pid=p.pid, check_id=cid)
+                    procs[i] = spawn()
+            if on_progress and (time.monotonic() - last_progress > 0.5):
+                last_progress = time.monotonic()
+                on_progress(Progress(storage.progress(batch_id), len(delayed)))
+    finally:
+        for _ in procs:
+            jobs.put(None)
+        deadline = time.monotonic() + 10
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.terminate()
+                p.join(2)
+    if on_progress:
+        on_progress(Progress(storage.progress(batch_id), 0))
+    # Normally the last check wrote the report; this covers a batch with nothing left to run.
+    Engine(settings, storage).finish_if_complete(batch_id)

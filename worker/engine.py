@@ -1,0 +1,227 @@
+"""The body of one check, shared by the Celery task and the embedded pool.
+
+``Engine.execute(check_id, attempt)`` deserialises nothing but an id: it reads the check from
+storage, skips it if it already has a status (a redelivered or duplicated task changes nothing),
+reuses today's verdict for the same CURP and portal when there is one, otherwise runs the flow in
+this process's browser, records the result once, and produces the batch's report when this was
+the last check. It returns a ``Decision``; the caller (task or pool) does the waiting.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, time as dtime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from flows.errors import FlowError, TransientError, retry_delay, status_for
+from worker.limits import Limiter, NullLimiter
+from worker.logs import mask_text
+from worker.settings import Settings
+from worker.statuses import REUSABLE, Status
+from worker.storage import Storage
+
+__all__ = ["Decision", "Engine", "person_dir"]
+
+log = structlog.get_logger("constancias.engine")
+
+#: How long a check waits when the politeness limits refuse it a slot.
+THROTTLE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the caller does next with a check."""
+
+    done: bool
+    retry_in: float | None = None
+    """Seconds to wait before running it again (with ``attempt``)."""
+    attempt: int = 0
+    throttled: bool = False
+    status: str | None = None
+
+
+def person_dir(out_dir: str | Path, curp: str) -> Path:
+    """Per-person folder of a batch's output (PDFs and evidence)."""
+    return Path(out_dir) / "constancias" / curp
+
+
+class Engine:
+    """One per process: holds the storage handle, the limiter and, lazily, the browser."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None,
+                 limiter: Limiter | None = None) -> None:
+        self.settings = settings
+        self.storage = storage or Storage(settings.effective_database_url)
+        self.limiter = limiter or NullLimiter()
+        self._captcha: Any = None
+        self._mailbox: Any = None
+
+    # --- collaborators, created on first use (after any fork) ----------------------------
+    def _solver(self) -> Any:
+        if self._captcha is None:
+            from flows.captcha import make_solver
+
+            self._captcha = make_solver(self.settings)
+        return self._captcha
+
+    def _mail(self) -> Any:
+        if self._mailbox is None:
+            from flows.mailbox import open_mailbox
+
+            self._mailbox = open_mailbox(self.settings.effective_mailbox_url,
+                                         poll_s=self.settings.mailbox_poll_s)
+        return self._mailbox
+
+    # --- the check ------------------------------------------------------------------------
+    def execute(self, check_id: int, *, attempt: int = 0, task_id: str | None = None) -> Decision:
+        check = self.storage.get_check(check_id)
+        if check is None or check.status is not None:
+            return Decision(done=True, status=check.status if check else None)
+        token = self.limiter.acquire(check.portal)
+        if token is None:
+            return Decision(done=False, retry_in=THROTTLE_WAIT_S, attempt=attempt, throttled=True)
+        try:
+            return self._execute(check_id, attempt=attempt, task_id=task_id)
+        finally:
+            self.limiter.release(check.portal, token)
+
+    def _execute(self, check_id: int, *, attempt: int, task_id: str | None) -> Decision:
+        started = self.storage.start_check(check_id, task_id)
+        if started is None:
+            return Decision(done=True)
+        check, batch = started
+        bound = log.bind(batch_id=batch.id, portal=check.portal, task_id=task_id,
+                         check_id=check_id, attempt=attempt)
+        # Deliveries that never reached an end (the worker died): stop a poison task.
+        crashes = check.deliveries - 1 - check.attempts
+        if crashes >= self.settings.max_redeliveries:
+            bound.error("check_abandoned", crashes=crashes)
+            self._record(check_id, batch.id, status=Status.ERROR,
+                         detail=f"La consulta se interrumpió {crashes} veces; se abandonó.")
+            return Decision(done=True, status=Status.ERROR.value)
+
+        if batch.kind != "recheck":
+            reused = self._reuse(check, batch.out_dir, bound)
+            if reused:
+                return Decision(done=True, status=reused)
+
+        work_dir = person_dir(batch.out_dir, check.curp)
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        t0 = time.monotonic()
+        bound.info("check_started", curp=check.curp)
+        try:
+            outcome = self._run_flow(check.portal, check.curp, work_dir, bound, attempt)
+        except Exception as err:  # noqa: BLE001 - every failure becomes a status or a retry
+            delay = retry_delay(
+                err if isinstance(err, FlowError) else TransientError(str(err)),
+                attempt, retry_max=self.settings.retry_max,
+                backoff_s=self.settings.retry_backoff_s,
+                backoff_max_s=self.settings.retry_backoff_max_s,
+            )
+            message = mask_text(str(err)) or type(err).__name__
+            evidence = getattr(err, "evidence_path", None)
+            if delay is not None:
+                bound.warning("check_retry", error=message, retry_in=round(delay, 2),
+                              error_type=type(err).__name__)
+                self.storage.note_attempt(check_id, message)
+                return Decision(done=False, retry_in=delay, attempt=attempt + 1)
+            status = status_for(err) if isinstance(err, FlowError) else Status.ERROR
+            if isinstance(err, TransientError) or not isinstance(err, FlowError):
+                detail = _gave_up_detail(status, str(err), attempt)
+            else:
+                detail = str(err)
+            bound.warning("check_failed", status=status.value, error=message,
+                          error_type=type(err).__name__)
+            self._record(check_id, batch.id, status=status, detail=detail,
+                         evidence_path=Path(evidence) if evidence else None,
+                         timings={"total": round(time.monotonic() - t0, 3)})
+            return Decision(done=True, status=status.value)
+
+        facts = _facts_json(outcome.facts)
+        evidence = outcome.extra.get("evidence")
+        timings = dict(outcome.timings)
+        timings.setdefault("total", round(time.monotonic() - t0, 3))
+        self._record(
+            check_id, batch.id, status=outcome.status, detail=outcome.detail,
+            pdf_path=outcome.pdf_path, facts=facts,
+            evidence_path=Path(evidence) if evidence else None, timings=timings,
+            valid_until=outcome.facts.valid_until if outcome.facts else None,
+        )
+        bound.info("check_done", status=outcome.status.value, seconds=timings.get("total"))
+        return Decision(done=True, status=outcome.status.value)
+
+    def _run_flow(self, portal: str, curp: str, work_dir: Path, bound: Any, attempt: int) -> Any:
+        from flows.base import Person
+        from flows.browser import shared_browser
+        from flows.runner import run_check
+
+        browser = shared_browser(self.settings.browser_executable)
+        return run_check(browser, portal, Person(curp=curp), self.settings, work_dir,
+                         captcha=self._solver(), mailbox=self._mail(), log=bound,
+                         attempt=attempt)
+
+    def _reuse(self, check: Any, out_dir: str, bound: Any) -> str | None:
+        """Reuse today's verdict (Mexico City day) for this CURP and portal, PDF copied."""
+        today = datetime.combine(datetime.now(self.settings.tz).date(), dtime.min,
+                                 tzinfo=self.settings.tz)
+        prior = self.storage.reusable_result(check.curp, check.portal, today,
+                                             frozenset(s.value for s in REUSABLE))
+        if prior is None or prior.id == check.id:
+            return None
+        pdf: Path | None = None
+        if prior.pdf_path:
+            source = Path(prior.pdf_path)
+            if not source.is_file():
+                return None  # the earlier PDF is gone: query again
+            pdf = person_dir(out_dir, check.curp) / source.name
+            pdf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if source.resolve() != pdf.resolve():
+                shutil.copy2(source, pdf)
+        self._record(check.id, check.batch_id, status=Status(prior.status),
+                     detail=prior.detail, pdf_path=pdf, facts=prior.facts,
+                     valid_until=prior.valid_until, reused_from=prior.id,
+                     count_attempt=False, timings=prior.timings)
+        bound.info("check_reused", status=prior.status, from_check=prior.id)
+        return prior.status
+
+    def _record(self, check_id: int, batch_id: str, *, status: Status, detail: str,
+                **fields: Any) -> None:
+        self.storage.record_result(check_id, status=status.value, detail=detail, **fields)
+        self.finish_if_complete(batch_id)
+
+    # --- the batch ------------------------------------------------------------------------
+    def finish_if_complete(self, batch_id: str) -> Path | None:
+        """Write the report exactly once, when every check of the batch has a status."""
+        if not self.storage.claim_report(batch_id):
+            return None
+        from worker.reporting import build_report
+
+        try:
+            path = build_report(self.settings, self.storage, batch_id)
+        except Exception:
+            log.exception("report_failed", batch_id=batch_id)
+            self.storage.finish_batch(batch_id, None)
+            return None
+        self.storage.finish_batch(batch_id, path)
+        log.info("batch_done", batch_id=batch_id, report=str(path))
+        return path
+
+
+def _facts_json(facts: Any) -> dict[str, Any] | None:
+    if facts is None:
+        return None
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(facts).items()}
+
+
+def _gave_up_detail(status: Status, message: str, attempt: int) -> str:
+    tries = attempt + 1
+    base = {
+        Status.PORTAL_UNAVAILABLE: "El portal no respondió",
+        Status.CAPTCHA_UNSOLVED: "No se resolvió el captcha",
+    }.get(status, "Falló la consulta")
+    return f"{base} tras {tries} intento(s): {message}".strip()

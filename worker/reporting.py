@@ -1,0 +1,85 @@
+"""From stored results to the report model (worker/report.py writes the file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from worker.settings import Settings
+from worker.statuses import Status
+from worker.storage import Check, Row, Storage, utcnow
+
+__all__ = ["build_report", "report_data"]
+
+
+def report_data(settings: Settings, storage: Storage, batch_id: str):  # -> ReportData
+    from worker.report import ReportChange, ReportCheck, ReportData, ReportRow
+
+    batch = storage.get_batch(batch_id)
+    if batch is None:
+        raise KeyError(batch_id)
+    checks: dict[tuple[str, str], Check] = {(c.curp, c.portal): c for c in storage.checks(batch_id)}
+    rows: list[ReportRow] = []
+    for row in storage.rows(batch_id):
+        per_portal: dict[str, ReportCheck] = {}
+        for portal in batch.portals:
+            per_portal[portal] = _report_check(row, portal, checks.get((row.curp or "", portal)))
+        rows.append(ReportRow(row=row.row_number, value=row.value, curp=row.curp,
+                              extra=dict(row.extra or {}), checks=per_portal,
+                              observation=_observation(row)))
+    changes = None
+    if batch.kind == "recheck":
+        changes = []
+        for check in sorted(checks.values(), key=lambda c: (c.curp, c.portal)):
+            if check.status is None:
+                continue
+            before = storage.previous_result(check.curp, check.portal, check.id)
+            if before is not None and before.status != check.status:
+                changes.append(ReportChange(
+                    curp=check.curp, portal=check.portal, before=Status(before.status),
+                    after=Status(check.status), before_at=before.finished_at,
+                    after_at=check.finished_at or utcnow(),
+                    row=next((r.row for r in rows if r.curp == check.curp), None),
+                ))
+    return ReportData(batch_id=batch.id, source_name=batch.source_name, generated_at=utcnow(),
+                      portals=list(batch.portals), columns=list(batch.columns or []), rows=rows,
+                      changes=changes, timezone=settings.timezone)
+
+
+def _report_check(row: Row, portal: str, check: Check | None):
+    from worker.report import ReportCheck
+
+    if row.curp is None:
+        return ReportCheck(portal=portal, status=Status.INVALID_CURP, detail=row.reason or "",
+                           pdf_path=None, evidence_path=None, checked_at=None, valid_until=None)
+    if check is None or check.status is None:
+        # Only a report rebuilt while the batch runs shows this.
+        return ReportCheck(portal=portal, status=Status.ERROR,
+                           detail="Pendiente: la consulta aún no termina", pdf_path=None,
+                           evidence_path=None, checked_at=None, valid_until=None)
+    return ReportCheck(
+        portal=portal, status=Status(check.status), detail=check.detail or "",
+        pdf_path=Path(check.pdf_path) if check.pdf_path else None,
+        evidence_path=Path(check.evidence_path) if check.evidence_path else None,
+        checked_at=check.finished_at, valid_until=check.valid_until,
+    )
+
+
+def _observation(row: Row) -> str:
+    if row.curp is None:
+        return row.reason or "CURP inválida"
+    if row.duplicate_of is not None:
+        return f"Duplicada de la fila {row.duplicate_of}"
+    return ""
+
+
+def build_report(settings: Settings, storage: Storage, batch_id: str,
+                 path: Path | None = None) -> Path:
+    """Write ``reporte.xlsx`` (or ``path``) for a batch from what is stored now."""
+    from worker.report import write_report
+
+    batch = storage.get_batch(batch_id)
+    if batch is None:
+        raise KeyError(batch_id)
+    target = path or Path(batch.out_dir) / "reporte.xlsx"
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return write_report(report_data(settings, storage, batch_id), target)

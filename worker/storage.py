@@ -1,0 +1,412 @@
+"""Storage (SQLAlchemy 2): batches, their input rows, people, and checks with history.
+
+SQLite by default, PostgreSQL through ``CONSTANCIAS_DATABASE_URL``; schema managed by Alembic
+(``worker/migrations``). Writes that decide who does something (recording a result, producing
+the report) are compare-and-set ``UPDATE … WHERE`` statements, so that a task delivered twice,
+or two workers racing, change nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["Base", "Batch", "Row", "Person", "Check", "Storage", "utcnow", "new_batch_id"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class _UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on SQLite too (it stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: _UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    """Hash of the input file and portals: the same sheet started again resumes its batch."""
+    kind: Mapped[str] = mapped_column(String(16), default="upload")  # upload | recheck
+    source_name: Mapped[str] = mapped_column(String(255))
+    portals: Mapped[list[Any]] = mapped_column(JSON)
+    columns: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    out_dir: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|reporting|done
+    report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Row(Base):
+    """One non-empty data row of the input sheet, with its other columns."""
+
+    __tablename__ = "rows"
+    __table_args__ = (UniqueConstraint("batch_id", "row_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
+    row_number: Mapped[int] = mapped_column(Integer)
+    value: Mapped[str] = mapped_column(Text, default="")
+    curp: Mapped[str | None] = mapped_column(String(18), nullable=True, index=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duplicate_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Person(Base):
+    """Everyone who has been checked; ``active`` people are re-checked nightly."""
+
+    __tablename__ = "people"
+
+    curp: Mapped[str] = mapped_column(String(18), primary_key=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class Check(Base):
+    """One (batch, CURP, portal) check. Rows are never overwritten across batches: history."""
+
+    __tablename__ = "checks"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "curp", "portal"),
+        Index("ix_checks_curp_portal_finished", "curp", "portal", "finished_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
+    curp: Mapped[str] = mapped_column(String(18))
+    portal: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Runs of the flow (retries of transient failures included)."""
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    """Times a worker started this check (redeliveries after a crash included)."""
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pdf_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    evidence_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reused_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    valid_until: Mapped[date | None] = mapped_column(Date, nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the web page and several worker processes read while one writes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+class Storage:
+    """A database handle; cheap to create, one engine per URL and process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        with _engines_lock:
+            engine = _engines.get(url)
+            if engine is None:
+                if url.startswith("sqlite"):
+                    path = url.split("///", 1)[-1]
+                    if path and path != ":memory:":
+                        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    engine = create_engine(url, poolclass=NullPool)
+                    event.listen(engine, "connect", _sqlite_pragmas)
+                else:
+                    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                _engines[url] = engine
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    # --- schema -------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision (idempotent)."""
+        from worker.migrate import upgrade
+
+        upgrade(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    # --- batches ------------------------------------------------------------------------
+    def create_batch(
+        self,
+        *,
+        key: str,
+        source_name: str,
+        portals: list[str],
+        columns: list[str],
+        out_dir: Path,
+        rows: list[dict[str, Any]],
+        kind: str = "upload",
+        batch_id: str | None = None,
+    ) -> str:
+        """Store a batch, its rows and one pending check per (valid distinct CURP, portal)."""
+        batch_id = batch_id or new_batch_id()
+        now = utcnow()
+        with self.session() as s:
+            s.add(Batch(id=batch_id, key=key, kind=kind, source_name=source_name,
+                        portals=list(portals), columns=list(columns), out_dir=str(out_dir),
+                        state="queued", created_at=now))
+            s.flush()
+            curps: list[str] = []
+            for r in rows:
+                s.add(Row(batch_id=batch_id, **r))
+                if r.get("curp") and r.get("duplicate_of") is None and r["curp"] not in curps:
+                    curps.append(r["curp"])
+            for curp in curps:
+                person = s.get(Person, curp)
+                if person is None:
+                    s.add(Person(curp=curp, active=True, first_seen=now, changed_at=now,
+                                 last_batch_id=batch_id))
+                else:
+                    person.last_batch_id = batch_id
+                for portal in portals:
+                    s.add(Check(batch_id=batch_id, curp=curp, portal=portal, queued_at=now))
+        return batch_id
+
+    def find_resumable(self, key: str) -> Batch | None:
+        """The latest unfinished batch of the same sheet and portals, if any."""
+        with self.session() as s:
+            return s.scalars(
+                select(Batch).where(Batch.key == key, Batch.state != "done")
+                .order_by(Batch.created_at.desc()).limit(1)
+            ).first()
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        with self.session() as s:
+            return s.get(Batch, batch_id)
+
+    def list_batches(self, limit: int = 100) -> list[Batch]:
+        with self.session() as s:
+            return list(s.scalars(select(Batch).order_by(Batch.created_at.desc()).limit(limit)))
+
+    def set_batch_state(self, batch_id: str, state: str, *, only_from: str | None = None) -> bool:
+        with self.session() as s:
+            stmt = update(Batch).where(Batch.id == batch_id)
+            if only_from is not None:
+                stmt = stmt.where(Batch.state == only_from)
+            return s.execute(stmt.values(state=state)).rowcount == 1
+
+    def rows(self, batch_id: str) -> list[Row]:
+        with self.session() as s:
+            return list(s.scalars(select(Row).where(Row.batch_id == batch_id)
+                                  .order_by(Row.row_number)))
+
+    def checks(self, batch_id: str) -> list[Check]:
+        with self.session() as s:
+            return list(s.scalars(select(Check).where(Check.batch_id == batch_id)
+                                  .order_by(Check.id)))
+
+    def pending_check_ids(self, batch_id: str) -> list[tuple[int, str]]:
+        """(check id, portal) of the checks of a batch that have no status yet."""
+        with self.session() as s:
+            return [(i, p) for i, p in s.execute(
+                select(Check.id, Check.portal).where(Check.batch_id == batch_id,
+                                                     Check.status.is_(None))
+                .order_by(Check.id))]
+
+    def progress(self, batch_id: str) -> dict[str, dict[str, int]]:
+        """Per portal: total and done (checks with a status)."""
+        out: dict[str, dict[str, int]] = {}
+        with self.session() as s:
+            for portal, total, done in s.execute(
+                select(Check.portal, func.count(), func.count(Check.status))
+                .where(Check.batch_id == batch_id).group_by(Check.portal)
+            ):
+                out[portal] = {"total": int(total), "done": int(done)}
+        return out
+
+    # --- checks -------------------------------------------------------------------------
+    def get_check(self, check_id: int) -> Check | None:
+        with self.session() as s:
+            return s.get(Check, check_id)
+
+    def start_check(self, check_id: int, task_id: str | None) -> tuple[Check, Batch] | None:
+        """Mark a delivery of a check; ``None`` if it already has a status (nothing to do)."""
+        with self.session() as s:
+            res = s.execute(
+                update(Check).where(Check.id == check_id, Check.status.is_(None))
+                .values(deliveries=Check.deliveries + 1, task_id=task_id,
+                        started_at=func.coalesce(Check.started_at, utcnow()))
+            )
+            if res.rowcount != 1:
+                return None
+            check = s.get(Check, check_id)
+            batch = s.get(Batch, check.batch_id) if check else None
+            if check is None or batch is None:
+                return None
+            if batch.state == "queued":
+                batch.state = "running"
+            return check, batch
+
+    def note_attempt(self, check_id: int, error: str) -> None:
+        with self.session() as s:
+            s.execute(update(Check).where(Check.id == check_id, Check.status.is_(None))
+                      .values(attempts=Check.attempts + 1, last_error=error[:2000]))
+
+    def record_result(
+        self,
+        check_id: int,
+        *,
+        status: str,
+        detail: str,
+        pdf_path: Path | None = None,
+        facts: dict[str, Any] | None = None,
+        evidence_path: Path | None = None,
+        timings: dict[str, Any] | None = None,
+        valid_until: date | None = None,
+        reused_from: int | None = None,
+        count_attempt: bool = True,
+    ) -> bool:
+        """Record the status of a check once; a second call (a redelivered task) is a no-op."""
+        sha = hashlib.sha256(pdf_path.read_bytes()).hexdigest() if pdf_path else None
+        now = utcnow()
+        with self.session() as s:
+            check = s.get(Check, check_id)
+            started = check.started_at if check else None
+            res = s.execute(
+                update(Check).where(Check.id == check_id, Check.status.is_(None)).values(
+                    status=status, detail=detail[:4000],
+                    pdf_path=str(pdf_path) if pdf_path else None, pdf_sha256=sha,
+                    facts=facts, evidence_path=str(evidence_path) if evidence_path else None,
+                    timings=timings, valid_until=valid_until, reused_from=reused_from,
+                    attempts=Check.attempts + (1 if count_attempt else 0),
+                    finished_at=now,
+                    duration_s=(now - started).total_seconds() if started else None,
+                )
+            )
+            return res.rowcount == 1
+
+    def reusable_result(self, curp: str, portal: str, since: datetime,
+                        statuses: frozenset[str]) -> Check | None:
+        """The latest result for this CURP and portal since ``since`` with one of ``statuses``."""
+        with self.session() as s:
+            return s.scalars(
+                select(Check).where(
+                    Check.curp == curp, Check.portal == portal, Check.status.in_(statuses),
+                    Check.finished_at >= since, Check.reused_from.is_(None),
+                ).order_by(Check.finished_at.desc()).limit(1)
+            ).first()
+
+    def history(self, curp: str, portal: str | None = None) -> list[Check]:
+        with self.session() as s:
+            stmt = select(Check).where(Check.curp == curp, Check.status.is_not(None))
+            if portal:
+                stmt = stmt.where(Check.portal == portal)
+            return list(s.scalars(stmt.order_by(Check.finished_at, Check.id)))
+
+    def previous_result(self, curp: str, portal: str, before_check_id: int) -> Check | None:
+        """The latest result of this CURP and portal recorded before a given check."""
+        with self.session() as s:
+            return s.scalars(
+                select(Check).where(Check.curp == curp, Check.portal == portal,
+                                    Check.status.is_not(None), Check.id < before_check_id)
+                .order_by(Check.id.desc()).limit(1)
+            ).first()
+
+    # --- completion ---------------------------------------------------------------------
+    def claim_report(self, batch_id: str) -> bool:
+        """True for exactly one caller, once every check of the batch has a status."""
+        with self.session() as s:
+            pending = s.scalar(select(func.count()).select_from(Check).where(
+                Check.batch_id == batch_id, Check.status.is_(None)))
+            if pending:
+                return False
+            res = s.execute(update(Batch).where(Batch.id == batch_id,
+                                                Batch.state.in_(("queued", "running")))
+                            .values(state="reporting"))
+            return res.rowcount == 1
+
+    def finish_batch(self, batch_id: str, report_path: Path | None) -> None:
+        with self.session() as s:
+            s.execute(update(Batch).where(Batch.id == batch_id).values(
+                state="done", report_path=str(report_path) if report_path else None,
+                finished_at=utcnow()))
+
+    def stale_reporting(self, older_than: timedelta) -> list[str]:
+        """Batches stuck in ``reporting`` (the process writing the report died)."""
+        with self.session() as s:
+            cutoff = utcnow() - older_than
+            return list(s.scalars(select(Batch.id).where(Batch.state == "reporting",
+                                                         Batch.created_at < cutoff)))
+
+    # --- people -------------------------------------------------------------------------
+    def set_active(self, curps: list[str], active: bool) -> int:
+        with self.session() as s:
+            return s.execute(update(Person).where(Person.curp.in_(curps))
+                             .values(active=active, changed_at=utcnow())).rowcount
+
+    def people(self) -> list[Person]:
+        with self.session() as s:
+            return list(s.scalars(select(Person).order_by(Person.curp)))

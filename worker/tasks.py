@@ -1,0 +1,72 @@
+"""Celery tasks: thin, like web views. They take ids (never a CURP: Celery logs arguments),
+call the engine, and decide retry from its ``Decision``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import signals
+
+from worker.celery_app import app, settings
+from worker.engine import Engine
+
+__all__ = ["check", "finish_batch"]
+
+_engine: Engine | None = None
+
+
+def engine() -> Engine:
+    """This process's engine, created after the fork (the browser launches on first check)."""
+    global _engine
+    if _engine is None:
+        from worker.limits import RedisLimiter
+
+        limiter = None
+        if settings.broker_url and settings.broker_url.startswith("redis"):
+            import redis
+
+            limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url), settings.rate_limit,
+                                   settings.max_concurrency, settings.task_time_limit_s + 60)
+        _engine = Engine(settings, limiter=limiter)
+    return _engine
+
+
+@app.task(bind=True, name="constancias.check", max_retries=None)
+def check(self: Any, check_id: int, attempt: int = 0) -> str | None:
+    decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id)
+    if decision.retry_in is not None and not decision.done:
+        raise self.retry(countdown=decision.retry_in, max_retries=None,
+                         kwargs={"check_id": check_id, "attempt": decision.attempt})
+    return decision.status
+
+
+@app.task(name="constancias.finish_batch")
+def finish_batch(batch_id: str) -> None:
+    engine().finish_if_complete(batch_id)
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    # Connecting this stops Celery from configuring loggers itself.
+    from worker.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+
+
+@signals.task_prerun.connect
+def _bind(task_id: str | None = None, task: Any = None, kwargs: Any = None, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+
+
+@signals.task_postrun.connect
+def _unbind(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+@signals.worker_process_shutdown.connect
+def _close_browser(**_: Any) -> None:
+    from flows.browser import close_shared
+
+    close_shared()
