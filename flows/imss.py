@@ -1,0 +1,383 @@
+"""IMSS — Constancia de No Derechohabiencia.
+
+Information page → "Tramitar Constancia" → form (CURP, the per-CURP email twice, captcha) →
+the server's message → confirmation email → its link, in the same browser context → final
+page → the PDF from "Ver reporte" (else from the second email) → the verdict read from the PDF.
+
+Every selector and portal text the flow depends on is in ``PORTAL`` below: when the portal
+changes, that is where the fix goes.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from flows.base import CheckContext, Outcome
+from flows.errors import (
+    CaptchaUnsolved,
+    EmailNotReceived,
+    FlowError,
+    PortalChanged,
+    PortalUnavailable,
+)
+from flows.pdf import InvalidConstancia, read_constancia
+from flows.steps import Stopwatch, expect_visible, first_visible, goto, navigating, norm
+from worker.logs import mask_curp
+from worker.statuses import Status
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+__all__ = ["PORTAL", "ImssPortal", "run", "classify_message"]
+
+
+@dataclass(frozen=True)
+class ImssPortal:
+    """Selectors and texts of the IMSS portal (SPEC §3, verbatim). Messages are matched on
+    normalised fragments (lower case, no accents), so "válido"/"valido" both match."""
+
+    info_link: str = "a:has-text('Tramitar Constancia')"
+    form: str = "#registroAseguradoDatosBasicosForm"
+    curp: str = "#registroCurp"
+    email: str = "#correoInput"
+    email_confirm: str = "#correoConfirmacionInput"
+    captcha_img: str = "img#captchaImg"
+    captcha_refresh: str = "#refreshCaptcha"
+    captcha_input: str = "input[name=captcha]"
+    submit: str = "#continuar"
+    error: str = ".alert.alert-danger"
+    success: str = ".alert.alert-success"
+    field_error: str = ".help-block.error"
+    view_report: str = "#btnVerReporte"
+
+    success_fragment: str = "le hemos enviado una liga de confirmacion"
+    final_fragment: str = "ha sido enviado al correo electronico"
+    confirm_link_fragment: str = "confirmacionUrl"
+    mail1_subject: str = "Confirmación de correo electrónico"
+    mail2_subject: str = "Constancia de No Derechohabiencia"
+
+    #: Server messages → status. ``None``: the captcha was refused, try another one.
+    messages: tuple[tuple[str, Status | None], ...] = (
+        ("captcha no fue valido", None),
+        ("este campo es obligatorio", None),
+        ("no se localizo informacion en renapo", Status.CURP_NOT_FOUND),
+        ("ha localizado inconsistencias en tus datos", Status.DATA_INCONSISTENT),
+        ("agotado el numero de consultas", Status.DAILY_LIMIT),
+        ("dominio del correo electronico es invalido", Status.EMAIL_REJECTED),
+        ("relacionado a una curp distinta", Status.EMAIL_REJECTED),
+        # Client-side messages (next to the field): the configured address is refused.
+        ("el correo no es valido", Status.EMAIL_REJECTED),
+        ("correos gmail no deben contener", Status.EMAIL_REJECTED),
+    )
+    #: The confirmation link did not work: the whole query must be made again (retried).
+    token_errors: tuple[str, ...] = (
+        "confirmacion invalida",
+        "token expirado",
+        "este token ya fue utilizado",
+    )
+
+
+PORTAL = ImssPortal()
+
+#: How long to wait for the second email (which carries the same PDF) once the PDF came from
+#: "Ver reporte": only to claim it so it does not pile up in the mailbox; never fails a check.
+EMAIL2_GRACE_S = 5.0
+
+
+class _CaptchaRefused(Exception):
+    """Internal: the server said the captcha answer was wrong."""
+
+
+def classify_message(text: str) -> tuple[bool, Status | None]:
+    """``(known, status)`` for a portal message: ``(True, None)`` means "wrong captcha"."""
+    normalised = norm(text)
+    for fragment, status in PORTAL.messages:
+        if fragment in normalised:
+            return True, status
+    return False, None
+
+
+def run(ctx: CheckContext) -> Outcome:
+    """Check ``ctx.person`` on IMSS; see the module docstring."""
+    settings, log = ctx.settings, ctx.log
+    curp = ctx.person.curp
+    email = settings.email_for(curp)
+    timeout = settings.element_timeout_s
+    sw = Stopwatch()
+    page = ctx.browser_context.new_page()
+
+    with sw("open"):
+        goto(page, settings.imss_url, what="la página informativa del IMSS")
+        link = expect_visible(
+            page, PORTAL.info_link, what="liga Tramitar Constancia", timeout_s=timeout
+        )
+        href = link.get_attribute("href")
+        if not href:
+            raise PortalChanged("La liga «Tramitar Constancia» no tiene destino (href).")
+        # Follow the link's target instead of clicking: it may open a new tab.
+        goto(page, urljoin(page.url, href), what="el formulario del IMSS")
+    log.info("imss_form_opened", seconds=sw.timings["open"])
+
+    submitted_at = 0.0
+    message = ""
+    for attempt in range(1, settings.captcha_attempts + 1):
+        key = f"imss-{mask_curp(curp)}-{attempt}"
+        with sw("captcha"):
+            image = _captcha_image(page)
+            answer = ctx.captcha.solve(image, key=key).strip()
+        if not answer:
+            ctx.captcha.reject(key)
+            log.info("imss_captcha_no_answer", attempt=attempt)
+            _refresh_captcha(page)
+            continue
+        with sw("form"):
+            _fill_form(page, curp, email, answer, timeout)
+        submitted_at = time.time()
+        with sw("submit"):
+            with navigating(page, what="la respuesta del formulario del IMSS"):
+                page.locator(PORTAL.submit).click()
+            kind, message = _read_answer(page, timeout)
+        if kind == "success":
+            log.info("imss_query_accepted", attempt=attempt)
+            break
+        known, status = classify_message(message)
+        if known and status is None:
+            ctx.captcha.reject(key)
+            log.info("imss_captcha_refused", attempt=attempt)
+            continue
+        if known and status is not None:
+            log.info("imss_portal_refused", status=status.value)
+            return Outcome(status=status, detail=message, timings=sw.timings)
+        raise FlowError(f"Mensaje desconocido del portal del IMSS: «{message}»")
+    else:
+        raise CaptchaUnsolved(
+            f"El captcha del IMSS no se resolvió en {settings.captcha_attempts} intento(s)."
+        )
+
+    with sw("email"):
+        mail1 = ctx.mailbox.wait_for(
+            to=email,
+            subject_contains=PORTAL.mail1_subject,
+            since=submitted_at - 1,
+            timeout_s=settings.email_timeout_s,
+        )
+    link = next((u for u in mail1.links if PORTAL.confirm_link_fragment in u), None)
+    if link is None:
+        raise PortalChanged("El correo de confirmación del IMSS no trae la liga confirmacionUrl.")
+    log.info("imss_confirmation_received", seconds=sw.timings["email"])
+
+    confirmed_at = time.time()
+    with sw("confirm"):
+        goto(page, link, what="la liga de confirmación del IMSS")
+        _check_token_page(page)
+        expect_visible(page, PORTAL.view_report, what="botón Ver reporte", timeout_s=timeout)
+
+    pdf_path = Path(ctx.work_dir) / "imss.pdf"
+    facts = None
+    source = "page"
+    with sw("pdf"):
+        if _download_report(page, pdf_path, settings.navigation_timeout_s, log):
+            try:
+                facts = read_constancia(pdf_path, portal="imss", curp=curp)
+            except InvalidConstancia as exc:
+                log.warning("imss_page_pdf_invalid", detail=str(exc))
+        mail2 = _second_email(ctx, email, confirmed_at, need=facts is None)
+        if facts is None:
+            if mail2 is None:
+                raise EmailNotReceived(
+                    "No se obtuvo la constancia: «Ver reporte» falló y el segundo correo "
+                    "del IMSS no llegó."
+                )
+            _save_attachment(mail2, pdf_path)
+            source = "email"
+    with sw("verify"):
+        if source == "email":
+            facts = read_constancia(pdf_path, portal="imss", curp=curp)
+    assert facts is not None
+    status = Status(facts.result)
+    log.info("imss_verdict", status=status.value, source=source)
+    return Outcome(
+        status=status,
+        detail=_detail(status, facts),
+        pdf_path=pdf_path,
+        facts=facts,
+        timings=sw.timings,
+        extra={"pdf_source": source},
+    )
+
+
+# --- steps --------------------------------------------------------------------------------
+
+
+def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -> None:
+    """Fill every field (again after a refused captcha: the portal may clear them). The
+    confirmation is typed key by key: the portal blocks pasting into it."""
+    curp_box = expect_visible(page, PORTAL.curp, what="campo CURP", timeout_s=timeout)
+    curp_box.fill(curp)
+    curp_box.blur()
+    expect_visible(page, PORTAL.email, what="campo correo", timeout_s=timeout).fill(email)
+    confirm = expect_visible(
+        page, PORTAL.email_confirm, what="campo confirmación de correo", timeout_s=timeout
+    )
+    confirm.fill("")
+    confirm.press_sequentially(email)
+    confirm.blur()
+    expect_visible(page, PORTAL.captcha_input, what="campo captcha", timeout_s=timeout).fill(answer)
+    # The page's own checks (email format, Gmail rule) show their message next to the field
+    # and keep the form from being sent: report it instead of waiting for a navigation.
+    field_errors = page.locator(PORTAL.field_error)
+    for i in range(field_errors.count()):
+        item = field_errors.nth(i)
+        text = item.inner_text().strip() if item.is_visible() else ""
+        if text:
+            known, status = classify_message(text)
+            if known and status is not None:
+                raise _ClientRefusal(status, text)
+
+
+class _ClientRefusal(FlowError):
+    """The page's script refused the data before sending it (e.g. the email format)."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _read_answer(page: Page, timeout: float) -> tuple[str, str]:
+    """``("success"|"error", text)`` of the page the form led to."""
+    found = first_visible(
+        page, {"error": PORTAL.error, "success": PORTAL.success}, timeout_s=timeout
+    )
+    if found is None:
+        raise PortalChanged(
+            f"La respuesta del IMSS no muestra mensaje ({PORTAL.error} / {PORTAL.success})."
+        )
+    kind, locator = found
+    text = " ".join(locator.inner_text().split())
+    if kind == "success" and PORTAL.success_fragment not in norm(text):
+        raise FlowError(f"Mensaje de éxito desconocido del portal del IMSS: «{text}»")
+    return kind, text
+
+
+def _captcha_image(page: Page) -> bytes:
+    """The captcha exactly as the browser received it: drawn onto a canvas at its natural size
+    (fetching the servlet again would change the session's answer)."""
+    img = page.locator(PORTAL.captcha_img).first
+    try:
+        img.wait_for(state="visible")
+        page.wait_for_function(
+            "sel => { const i = document.querySelector(sel);"
+            " return i && i.complete && i.naturalWidth > 0; }",
+            arg=PORTAL.captcha_img,
+        )
+    except PlaywrightTimeout as exc:
+        raise PortalChanged(
+            f"No se encontró la imagen del captcha ({PORTAL.captcha_img})."
+        ) from exc
+    try:
+        data_url = img.evaluate(
+            """i => { const c = document.createElement('canvas');
+                      c.width = i.naturalWidth; c.height = i.naturalHeight;
+                      c.getContext('2d').drawImage(i, 0, 0);
+                      return c.toDataURL('image/png'); }"""
+        )
+        return base64.b64decode(data_url.split(",", 1)[1])
+    except PlaywrightError:
+        # A tainted canvas (image from another origin): the rendered pixels will do.
+        return img.screenshot()
+
+
+def _refresh_captcha(page: Page) -> None:
+    """A new captcha image: the refresh icon, else reloading the form."""
+    img = page.locator(PORTAL.captcha_img).first
+    old = img.get_attribute("src") if img.count() else None
+    refresh = page.locator(PORTAL.captcha_refresh).first
+    if refresh.count() and refresh.is_visible():
+        refresh.click()
+        try:
+            page.wait_for_function(
+                "([sel, old]) => { const i = document.querySelector(sel);"
+                " return i && i.getAttribute('src') !== old && i.complete && i.naturalWidth > 0; }",
+                arg=[PORTAL.captcha_img, old],
+            )
+            return
+        except PlaywrightTimeout:
+            pass
+    with navigating(page, what="el formulario del IMSS"):
+        page.reload(wait_until="domcontentloaded")
+
+
+def _check_token_page(page: Page) -> None:
+    text = norm(page.locator("body").inner_text())
+    for fragment in PORTAL.token_errors:
+        if fragment in text:
+            raise PortalUnavailable(f"La liga de confirmación del IMSS no funcionó: «{fragment}».")
+
+
+def _download_report(page: Page, dest: Path, timeout_s: float, log: Any) -> bool:
+    """Click "Ver reporte" and save the PDF; ``False`` if no PDF came (the caller falls back to
+    the second email). Headless Chromium has no PDF viewer, so the PDF arrives as a download —
+    in this page or in a tab the button opens."""
+    context = page.context
+    downloads: list[Any] = []
+
+    def watch(new_page: Page) -> None:
+        new_page.on("download", downloads.append)
+
+    page.on("download", downloads.append)
+    context.on("page", watch)
+    try:
+        page.locator(PORTAL.view_report).click()
+        deadline = time.monotonic() + timeout_s
+        while not downloads and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        if not downloads:
+            log.warning("imss_view_report_no_download", waited_s=timeout_s)
+            return False
+        downloads[0].save_as(dest)
+        return dest.stat().st_size > 0
+    except PlaywrightError as exc:
+        log.warning("imss_view_report_failed", error=type(exc).__name__)
+        return False
+    finally:
+        page.remove_listener("download", downloads.append)
+        context.remove_listener("page", watch)
+
+
+def _second_email(ctx: CheckContext, email: str, since: float, *, need: bool) -> Any | None:
+    """The email with the PDF attached: waited for fully when it is the only PDF left,
+    briefly otherwise (only to claim it)."""
+    timeout = (
+        ctx.settings.email_timeout_s if need else min(EMAIL2_GRACE_S, ctx.settings.email_timeout_s)
+    )
+    try:
+        return ctx.mailbox.wait_for(
+            to=email, subject_contains=PORTAL.mail2_subject, since=since - 1, timeout_s=timeout
+        )
+    except EmailNotReceived:
+        ctx.log.info("imss_second_email_missing", waited_s=timeout)
+        return None
+
+
+def _save_attachment(message: Any, dest: Path) -> None:
+    for filename, content_type, data in message.attachments:
+        if content_type == "application/pdf" or str(filename).lower().endswith(".pdf"):
+            dest.write_bytes(data)
+            return
+    raise PortalChanged("El segundo correo del IMSS no trae la constancia en PDF adjunta.")
+
+
+def _detail(status: Status, facts: Any) -> str:
+    until = facts.valid_until.strftime("%d/%m/%Y") if facts.valid_until else "un día"
+    if status is Status.ENTITLED:
+        nss = f" con NSS {facts.nss}" if facts.nss else ""
+        return f"Vigente{nss}: tiene derecho a servicio médico. Constancia válida hasta {until}."
+    return f"Sin derecho a servicio médico. Constancia válida hasta {until}."

@@ -1,0 +1,154 @@
+"""ISSSTE — Acreditación de No Afiliación (Oficina Virtual, SINAVID).
+
+Procedure page → CURP → "Buscar" → the verdict shown on the page → not affiliated: "Descargar"
+gives the PDF, whose text is verified; affiliated: no document; unknown CURP: not found.
+
+Every selector and portal text the flow depends on is in ``PORTAL`` below.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from playwright.sync_api import Error as PlaywrightError
+
+from flows.base import CheckContext, Outcome
+from flows.errors import FlowError, PortalChanged, PortalUnavailable
+from flows.pdf import read_constancia
+from flows.steps import Stopwatch, expect_visible, goto, norm, unavailable_reason
+from worker.statuses import Status
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+__all__ = ["PORTAL", "IssstePortal", "run"]
+
+
+@dataclass(frozen=True)
+class IssstePortal:
+    """Selectors and texts of the ISSSTE portal. Texts are normalised fragments (lower case,
+    no accents)."""
+
+    curp: str = "#txtCurp"
+    search: str = "#btnBuscar"
+    result: str = "#resultado"
+    verdict: str = "#resultadoDictamen"
+    download: str = "#btnDescargar"
+    message: str = "#mensaje"
+
+    verdict_not_affiliated: str = "no afiliado"
+    verdict_affiliated: str = "afiliado"
+    msg_not_found: str = "no se encontro informacion con la curp"
+    msg_affiliated: str = "se encuentra afiliada al issste"
+    msg_not_affiliated: str = "no se encontro registro de afiliacion vigente"
+    #: Messages that mean "try again later".
+    msg_failures: tuple[str, ...] = ("error al realizar la consulta", "intenta mas tarde")
+    msg_curp_format: str = "la curp no tiene un formato valido"
+
+
+PORTAL = IssstePortal()
+
+
+def run(ctx: CheckContext) -> Outcome:
+    """Check ``ctx.person`` on ISSSTE; see the module docstring."""
+    settings, log = ctx.settings, ctx.log
+    curp = ctx.person.curp
+    timeout = settings.element_timeout_s
+    sw = Stopwatch()
+    page = ctx.browser_context.new_page()
+
+    with sw("open"):
+        goto(page, settings.issste_url, what="la página del ISSSTE")
+        box = expect_visible(page, PORTAL.curp, what="campo CURP", timeout_s=timeout)
+        button = expect_visible(page, PORTAL.search, what="botón Buscar", timeout_s=timeout)
+    with sw("search"):
+        box.fill(curp)
+        button.click()
+        verdict, message = _wait_for_answer(page, settings.navigation_timeout_s)
+    log.info("issste_answer", verdict=verdict, seconds=sw.timings["search"])
+
+    if verdict == "not_found":
+        return Outcome(Status.CURP_NOT_FOUND, detail=message, timings=sw.timings)
+    if verdict == "affiliated":
+        return Outcome(
+            Status.AFFILIATED,
+            detail=message or "Afiliado al ISSSTE: el ISSSTE no emite la acreditación.",
+            timings=sw.timings,
+        )
+
+    pdf_path = Path(ctx.work_dir) / "issste.pdf"
+    with sw("pdf"):
+        link = expect_visible(page, PORTAL.download, what="botón Descargar", timeout_s=timeout)
+        try:
+            with page.expect_download(timeout=settings.navigation_timeout_s * 1000) as info:
+                link.click()
+            info.value.save_as(pdf_path)
+        except PlaywrightError as exc:
+            reason = unavailable_reason(page)
+            raise PortalUnavailable(
+                reason or "La descarga de la acreditación del ISSSTE no se completó."
+            ) from exc
+    with sw("verify"):
+        facts = read_constancia(pdf_path, portal="issste", curp=curp)
+    status = Status(facts.result)
+    log.info("issste_verdict", status=status.value)
+    folio = f" (folio {facts.folio})" if facts.folio else ""
+    return Outcome(
+        status,
+        detail=f"No afiliado al ISSSTE: acreditación de no afiliación obtenida{folio}.",
+        pdf_path=pdf_path,
+        facts=facts,
+        timings=sw.timings,
+    )
+
+
+def _wait_for_answer(page: Page, timeout_s: float) -> tuple[str, str]:
+    """Wait for the search to answer: ``(verdict, message)`` with verdict ``not_affiliated``,
+    ``affiliated`` or ``not_found``. The answer is rendered by the page's script, so this polls
+    for the result box or a known message."""
+    deadline = time.monotonic() + timeout_s
+    message = ""
+    while True:
+        message = _visible_text(page, PORTAL.message)
+        normalised = norm(message)
+        if PORTAL.msg_not_found in normalised:
+            return "not_found", message
+        if PORTAL.msg_curp_format in normalised:
+            raise FlowError(f"El ISSSTE rechazó el formato de la CURP: «{message}»")
+        failed = any(fragment in normalised for fragment in PORTAL.msg_failures)
+        if failed and PORTAL.msg_not_affiliated not in normalised:
+            raise PortalUnavailable(f"El ISSSTE no pudo hacer la consulta: «{message}»")
+        verdict = norm(_visible_text(page, PORTAL.verdict))
+        if verdict == PORTAL.verdict_not_affiliated:
+            return "not_affiliated", message
+        if verdict == PORTAL.verdict_affiliated or PORTAL.msg_affiliated in normalised:
+            return "affiliated", message
+        if verdict:
+            raise FlowError(f"Dictamen desconocido del ISSSTE: «{verdict}»")
+        reason = unavailable_reason(page)
+        if reason:
+            raise PortalUnavailable(reason)
+        if time.monotonic() >= deadline:
+            break
+        page.wait_for_timeout(100)
+    if message:
+        raise FlowError(f"Mensaje desconocido del ISSSTE: «{message}»")
+    if not (page.locator(PORTAL.result).count() or page.locator(PORTAL.message).count()):
+        raise PortalChanged(
+            f"La página del ISSSTE no tiene dónde mostrar el resultado "
+            f"({PORTAL.result} / {PORTAL.message})."
+        )
+    raise PortalUnavailable(f"El ISSSTE no respondió la búsqueda en {timeout_s:g} s.")
+
+
+def _visible_text(page: Page, selector: str) -> str:
+    locator = page.locator(selector).first
+    try:
+        if locator.count() and locator.is_visible():
+            return " ".join(locator.inner_text().split())
+    except PlaywrightError:
+        pass
+    return ""

@@ -1,0 +1,162 @@
+"""Run one check: a fresh browser context, the portal's flow, evidence when it fails.
+
+The engine (Celery task or embedded pool) calls ``run_check`` and gets either an ``Outcome``
+or a ``TransientError`` to retry (``flows.errors.retry_delay`` decides); the context is closed
+in every case.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flows import get_flow
+from flows.base import CaptchaSolver, CheckContext, Mailbox, Outcome, Person
+from flows.errors import FlowError, TransientError
+from flows.evidence import evidence_dir, save_pages, save_trace, write_note
+from worker.logs import mask_text
+from worker.statuses import Status, StatusClass
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext
+
+    from worker.settings import Settings
+
+__all__ = ["run_check", "new_check_context"]
+
+_LOCALE = "es-MX"
+
+
+def new_check_context(browser: Browser, settings: Settings) -> BrowserContext:
+    """A fresh context as a person in Mexico would have it: Spanish, Mexico City time,
+    downloads accepted, the configured timeouts."""
+    context = browser.new_context(
+        accept_downloads=True, locale=_LOCALE, timezone_id=settings.timezone
+    )
+    context.set_default_navigation_timeout(settings.navigation_timeout_s * 1000)
+    context.set_default_timeout(settings.element_timeout_s * 1000)
+    return context
+
+
+def run_check(
+    browser: Browser,
+    portal: str,
+    person: Person,
+    settings: Settings,
+    work_dir: Path,
+    *,
+    captcha: CaptchaSolver,
+    mailbox: Mailbox,
+    log: Any,
+    attempt: int = 0,
+) -> Outcome:
+    """Check ``person`` on ``portal``; the PDF goes to ``work_dir/<portal>.pdf``.
+
+    Returns an ``Outcome`` for every verdict and for permanent failures (``portal_changed``,
+    ``error``…), with ``extra["evidence"]`` when evidence was kept. Raises the flow's
+    ``TransientError`` (with ``evidence_path`` set) so that the engine can retry it.
+    """
+    flow = get_flow(portal)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    context = new_check_context(browser, settings)
+    try:
+        tracing = settings.keep_traces != "never"
+        if tracing:
+            context.tracing.start(screenshots=True, snapshots=True)
+        ctx = CheckContext(
+            browser_context=context,
+            person=person,
+            settings=settings,
+            work_dir=work_dir,
+            captcha=captcha,
+            mailbox=mailbox,
+            log=log,
+        )
+        error: BaseException | None = None
+        try:
+            outcome = flow(ctx)
+        except TransientError as exc:
+            path = _keep_evidence(context, work_dir, portal, attempt, exc.status, exc, tracing)
+            exc.evidence_path = path  # type: ignore[attr-defined]
+            log.warning(
+                "check_transient_failure",
+                error=type(exc).__name__,
+                detail=mask_text(str(exc)),
+                evidence=str(path),
+            )
+            raise
+        except FlowError as exc:
+            error = exc
+            outcome = Outcome(status=exc.status, detail=str(exc))
+        except Exception as exc:  # noqa: BLE001 - anything unexpected is recorded as `error`
+            error = exc
+            outcome = Outcome(
+                status=Status.ERROR,
+                detail=f"Error inesperado ({type(exc).__name__}): {_short(exc)}",
+            )
+        if outcome.status.status_class is not StatusClass.DONE or error is not None:
+            path = _keep_evidence(
+                context, work_dir, portal, attempt, outcome.status, error, tracing
+            )
+            outcome.extra["evidence"] = str(path)
+            log.warning(
+                "check_failed",
+                status=outcome.status.value,
+                error=type(error).__name__ if error else None,
+                detail=mask_text(outcome.detail),
+                evidence=str(path),
+            )
+        elif tracing:
+            if settings.keep_traces == "always":
+                trace = save_trace(context, evidence_dir(work_dir, portal, attempt))
+                outcome.extra["trace"] = str(trace) if trace else None
+            else:
+                _discard_trace(context)
+        outcome.timings.setdefault("total", round(time.monotonic() - started, 3))
+        log.info("check_done", status=outcome.status.value, timings=outcome.timings)
+        return outcome
+    finally:
+        try:
+            context.close()
+        except Exception as exc:  # noqa: BLE001 - the browser may already be gone
+            log.debug("context_close_failed", error=mask_text(str(exc)))
+
+
+def _keep_evidence(
+    context: BrowserContext,
+    work_dir: Path,
+    portal: str,
+    attempt: int,
+    status: Status,
+    error: BaseException | None,
+    tracing: bool,
+) -> Path:
+    dest = evidence_dir(work_dir, portal, attempt)
+    save_pages(context, dest)
+    if tracing:
+        save_trace(context, dest)
+    write_note(
+        dest,
+        portal=portal,
+        attempt=attempt,
+        status=status.value,
+        error=type(error).__name__ if error else None,
+        message=str(error) if error else "",
+        pages=[mask_text(p.url) for p in context.pages],
+    )
+    return dest
+
+
+def _discard_trace(context: BrowserContext) -> None:
+    try:
+        context.tracing.stop()
+    except Exception as exc:  # noqa: BLE001 - nothing to keep anyway
+        del exc
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return mask_text(text)[:limit]

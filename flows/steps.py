@@ -1,0 +1,171 @@
+"""Page steps both flows share: navigation and expected elements, mapped to flow errors.
+
+The one rule they implement: a page that did not load, answered 5xx or says the service is
+down is ``PortalUnavailable`` (retried); a page that loaded fine but lacks an element the flow
+expects is ``PortalChanged`` (the flow needs updating).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from flows.errors import PortalChanged, PortalUnavailable
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page, Response
+
+__all__ = [
+    "UNAVAILABLE_MARKERS",
+    "norm",
+    "page_text",
+    "unavailable_reason",
+    "goto",
+    "navigating",
+    "expect_visible",
+    "first_visible",
+    "Stopwatch",
+]
+
+#: Texts (normalised: lower case, no accents) of pages that mean "try again later".
+#: Shared by both portals: the government frameworks show the same kinds of pages.
+UNAVAILABLE_MARKERS: tuple[str, ...] = (
+    "servicio no disponible",
+    "service unavailable",
+    "en mantenimiento",
+    "mantenimiento programado",
+    "sitio en mantenimiento",
+    "sesion ha expirado",
+    "sesion expirada",
+    "su sesion expiro",
+    "internal server error",
+    "error interno del servidor",
+    "bad gateway",
+    "gateway time-out",
+    "gateway timeout",
+)
+
+
+def norm(text: str) -> str:
+    """Lower case, accents removed, whitespace collapsed: messages compare by meaning, not
+    by the portal's choice of accents (it writes both "valido" and "válido")."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return re.sub(r"\s+", " ", plain).strip().casefold()
+
+
+def page_text(page: Page) -> str:
+    """The visible text of the page (empty if the page is gone or still navigating)."""
+    try:
+        return page.locator("body").inner_text(timeout=2000)
+    except PlaywrightError:
+        return ""
+
+
+def unavailable_reason(page: Page, response: Response | None = None) -> str | None:
+    """Why this page means "the portal is down", or ``None`` if it looks like a normal page."""
+    if response is not None and response.status >= 500:
+        return f"HTTP {response.status} en {_path(response.url)}"
+    text = norm(page_text(page))
+    for marker in UNAVAILABLE_MARKERS:
+        if marker in text:
+            return f"El portal respondió «{marker}» en {_path(page.url)}"
+    return None
+
+
+def _path(url: str) -> str:
+    # Query strings may carry tokens; the path is enough to tell pages apart.
+    return url.split("?", 1)[0]
+
+
+def _raise_if_unavailable(page: Page, response: Response | None) -> None:
+    reason = unavailable_reason(page, response)
+    if reason:
+        raise PortalUnavailable(reason)
+
+
+def goto(page: Page, url: str, *, what: str) -> Response | None:
+    """Open ``url``; a timeout, network error, 5xx or "down" page is ``PortalUnavailable``."""
+    try:
+        response = page.goto(url, wait_until="domcontentloaded")
+    except PlaywrightTimeout as exc:
+        raise PortalUnavailable(f"Tiempo de espera agotado al abrir {what}") from exc
+    except PlaywrightError as exc:
+        raise PortalUnavailable(f"No se pudo abrir {what}: {_first_line(exc)}") from exc
+    _raise_if_unavailable(page, response)
+    return response
+
+
+@contextmanager
+def navigating(page: Page, *, what: str) -> Iterator[None]:
+    """Wrap an action (a click, a submit) that makes the page navigate; the new page is checked
+    like ``goto``'s."""
+    try:
+        with page.expect_navigation(wait_until="domcontentloaded") as nav:
+            yield
+        response = nav.value
+    except PlaywrightTimeout as exc:
+        _raise_if_unavailable(page, None)
+        raise PortalUnavailable(f"Tiempo de espera agotado al cargar {what}") from exc
+    except PlaywrightError as exc:
+        raise PortalUnavailable(f"Falló la carga de {what}: {_first_line(exc)}") from exc
+    _raise_if_unavailable(page, response)
+
+
+def expect_visible(page: Page, selector: str, *, what: str, timeout_s: float) -> Locator:
+    """The first element matching ``selector`` once visible; missing after ``timeout_s`` is
+    ``PortalChanged`` naming it — unless the page turned out to be a "down" page."""
+    locator = page.locator(selector).first
+    try:
+        locator.wait_for(state="visible", timeout=timeout_s * 1000)
+    except PlaywrightTimeout as exc:
+        _raise_if_unavailable(page, None)
+        raise PortalChanged(
+            f"No se encontró el elemento esperado «{what}» ({selector}) en {_path(page.url)}"
+        ) from exc
+    return locator
+
+
+def first_visible(
+    page: Page, candidates: dict[str, str], *, timeout_s: float, poll_s: float = 0.1
+) -> tuple[str, Locator] | None:
+    """Wait until one of ``{name: selector}`` is visible; its name and locator, or ``None``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for name, selector in candidates.items():
+            locator = page.locator(selector).first
+            try:
+                if locator.is_visible():
+                    return name, locator
+            except PlaywrightError:
+                pass  # navigating: try again on the next round
+        if time.monotonic() >= deadline:
+            return None
+        page.wait_for_timeout(poll_s * 1000)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+class Stopwatch:
+    """Seconds per step, for ``Outcome.timings``: ``with sw("form"): …``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = clock
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        start = self._clock()
+        try:
+            yield
+        finally:
+            self.timings[step] = round(self.timings.get(step, 0.0) + self._clock() - start, 3)
