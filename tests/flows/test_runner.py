@@ -1,0 +1,184 @@
+"""run_check: a fresh context per check, closed always; evidence for every failed check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import structlog
+
+import flows
+from flows.base import CheckContext, Outcome, Person
+from flows.errors import PortalChanged, PortalUnavailable
+from flows.runner import run_check
+from worker.settings import load_settings
+from worker.statuses import Status
+
+pytestmark = pytest.mark.browser
+
+CURP = "PEGJ900115HDFRRN03"
+PAGE = "<html><body><h1>Portal de prueba</h1><p>CURP PEGJ900115HDFRRN03</p></body></html>"
+
+
+def _open(ctx: CheckContext) -> None:
+    page = ctx.browser_context.new_page()
+    page.set_content(PAGE)
+
+
+def _transient(ctx: CheckContext) -> Outcome:
+    _open(ctx)
+    raise PortalUnavailable("HTTP 503 en /consultar")
+
+
+def _changed(ctx: CheckContext) -> Outcome:
+    _open(ctx)
+    raise PortalChanged("No se encontró el elemento esperado «botón Buscar» (#btnBuscar)")
+
+
+def _crash(ctx: CheckContext) -> Outcome:
+    _open(ctx)
+    raise ValueError(f"algo raro con {ctx.person.curp}")
+
+
+def _playwright_timeout(ctx: CheckContext) -> Outcome:
+    page = ctx.browser_context.new_page()
+    page.set_content(PAGE)
+    page.locator("#does-not-exist").click(timeout=300)
+    raise AssertionError("unreachable")
+
+
+def _verdict(ctx: CheckContext) -> Outcome:
+    _open(ctx)
+    pdf = ctx.work_dir / "imss.pdf"
+    pdf.write_bytes(b"%PDF-1.4 test")
+    return Outcome(Status.NOT_ENTITLED, detail="Sin derecho", pdf_path=pdf)
+
+
+def _refusal(ctx: CheckContext) -> Outcome:
+    _open(ctx)
+    return Outcome(Status.DAILY_LIMIT, detail="Has agotado el número de consultas permitidas")
+
+
+_FLOWS = {
+    "t-transient": _transient,
+    "t-changed": _changed,
+    "t-crash": _crash,
+    "t-timeout": _playwright_timeout,
+    "t-verdict": _verdict,
+    "t-refusal": _refusal,
+}
+for _name, _func in _FLOWS.items():
+    if _name not in flows._registry:
+        flows.register(_name, _func)
+
+
+class _Unused:
+    """Neither captcha nor mail is used by these flows."""
+
+    def solve(self, image: bytes, *, key: str) -> str:
+        raise AssertionError("not used")
+
+    def reject(self, key: str) -> None:
+        raise AssertionError("not used")
+
+    def wait_for(self, **kwargs: object) -> object:
+        raise AssertionError("not used")
+
+
+def _run(browser, tmp_path: Path, portal: str, **settings: object) -> Outcome:
+    return run_check(
+        browser,
+        portal,
+        Person(CURP),
+        load_settings(**settings),
+        tmp_path / "out",
+        captcha=_Unused(),
+        mailbox=_Unused(),
+        log=structlog.get_logger(),
+        attempt=2,
+    )
+
+
+def _assert_evidence(path: Path, *, trace: bool = True) -> None:
+    assert path.is_dir()
+    names = sorted(p.name for p in path.iterdir())
+    assert "page-1.png" in names and "page-1.html" in names and "check.json" in names
+    assert ("trace.zip" in names) is trace
+    assert (path / "page-1.png").read_bytes().startswith(b"\x89PNG")
+    assert "Portal de prueba" in (path / "page-1.html").read_text(encoding="utf-8")
+    for p in path.rglob("*"):
+        assert CURP not in str(p) and CURP.lower() not in str(p)
+    note = json.loads((path / "check.json").read_text(encoding="utf-8"))
+    assert CURP not in json.dumps(note)
+
+
+def test_transient_error_is_reraised_with_evidence(browser, tmp_path: Path) -> None:
+    """A TransientError reaches the engine (to retry) with its evidence folder attached."""
+    with pytest.raises(PortalUnavailable) as info:
+        _run(browser, tmp_path, "t-transient")
+    path = Path(info.value.evidence_path)
+    assert path == tmp_path / "out" / "evidence" / "t-transient-2"
+    _assert_evidence(path)
+    assert not browser.contexts
+
+
+def test_portal_changed_becomes_an_outcome_with_evidence(browser, tmp_path: Path) -> None:
+    """PortalChanged is recorded as portal_changed (not retried), with evidence."""
+    outcome = _run(browser, tmp_path, "t-changed")
+    assert outcome.status is Status.PORTAL_CHANGED
+    assert "#btnBuscar" in outcome.detail
+    _assert_evidence(Path(outcome.extra["evidence"]))
+    assert not browser.contexts
+
+
+def test_unexpected_exception_is_error_with_masked_detail(browser, tmp_path: Path) -> None:
+    """Any other exception is `error`, its detail masked, with evidence."""
+    outcome = _run(browser, tmp_path, "t-crash")
+    assert outcome.status is Status.ERROR
+    assert "ValueError" in outcome.detail and CURP not in outcome.detail
+    note = json.loads((Path(outcome.extra["evidence"]) / "check.json").read_text("utf-8"))
+    assert note["error"] == "ValueError" and note["status"] == "error"
+
+
+def test_unmapped_playwright_timeout_is_error(browser, tmp_path: Path) -> None:
+    """A Playwright timeout a flow did not map is `error`, with evidence."""
+    outcome = _run(browser, tmp_path, "t-timeout")
+    assert outcome.status is Status.ERROR and "TimeoutError" in outcome.detail
+    assert Path(outcome.extra["evidence"], "page-1.html").exists()
+
+
+def test_verdict_keeps_no_evidence_and_closes_the_context(browser, tmp_path: Path) -> None:
+    """A plain verdict leaves only its PDF: no evidence folder, no open context."""
+    outcome = _run(browser, tmp_path, "t-verdict")
+    assert outcome.status is Status.NOT_ENTITLED and "evidence" not in outcome.extra
+    assert not (tmp_path / "out" / "evidence").exists()
+    assert "total" in outcome.timings
+    assert not browser.contexts
+
+
+def test_refusal_status_keeps_evidence(browser, tmp_path: Path) -> None:
+    """A returned status that is not a verdict (daily_limit) still keeps evidence."""
+    outcome = _run(browser, tmp_path, "t-refusal")
+    assert outcome.status is Status.DAILY_LIMIT
+    _assert_evidence(Path(outcome.extra["evidence"]))
+
+
+def test_no_trace_when_traces_are_disabled(browser, tmp_path: Path) -> None:
+    """keep_traces=never: screenshot and HTML still kept, no trace.zip."""
+    outcome = _run(browser, tmp_path, "t-changed", keep_traces="never")
+    _assert_evidence(Path(outcome.extra["evidence"]), trace=False)
+
+
+def test_always_keeps_the_trace_of_a_verdict(browser, tmp_path: Path) -> None:
+    """keep_traces=always: even a verdict keeps its trace."""
+    outcome = _run(browser, tmp_path, "t-verdict", keep_traces="always")
+    assert Path(outcome.extra["trace"]).name == "trace.zip"
+    assert Path(outcome.extra["trace"]).stat().st_size > 0
+
+
+def test_unknown_portal_is_refused(browser, tmp_path: Path) -> None:
+    """An unknown portal name never opens a context."""
+    with pytest.raises(KeyError):
+        _run(browser, tmp_path, "nope")
+    assert not browser.contexts
