@@ -63,6 +63,8 @@ class MaskingFilter(logging.Filter):
     """For stdlib loggers (Celery, uvicorn…): masks the rendered message and its arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):
+            return True  # a structlog event: already masked by mask_personal_data
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken format string must not lose the line
@@ -91,10 +93,11 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         mask_personal_data,
     ]
+    # Tracebacks are rendered to text here so that the masking step sees them.
+    shared += [structlog.processors.format_exc_info, _mask_exception_text]
     renderer: Any
     if log_format == "json":
-        shared += [structlog.processors.format_exc_info, _mask_exception_text]
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(

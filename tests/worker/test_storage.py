@@ -1,0 +1,128 @@
+"""Storage: idempotent recording, completion derived from stored results, on SQLite and
+PostgreSQL alike."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from worker.storage import Storage, utcnow
+
+CURPS = ["GODE561231HDFRRN09", "PEGJ900101MDFRRN05"]
+PG_ADMIN = os.environ.get("CONSTANCIAS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A throw-away PostgreSQL database on the machine's server (127.0.0.1:5432)."""
+    name = f"constancias_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    from worker import storage as st
+
+    for url, eng in list(st._engines.items()):
+        if name in url:
+            eng.dispose()
+            del st._engines[url]
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path: Path) -> Storage:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    st = Storage(url)
+    st.migrate()
+    if request.param == "postgresql":
+        with st.engine.begin() as c:
+            c.execute(text("TRUNCATE checks, rows, people, batches CASCADE"))
+    return st
+
+
+def _batch(storage: Storage, tmp_path: Path, kind: str = "upload") -> str:
+    rows = [
+        {"row_number": 3, "value": CURPS[0], "curp": CURPS[0], "reason": None, "duplicate_of": None, "extra": {"Nombre": "Ana"}},
+        {"row_number": 4, "value": "XXX", "curp": None, "reason": "Longitud", "duplicate_of": None, "extra": {}},
+        {"row_number": 5, "value": CURPS[1], "curp": CURPS[1], "reason": None, "duplicate_of": None, "extra": {}},
+        {"row_number": 6, "value": CURPS[0], "curp": CURPS[0], "reason": None, "duplicate_of": 3, "extra": {}},
+    ]
+    return storage.create_batch(key="k", source_name="h.xlsx", portals=["imss", "issste"],
+                                columns=["Nombre"], out_dir=tmp_path, rows=rows, kind=kind)
+
+
+def test_one_check_per_distinct_valid_curp_and_portal(storage: Storage, tmp_path: Path) -> None:
+    """Invalid and duplicate rows create no checks; every valid CURP gets one per portal."""
+    bid = _batch(storage, tmp_path)
+    assert len(storage.pending_check_ids(bid)) == 4
+    assert storage.progress(bid) == {"imss": {"total": 2, "done": 0}, "issste": {"total": 2, "done": 0}}
+    assert [r.row_number for r in storage.rows(bid)] == [3, 4, 5, 6]
+
+
+def test_a_result_is_recorded_once(storage: Storage, tmp_path: Path) -> None:
+    """A second record of the same check (a redelivered task) changes nothing."""
+    bid = _batch(storage, tmp_path)
+    cid = storage.pending_check_ids(bid)[0][0]
+    assert storage.start_check(cid, "t1") is not None
+    assert storage.record_result(cid, status="not_entitled", detail="ok")
+    assert not storage.record_result(cid, status="error", detail="late duplicate")
+    assert storage.get_check(cid).status == "not_entitled"
+    assert storage.start_check(cid, "t2") is None
+
+
+def test_report_is_claimed_by_exactly_one_caller_when_complete(storage: Storage, tmp_path: Path) -> None:
+    """Until every check has a status nobody may write the report; then exactly one may."""
+    bid = _batch(storage, tmp_path)
+    ids = [i for i, _ in storage.pending_check_ids(bid)]
+    for i in ids[:-1]:
+        storage.record_result(i, status="not_affiliated", detail="")
+    assert not storage.claim_report(bid)
+    storage.record_result(ids[-1], status="affiliated", detail="")
+    assert [storage.claim_report(bid) for _ in range(3)] == [True, False, False]
+
+
+def test_reusable_result_is_found_for_same_curp_and_portal_today(storage: Storage, tmp_path: Path) -> None:
+    """Today's verdict from another batch is offered for reuse; older ones are not."""
+    b1 = _batch(storage, tmp_path)
+    cid = next(i for i, p in storage.pending_check_ids(b1) if p == "imss")
+    storage.start_check(cid, None)
+    storage.record_result(cid, status="entitled", detail="")
+    since = utcnow() - timedelta(hours=1)
+    found = storage.reusable_result(CURPS[0], "imss", since, frozenset({"entitled"}))
+    assert found is not None and found.id == cid
+    assert storage.reusable_result(CURPS[0], "imss", utcnow() + timedelta(seconds=5), frozenset({"entitled"})) is None
+    assert storage.reusable_result(CURPS[0], "issste", since, frozenset({"entitled"})) is None
+
+
+def test_history_keeps_every_result(storage: Storage, tmp_path: Path) -> None:
+    """Two batches give two results for the same person; the previous one is retrievable."""
+    b1 = _batch(storage, tmp_path)
+    c1 = next(i for i, p in storage.pending_check_ids(b1) if p == "imss")
+    storage.record_result(c1, status="not_entitled", detail="")
+    b2 = _batch(storage, tmp_path, kind="recheck")
+    c2 = next(i for i, p in storage.pending_check_ids(b2) if p == "imss")
+    storage.record_result(c2, status="entitled", detail="")
+    assert [c.status for c in storage.history(CURPS[0], "imss")] == ["not_entitled", "entitled"]
+    assert storage.previous_result(CURPS[0], "imss", c2).id == c1
+
+
+def test_people_can_be_deactivated(storage: Storage, tmp_path: Path) -> None:
+    """Deactivated people stay stored with active=False."""
+    _batch(storage, tmp_path)
+    assert storage.set_active([CURPS[0]], False) == 1
+    assert {p.curp: p.active for p in storage.people()} == {CURPS[0]: False, CURPS[1]: True}
+
+
+def test_migrations_are_idempotent(storage: Storage) -> None:
+    """Running the migrations again on an up-to-date schema does nothing."""
+    storage.migrate()
+    with storage.engine.connect() as c:
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
