@@ -48,3 +48,20 @@ def page(browser):
     pg = context.new_page()
     yield pg
     context.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_session(tmp_path_factory: pytest.TempPathFactory):
+    """One sandbox (IMSS + ISSSTE simulators + SMTP→Maildir) for the whole test session."""
+    from fixtures.sandbox import start_sandbox
+
+    with start_sandbox(maildir=tmp_path_factory.mktemp("sandbox-mail")) as handle:
+        yield handle
+
+
+@pytest.fixture
+def sandbox(sandbox_session):
+    """The session's sandbox, reset (counters, tokens, overrides, clock) and with no faults."""
+    sandbox_session.reset()
+    sandbox_session.clear_faults()
+    return sandbox_session
