@@ -23,6 +23,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # when the worker is lost (storage caps redeliveries of a poison check).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # An exception escaping the engine (database or Redis down) leaves the task
+        # unacknowledged, so it comes back; storage caps how often (max_redeliveries).
+        "task_acks_on_failure_or_timeout": False,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": max(30, settings.task_time_limit_s - 30),

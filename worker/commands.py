@@ -191,6 +191,9 @@ def cmd_report(args: Any) -> int:
 def cmd_worker(args: Any) -> int:
     settings = _settings()
     _require_broker(settings)
+    from worker.service import open_storage
+
+    open_storage(settings)  # migrate once, before any task runs
     from worker.celery_app import app
 
     argv = ["worker", "--loglevel", settings.log_level.upper(), "-E",

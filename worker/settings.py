@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     """Cap of one retry delay (kept far below the broker's visibility timeout)."""
     task_time_limit_s: int = Field(600, ge=30)
     """Hard limit of one check; the task is killed and retried after it."""
-    visibility_timeout_s: int = Field(3600, ge=60)
+    visibility_timeout_s: int = Field(3600, ge=5)
     """Redis redelivers an unacknowledged task after this; above the longest task."""
     worker_max_tasks_per_child: int = Field(200, ge=1)
     """Recycle a worker process (and its Chromium) after this many checks."""

@@ -1,0 +1,172 @@
+"""Distributed engine: real Redis, real `constancias worker` processes, real Chromium against
+the sandbox; workers and Redis are killed mid-batch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+from pypdf import PdfReader
+
+from tests.people import expected, synthetic_curps, write_sheet
+from tests.redis_server import RedisServer
+from worker.settings import load_settings
+from worker.storage import Storage
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CLI = [sys.executable, "-m", "worker.cli"]
+
+
+class Cluster:
+    """Redis + N worker processes sharing one database and one data folder."""
+
+    def __init__(self, tmp_path: Path, sandbox, database_url: str | None = None) -> None:
+        self.tmp = tmp_path
+        self.redis = RedisServer(tmp_path / "redis")
+        self.redis.start()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSTANCIAS_")}
+        self.env.update({
+            "CONSTANCIAS_BROKER_URL": self.redis.url,
+            "CONSTANCIAS_DATA_DIR": str(tmp_path / "data"),
+            "CONSTANCIAS_IMSS_URL": sandbox.imss_url,
+            "CONSTANCIAS_ISSSTE_URL": sandbox.issste_url,
+            "CONSTANCIAS_MAILBOX_URL": sandbox.mailbox_url,
+            "CONSTANCIAS_LOG_FORMAT": "json",
+            "CONSTANCIAS_VISIBILITY_TIMEOUT_S": "20",
+            "CONSTANCIAS_RETRY_BACKOFF_S": "0.5",
+            "CONSTANCIAS_RETRY_BACKOFF_MAX_S": "4",
+            "CONSTANCIAS_RETRY_MAX": "6",
+        })
+        if database_url:
+            self.env["CONSTANCIAS_DATABASE_URL"] = database_url
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def start_worker(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"worker{len(self.workers)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([*CLI, "worker", "-c", str(concurrency)], env=self.env,
+                                cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.workers.append(proc)
+        return proc
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args], env=self.env, cwd=self.tmp, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def status(self, batch_id: str) -> dict:
+        proc = self.cli("status", batch_id, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def wait_done(self, batch_id: str, timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status(batch_id)
+            if st["state"] == "done":
+                return st
+            time.sleep(1)
+        raise AssertionError(f"batch not done: {st['done']}/{st['total']}")
+
+    def storage(self) -> Storage:
+        s = load_settings(data_dir=self.tmp / "data",
+                          database_url=self.env.get("CONSTANCIAS_DATABASE_URL"))
+        return Storage(s.effective_database_url)
+
+    def close(self) -> None:
+        for w in self.workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGTERM)
+        for w in self.workers:
+            try:
+                w.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(w.pid, signal.SIGKILL)
+        self.redis.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sandbox) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, sandbox)
+    yield c
+    c.close()
+
+
+def _assert_complete_and_right(cluster: Cluster, batch_id: str, curps: list[str], st: dict) -> None:
+    assert st["total"] == len(curps) * 2 and st["done"] == st["total"]
+    for r in st["results"]:
+        assert r["status"] == expected(r["curp"])[r["portal"]], r
+    checks = cluster.storage().checks(batch_id)
+    assert len(checks) == len(curps) * 2  # one check per (CURP, portal): nothing duplicated
+    for c in checks:
+        assert c.status is not None and c.finished_at is not None
+        if c.pdf_path:
+            data = Path(c.pdf_path).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == c.pdf_sha256
+            assert c.curp in PdfReader(c.pdf_path).pages[0].extract_text()
+    wb = load_workbook(st["report"])
+    assert wb["Detalle"].max_row >= len(curps) + 1
+
+
+def _wait_some_done(cluster: Cluster, batch_id: str, n: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cluster.status(batch_id)["done"] >= n:
+            return
+        time.sleep(0.5)
+    raise AssertionError("no progress")
+
+
+def test_worker_killed_mid_batch_loses_nothing(cluster: Cluster, sandbox) -> None:
+    """kill -9 of one of two workers (and its Chromium) mid-batch: every check ends exactly
+    once, every PDF is intact and the report is complete."""
+    sandbox.set_faults("imss", latency_ms=200)
+    sandbox.set_faults("issste", latency_ms=200)
+    curps = synthetic_curps(8, seed=51)
+    victim = cluster.start_worker(2)
+    cluster.start_worker(2)
+    proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)))
+    assert proc.returncode == 0, proc.stderr
+    batch_id = proc.stdout.strip().splitlines()[-1]
+    _wait_some_done(cluster, batch_id, 3)
+    os.killpg(victim.pid, signal.SIGKILL)
+    st = cluster.wait_done(batch_id, timeout=300)
+    _assert_complete_and_right(cluster, batch_id, curps, st)
+
+
+def test_redis_restart_mid_batch_completes(cluster: Cluster, sandbox) -> None:
+    """Redis killed and restarted mid-batch: the workers reconnect and the batch completes."""
+    sandbox.set_faults("imss", latency_ms=200)
+    curps = synthetic_curps(6, seed=61)
+    cluster.start_worker(2)
+    cluster.start_worker(2)
+    proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)))
+    batch_id = proc.stdout.strip().splitlines()[-1]
+    _wait_some_done(cluster, batch_id, 2)
+    cluster.redis.kill()
+    time.sleep(3)
+    cluster.redis.start()
+    st = cluster.wait_done(batch_id, timeout=300)
+    _assert_complete_and_right(cluster, batch_id, curps, st)
+
+
+def test_error_rate_on_both_portals_still_gives_right_results(cluster: Cluster, sandbox) -> None:
+    """With 30 % of responses failing on both portals every check still ends right."""
+    sandbox.set_faults("imss", error_rate=0.3)
+    sandbox.set_faults("issste", error_rate=0.3)
+    curps = synthetic_curps(5, seed=71)
+    cluster.start_worker(2)
+    cluster.start_worker(2)
+    proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)))
+    batch_id = proc.stdout.strip().splitlines()[-1]
+    st = cluster.wait_done(batch_id, timeout=400)
+    _assert_complete_and_right(cluster, batch_id, curps, st)

@@ -1,0 +1,157 @@
+"""The embedded engine end to end: real Chromium against the sandbox, SQLite, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+from pypdf import PdfReader
+
+from tests.people import expected, synthetic_curps, write_sheet
+from worker.commands import execute_batch, sandbox_settings
+from worker.service import batch_status, open_storage, prepare_batch
+from worker.settings import load_settings
+
+pytestmark = pytest.mark.browser
+
+CLI = [sys.executable, "-m", "worker.cli"]
+
+
+def _env(sandbox, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSTANCIAS_")}
+    env.update({
+        "CONSTANCIAS_DATA_DIR": str(tmp_path / "data"),
+        "CONSTANCIAS_IMSS_URL": sandbox.imss_url,
+        "CONSTANCIAS_ISSSTE_URL": sandbox.issste_url,
+        "CONSTANCIAS_MAILBOX_URL": sandbox.mailbox_url,
+        "CONSTANCIAS_LOG_FORMAT": "json",
+        "CONSTANCIAS_CONCURRENCY": "3",
+    })
+    env.update(extra)
+    return env
+
+
+def test_run_json_gives_each_rows_status_pdf_and_report(tmp_path: Path) -> None:
+    """`run --sandbox --json` on a sheet with valid, invalid and duplicate rows: every row gets
+    the sandbox's verdict per portal, PDFs where there are constancias, and the report."""
+    curps = synthetic_curps(3, seed=11)
+    sheet = write_sheet(tmp_path / "altas.xlsx", [*curps, "NO ES CURP", curps[0]])
+    proc = subprocess.run([*CLI, "run", str(sheet), "--sandbox", "--json", "--out", "salida"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CONSTANCIAS_CONCURRENCY": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert set(out) == {"batch_id", "report", "results"}
+    assert Path(out["report"]).is_file()
+    results = out["results"]
+    assert len(results) == 5 * 2
+    for r in results:
+        assert set(r) == {"row", "curp", "portal", "status", "pdf", "detail"}
+    by = {(r["row"], r["portal"]): r for r in results}
+    for i, curp in enumerate(curps):
+        for portal in ("imss", "issste"):
+            r = by[(i + 2, portal)]
+            assert r["curp"] == curp
+            assert r["status"] == expected(curp)[portal], r
+            if r["status"] in ("not_entitled", "entitled", "not_affiliated"):
+                assert r["pdf"] and curp in "".join(p.extract_text() for p in PdfReader(r["pdf"]).pages)
+            else:
+                assert r["pdf"] is None
+    assert by[(5, "imss")]["status"] == "invalid_curp"
+    assert by[(6, "imss")]["status"] == by[(2, "imss")]["status"]
+    assert "fila 2" in by[(6, "imss")]["detail"]
+    wb = load_workbook(out["report"])
+    assert {"Resumen", "Detalle", "Errores"} <= set(wb.sheetnames)
+
+
+def test_issste_down_ends_unavailable_in_bounded_time_while_imss_completes(sandbox, tmp_path: Path) -> None:
+    """With ISSSTE down for the whole batch, its checks end portal_unavailable after the
+    configured retries, IMSS finishes normally and the report is written."""
+    sandbox.set_faults("issste", down=True)
+    settings = sandbox_settings(load_settings(retry_max=2, retry_backoff_s=0.2,
+                                              retry_backoff_max_s=1.0, concurrency=3), sandbox)
+    storage = open_storage(settings)
+    curps = synthetic_curps(3, seed=21)
+    batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "h.xlsx", curps),
+                                ["imss", "issste"])
+    execute_batch(settings, storage, batch_id)
+    status = batch_status(storage, batch_id)
+    assert status["state"] == "done" and status["report"] and Path(status["report"]).is_file()
+    for r in status["results"]:
+        if r["portal"] == "issste":
+            assert r["status"] == "portal_unavailable"
+        else:
+            assert r["status"] == expected(r["curp"])["imss"]
+    checks = [c for c in storage.checks(batch_id) if c.portal == "issste"]
+    assert all(c.attempts == 3 for c in checks)
+    assert all(c.evidence_path and Path(c.evidence_path).exists() for c in checks)
+
+
+def test_same_day_verdict_is_reused_not_requeried(sandbox, tmp_path: Path) -> None:
+    """A second sheet with the same CURP the same day reuses the stored verdict and PDF:
+    the portals are not queried again."""
+    settings = sandbox_settings(load_settings(concurrency=2), sandbox)
+    storage = open_storage(settings)
+    curp = synthetic_curps(1, seed=31)[0]
+    b1, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "a.xlsx", [curp]), ["imss", "issste"])
+    execute_batch(settings, storage, b1)
+    before = {p: sandbox.stats(p)["queries"].get(curp, 0) for p in ("imss", "issste")}
+    assert before == {"imss": 1, "issste": 1}
+    b2, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "b.xlsx", [curp, *synthetic_curps(1, seed=32)]),
+                          ["imss", "issste"])
+    execute_batch(settings, storage, b2)
+    after = {p: sandbox.stats(p)["queries"].get(curp, 0) for p in ("imss", "issste")}
+    assert after == before
+    reused = [c for c in storage.checks(b2) if c.curp == curp]
+    assert all(c.reused_from for c in reused)
+    for c in reused:
+        if c.pdf_path:
+            assert Path(c.pdf_path).is_file() and Path(c.pdf_path).is_relative_to(Path(storage.get_batch(b2).out_dir))
+
+
+def test_killed_embedded_run_resumes_without_requerying(sandbox, tmp_path: Path) -> None:
+    """kill -9 of a running `constancias run`, then the same command again: it resumes the
+    same batch, finished checks are not sent to the portals again, and the batch completes."""
+    sandbox.set_faults("imss", latency_ms=150)
+    sandbox.set_faults("issste", latency_ms=150)
+    curps = synthetic_curps(8, seed=41)
+    sheet = write_sheet(tmp_path / "altas.xlsx", curps)
+    env = _env(sandbox, tmp_path, CONSTANCIAS_CONCURRENCY="2")
+    db = tmp_path / "data" / "constancias.db"
+    proc = subprocess.Popen([*CLI, "run", str(sheet), "--json"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    done_before: set[tuple[str, str]] = set()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as c:
+                    done_before = set(c.execute("select curp, portal from checks where status is not null"))
+            except sqlite3.OperationalError:
+                continue
+        if len(done_before) >= 4:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 4 <= len(done_before) < 16, "the run should have been killed mid-batch"
+    queries_at_kill = {p: dict(sandbox.stats(p)["queries"]) for p in ("imss", "issste")}
+
+    second = subprocess.run([*CLI, "run", str(sheet), "--json"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out = json.loads(second.stdout)
+    with sqlite3.connect(db) as c:
+        assert c.execute("select count(*) from batches").fetchone()[0] == 1
+    for curp, portal in done_before:
+        assert sandbox.stats(portal)["queries"][curp] == queries_at_kill[portal][curp] == 1
+    for r in out["results"]:
+        assert r["status"] == expected(r["curp"])[r["portal"]]
