@@ -209,7 +209,17 @@ class Engine:
             return None
         self.storage.finish_batch(batch_id, path)
         log.info("batch_done", batch_id=batch_id, report=str(path))
+        self._notify(batch_id)
         return path
+
+    def _notify(self, batch_id: str) -> None:
+        """E-mail a re-check's changes to HR (once each; worker/notify.py). Never fails the batch."""
+        try:
+            from worker.notify import notify_batch
+
+            notify_batch(self.settings, self.storage, batch_id)
+        except Exception:  # noqa: BLE001 - a mail problem must not undo a finished batch
+            log.exception("notify_failed", batch_id=batch_id)
 
 
 def _facts_json(facts: Any) -> dict[str, Any] | None:

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # --- schedule -----------------------------------------------------------------------
     recheck_cron: str = "0 2 * * *"
     """Nightly re-check (cron, in ``TIMEZONE``)."""
+    recheck_every_s: float | None = Field(None, gt=0)
+    """Re-check every this many seconds instead of ``RECHECK_CRON`` (tests and demos only)."""
     recheck_older_than_h: float = Field(20, ge=0)
     """The nightly re-check takes people whose latest result is older than this."""
     timezone: str = "America/Mexico_City"

@@ -40,7 +40,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Batch", "Row", "Person", "Check", "Storage", "utcnow", "new_batch_id"]
+__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "Storage", "utcnow",
+           "new_batch_id"]
 
 
 def utcnow() -> datetime:
@@ -151,6 +152,24 @@ class Check(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Notification(Base):
+    """A change notification e-mailed to HR (worker/notify.py): one row per change, claimed
+    before sending, so a report rebuilt or a batch finished twice never sends it again."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("batch_id", "curp", "portal"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
+    curp: Mapped[str] = mapped_column(String(18))
+    portal: Mapped[str] = mapped_column(String(16))
+    before: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    after: Mapped[str] = mapped_column(String(32))
+    recipients: Mapped[str] = mapped_column(Text, default="")
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -11,7 +11,7 @@ from celery import signals
 from worker.celery_app import app, settings
 from worker.engine import Engine
 
-__all__ = ["check", "finish_batch"]
+__all__ = ["check", "finish_batch", "recheck"]
 
 _engine: Engine | None = None
 
@@ -44,6 +44,14 @@ def check(self: Any, check_id: int, attempt: int = 0) -> str | None:
 @app.task(name="constancias.finish_batch")
 def finish_batch(batch_id: str) -> None:
     engine().finish_if_complete(batch_id)
+
+
+@app.task(name="constancias.recheck", ignore_result=True)
+def recheck(older_than_h: float | None = None) -> str | None:
+    """Fired by beat: store the re-check batch of whoever is due and enqueue its checks."""
+    from worker.recheck import start_recheck
+
+    return start_recheck(settings, older_than_h=older_than_h)
 
 
 @signals.setup_logging.connect
