@@ -77,7 +77,7 @@ class Dovecot:
         maildir: Path | None = None,
         *,
         user: str = "constancias",
-        password: str = "s3creta",
+        password: str = "s3creta",  # noqa: S107 - a throwaway test account
         host: str = "127.0.0.1",
         port: int = 0,
         binary: str = DOVECOT,
@@ -139,7 +139,10 @@ class Dovecot:
         with out_path.open("wb") as out:
             started = subprocess.run(
                 [self.binary, "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                check=False,
             )
         if started.returncode != 0:
             output = out_path.read_text(errors="replace")
