@@ -20,6 +20,7 @@ import csv
 import datetime as dt
 import io
 import re
+import threading
 import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -250,7 +251,7 @@ def is_curp_header(value: object) -> int:
     tokens = _TOKEN_RE.findall(folded)
     if len(tokens) > 6:  # a sentence ("Capture la CURP de cada persona…"), not a header
         return 0
-    if "curp" in tokens or squashed.startswith("curp") or squashed.endswith("curp"):
+    if "curp" in tokens:
         return 1
     if "registro" in tokens and ("poblacion" in tokens or "unica" in tokens):
         return 1
@@ -332,24 +333,22 @@ def _mb(n: int) -> str:
 def _xlsx_sheets(path: Path, settings: Settings) -> tuple[list[_Sheet], Callable[[], None]]:
     name = path.name
     _check_zip(path, settings)
+    merges_by_part = _scan_sheets(path)
     import openpyxl  # imported here: `validate` on a CSV should not pay for it
 
     try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
+        with _ReadOnlySizeSkipped():
+            wb = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
     except InputError:
         raise
     except Exception as exc:  # any parser failure of a hostile or broken file is one line
         raise InputError(f"{name} no se pudo leer como libro de Excel ({_why(exc)}); "
                          f"{_SAVE_AS_XLSX}") from None
-    archive = wb._archive  # the open ZipFile openpyxl reads sheets from
 
     def make_rows(ws: Any, part: str) -> Callable[[], Iterator[tuple[int, Row]]]:
-        merges: list[tuple[int, int, int, int]] | None = None
+        merges = merges_by_part.get(part.lstrip("/"), [])
 
         def rows() -> Iterator[tuple[int, Row]]:
-            nonlocal merges
-            if merges is None:
-                merges = _merged_ranges(archive, part)
             # Dimensions written by other tools may be wrong or hostile ("A1:XFD1048576"
             # pads every row to 16 384 cells); without them openpyxl yields each row as is.
             ws.reset_dimensions()
@@ -433,35 +432,129 @@ def _count_in_member(path: Path, info: zipfile.ZipInfo, needle: bytes) -> int:
     return count
 
 
-_MERGE_RE = re.compile(rb"<(?:\w+:)?mergeCell\b[^>]*?\bref=\"([A-Z]{1,3})(\d{1,7}):([A-Z]{1,3})(\d{1,7})\"")
+class _UnsafeSheet(Exception):
+    """The pre-scan refused a worksheet part; the message is the Spanish reason."""
 
 
-def _merged_ranges(archive: zipfile.ZipFile, part: str) -> list[tuple[int, int, int, int]]:
-    """Merged ranges ``(min_row, min_col, max_row, max_col)`` of a sheet.
+#: Elements one row may hold (Excel's 16 384 columns x a few elements per cell): openpyxl
+#: builds a whole row in memory before handing it over.
+_MAX_ELEMENTS_PER_ROW = 120_000
+#: Elements outside rows (columns, merges, formats, validations, links) beyond one per row:
+#: openpyxl keeps every one of them in memory until the sheet ends.
+_MAX_ELEMENTS_OUTSIDE_ROWS = 200_000
 
-    openpyxl's read-only mode ignores ``<mergeCells>``; they sit after the data, so they
-    are found by streaming the part through a regex instead of building any XML tree.
+
+class _SheetScan:
+    """A streaming expat pass over a worksheet part before openpyxl parses it.
+
+    It builds no tree, so it costs no memory; it refuses DTDs and entities (as defusedxml
+    does), and element counts that would make openpyxl's parse blow up, and it collects the
+    merged ranges that read-only openpyxl ignores.
     """
-    from openpyxl.utils import column_index_from_string
 
-    found: list[tuple[int, int, int, int]] = []
-    tail = b""
-    try:
-        with archive.open(part.lstrip("/")) as fh:
-            while chunk := fh.read(1 << 20):
-                data = tail + chunk
-                last = 0
-                for m in _MERGE_RE.finditer(data):
-                    c1, r1, c2, r2 = m.groups()
-                    found.append((int(r1), column_index_from_string(c1.decode()),
-                                  int(r2), column_index_from_string(c2.decode())))
-                    last = m.end()
-                    if len(found) > 100_000:
-                        return found
-                tail = data[max(last, len(data) - 200):]
-    except (KeyError, zipfile.BadZipFile, OSError, EOFError, ValueError):
-        return []
+    def __init__(self) -> None:
+        self.depth = 0
+        self.row_depth = 0  # depth of the open <row>, 0 when outside rows
+        self.in_row = 0
+        self.rows = 0
+        self.outside = 0
+        self.merges: list[tuple[int, int, int, int]] = []
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        self.depth += 1
+        if self.row_depth:
+            self.in_row += 1
+            if self.in_row > _MAX_ELEMENTS_PER_ROW:
+                raise _UnsafeSheet("una fila tiene demasiadas celdas")
+            return
+        local = name.rpartition(":")[2]
+        if local == "row":
+            self.row_depth, self.in_row = self.depth, 0
+            self.rows += 1
+            if self.rows > _EXCEL_MAX_ROWS:
+                raise _UnsafeSheet("tiene más filas de las que Excel permite")
+            return
+        self.outside += 1
+        if self.outside > _MAX_ELEMENTS_OUTSIDE_ROWS + self.rows:
+            raise _UnsafeSheet("su XML tiene demasiados elementos fuera de las filas")
+        if local == "mergeCell":
+            self._merge(attrs.get("ref", ""))
+
+    def end(self, name: str) -> None:
+        if self.depth == self.row_depth:
+            self.row_depth = 0
+        self.depth -= 1
+
+    def _merge(self, ref: str) -> None:
+        from openpyxl.utils.cell import range_boundaries
+
+        try:
+            c1, r1, c2, r2 = range_boundaries(ref)
+        except (ValueError, TypeError):
+            return
+        if None not in (c1, r1, c2, r2):
+            self.merges.append((r1, c1, r2, c2))  # type: ignore[arg-type]
+
+
+def _refuse_dtd(*_: object) -> None:
+    raise _UnsafeSheet("contiene declaraciones XML (DTD o entidades), no permitidas por seguridad")
+
+
+def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
+    """Pre-scan every worksheet part (see ``_SheetScan``); their merged ranges by part."""
+    from xml.parsers import expat
+
+    found: dict[str, list[tuple[int, int, int, int]]] = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            part = info.filename
+            if not (part.startswith("xl/worksheets/") and part.endswith(".xml")):
+                continue
+            scan = _SheetScan()
+            parser = expat.ParserCreate()
+            parser.StartElementHandler = scan.start
+            parser.EndElementHandler = scan.end
+            parser.StartDoctypeDeclHandler = _refuse_dtd
+            parser.EntityDeclHandler = _refuse_dtd
+            parser.ExternalEntityRefHandler = _refuse_dtd
+            where = f"{path.name}: la hoja {part.rsplit('/', 1)[-1]}"
+            try:
+                with zf.open(info) as fh:
+                    parser.ParseFile(fh)
+            except _UnsafeSheet as exc:
+                raise InputError(f"{where} no se puede leer con seguridad: {exc}") from None
+            except expat.ExpatError as exc:
+                raise InputError(f"{where} está dañada (XML mal formado: "
+                                 f"{expat.ErrorString(exc.code)}); {_SAVE_AS_XLSX}") from None
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError):
+                raise InputError(f"{where} está dañada o incompleta; {_SAVE_AS_XLSX}") from None
+            found[part] = scan.merges
     return found
+
+
+class _ReadOnlySizeSkipped:
+    """While loading, skip openpyxl's read-only ``_get_size``.
+
+    On a sheet without a ``<dimension>`` element it parses the whole sheet into one tree
+    just to find its size — gigabytes for a large or hostile sheet. The size is not needed
+    (rows are read with ``reset_dimensions``), so the class attribute is swapped for the
+    duration of ``load_workbook`` only, under a lock.
+    """
+
+    _lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        from openpyxl.worksheet._read_only import ReadOnlyWorksheet
+
+        self._lock.acquire()
+        self._original = ReadOnlyWorksheet.__dict__["_get_size"]
+        ReadOnlyWorksheet._get_size = lambda self: None  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        from openpyxl.worksheet._read_only import ReadOnlyWorksheet
+
+        ReadOnlyWorksheet._get_size = self._original  # type: ignore[method-assign]
+        self._lock.release()
 
 
 def _fill_merged(stream: Iterable[tuple[int, Any]],
@@ -490,12 +583,20 @@ def _fill_merged(stream: Iterable[tuple[int, Any]],
 
 def _why(exc: BaseException) -> str:
     """A short, non-personal description of a parser failure."""
-    kind = type(exc).__name__
-    if "Entities" in kind or "DTD" in kind or "Forbidden" in kind:
-        return "contiene declaraciones XML no permitidas"
-    if isinstance(exc, zipfile.BadZipFile | EOFError):
-        return "archivo incompleto"
-    return kind
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:  # openpyxl re-raises as ValueError
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for item in chain:
+        kind = type(item).__name__
+        if "Entities" in kind or "DTD" in kind or "Forbidden" in kind:
+            return "contiene declaraciones de entidades XML, no permitidas por seguridad"
+        if isinstance(item, zipfile.BadZipFile | EOFError) or "CRC" in str(item):
+            return "archivo incompleto o dañado"
+        if "ParseError" in kind:
+            return "XML mal formado"
+    return type(chain[-1]).__name__
 
 
 # --- legacy .xls and encrypted OOXML (OLE compound files) -----------------------------------
@@ -712,6 +813,7 @@ def _intake(path: Path, sheets: list[_Sheet], settings: Settings) -> Intake:
     col = target.column
     header = target.header
     sub_header: list[Any] = []
+    header_text = header[col] if col < len(header) else None
     raw: list[tuple[int, str, Row]] = []  # (row, CURP cell text, values)
     scanned = 0
     for number, values in target.sheet.rows():
@@ -721,7 +823,7 @@ def _intake(path: Path, sheets: list[_Sheet], settings: Settings) -> Intake:
         if number < target.first_data_row or _is_empty(values):
             continue
         value = values[col] if col < len(values) else None
-        if isinstance(value, str) and is_curp_header(value):
+        if isinstance(value, str) and (is_curp_header(value) == 2 or value == header_text):
             # A header repeated below (pasted blocks), or the second line of a two-line
             # header whose "CURP" cell is merged downwards: not a person.
             if not raw and target.header_row is not None and number == target.header_row + 1:
