@@ -184,22 +184,25 @@ def run(ctx: CheckContext) -> Outcome:
     facts = None
     source = "page"
     with sw("pdf"):
-        if _download_report(page, pdf_path, settings.navigation_timeout_s, log):
+        downloaded = _download_report(page, pdf_path, settings.navigation_timeout_s, log)
+    if downloaded:
+        with sw("verify"):
             try:
                 facts = read_constancia(pdf_path, portal="imss", curp=curp)
             except InvalidConstancia as exc:
                 log.warning("imss_page_pdf_invalid", detail=str(exc))
+    with sw("email2"):
+        # Always claimed, even when the page gave the PDF, so it does not pile up.
         mail2 = _second_email(ctx, email, confirmed_at, need=facts is None)
-        if facts is None:
-            if mail2 is None:
-                raise EmailNotReceived(
-                    "No se obtuvo la constancia: «Ver reporte» falló y el segundo correo "
-                    "del IMSS no llegó."
-                )
-            _save_attachment(mail2, pdf_path)
-            source = "email"
-    with sw("verify"):
-        if source == "email":
+    if facts is None:
+        if mail2 is None:
+            raise EmailNotReceived(
+                "No se obtuvo la constancia: «Ver reporte» falló y el segundo correo "
+                "del IMSS no llegó."
+            )
+        _save_attachment(mail2, pdf_path)
+        source = "email"
+        with sw("verify"):
             facts = read_constancia(pdf_path, portal="imss", curp=curp)
     assert facts is not None
     status = Status(facts.result)
@@ -329,10 +332,13 @@ def _download_report(page: Page, dest: Path, timeout_s: float, log: Any) -> bool
     context = page.context
     downloads: list[Any] = []
 
-    def watch(new_page: Page) -> None:
-        new_page.on("download", downloads.append)
+    def collect(download: Any) -> None:
+        downloads.append(download)
 
-    page.on("download", downloads.append)
+    def watch(new_page: Page) -> None:
+        new_page.on("download", collect)
+
+    page.on("download", collect)
     context.on("page", watch)
     try:
         page.locator(PORTAL.view_report).click()
@@ -348,31 +354,46 @@ def _download_report(page: Page, dest: Path, timeout_s: float, log: Any) -> bool
         log.warning("imss_view_report_failed", error=type(exc).__name__)
         return False
     finally:
-        page.remove_listener("download", downloads.append)
+        page.remove_listener("download", collect)
         context.remove_listener("page", watch)
 
 
 def _second_email(ctx: CheckContext, email: str, since: float, *, need: bool) -> Any | None:
     """The email with the PDF attached: waited for fully when it is the only PDF left,
-    briefly otherwise (only to claim it)."""
-    timeout = (
-        ctx.settings.email_timeout_s if need else min(EMAIL2_GRACE_S, ctx.settings.email_timeout_s)
-    )
-    try:
-        return ctx.mailbox.wait_for(
-            to=email, subject_contains=PORTAL.mail2_subject, since=since - 1, timeout_s=timeout
-        )
-    except EmailNotReceived:
-        ctx.log.info("imss_second_email_missing", waited_s=timeout)
-        return None
+    briefly otherwise (only to claim it). Its subject is part of the first email's subject,
+    so a late first email (from an earlier attempt) is claimed and skipped on the way."""
+    settings = ctx.settings
+    timeout = settings.email_timeout_s if need else min(EMAIL2_GRACE_S, settings.email_timeout_s)
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            message = ctx.mailbox.wait_for(
+                to=email,
+                subject_contains=PORTAL.mail2_subject,
+                since=since - 1,
+                timeout_s=remaining,
+            )
+        except EmailNotReceived:
+            break
+        if _pdf_attachment(message) is not None:
+            return message
+        ctx.log.info("imss_skipped_email_without_pdf")
+    ctx.log.info("imss_second_email_missing", waited_s=timeout)
+    return None
+
+
+def _pdf_attachment(message: Any) -> bytes | None:
+    for filename, content_type, data in message.attachments:
+        if content_type == "application/pdf" or str(filename).lower().endswith(".pdf"):
+            return data
+    return None
 
 
 def _save_attachment(message: Any, dest: Path) -> None:
-    for filename, content_type, data in message.attachments:
-        if content_type == "application/pdf" or str(filename).lower().endswith(".pdf"):
-            dest.write_bytes(data)
-            return
-    raise PortalChanged("El segundo correo del IMSS no trae la constancia en PDF adjunta.")
+    data = _pdf_attachment(message)
+    if data is None:
+        raise PortalChanged("El segundo correo del IMSS no trae la constancia en PDF adjunta.")
+    dest.write_bytes(data)
 
 
 def _detail(status: Status, facts: Any) -> str:
