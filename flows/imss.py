@@ -204,7 +204,8 @@ def run(ctx: CheckContext) -> Outcome:
         source = "email"
         with sw("verify"):
             facts = read_constancia(pdf_path, portal="imss", curp=curp)
-    assert facts is not None
+    if facts is None:  # unreachable: read_constancia raises instead
+        raise FlowError("La constancia del IMSS no se pudo leer.")
     status = Status(facts.result)
     log.info("imss_verdict", status=status.value, source=source)
     return Outcome(
