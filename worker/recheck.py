@@ -49,7 +49,8 @@ _RETRYABLE_CODES = frozenset(s.value for s in RETRYABLE)
 # --- who is due -----------------------------------------------------------------------------
 
 
-def _latest_results(storage: Storage, curps: list[str] | None = None) -> dict[str, dict[str, Check]]:
+def _latest_results(storage: Storage,
+                    curps: list[str] | None = None) -> dict[str, dict[str, Check]]:
     """CURP -> portal -> latest check with a status (the same order ``previous_result`` uses)."""
     with storage.session() as s:
         latest = (
@@ -142,7 +143,7 @@ def create_recheck_batch(settings: Settings, storage: Storage, curps: list[str])
     rows = []
     for number, curp in enumerate(curps, start=1):
         source = last_rows.get(curp)
-        extra = {k: v for k, v in dict(source.extra or {}).items() if k in columns} if source else {}
+        extra = dict(source.extra or {}) if source else {}
         rows.append({"row_number": number, "value": curp, "curp": curp, "reason": None,
                      "duplicate_of": None, "extra": extra})
     batch_id = new_batch_id()

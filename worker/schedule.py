@@ -188,6 +188,8 @@ def _run_celery_beat(settings: Settings) -> int:
     from worker.celery_app import app
 
     app.conf.beat_schedule = beat_schedule(settings)
+    # RedBeat's own Redis options; unset it borrows the broker's (and warns about it).
+    app.conf.redbeat_redis_options = app.conf.get("redbeat_redis_options") or {}
     if settings.recheck_every_s:
         # Beat sleeps up to this long between looks at the schedule.
         app.conf.beat_max_loop_interval = max(1.0, settings.recheck_every_s / 2)

@@ -166,7 +166,8 @@ def test_each_change_is_emailed_once_even_when_the_report_is_rebuilt(
         monkeypatch.setenv("CONSTANCIAS_SMTP_URL", f"smtp://127.0.0.1:{smtp.port}?from=constancias@empresa.example")
         monkeypatch.setenv("CONSTANCIAS_NOTIFY_TO", "rh@empresa.example, jefa@empresa.example")
         settings = load_settings()
-        recheck = _seed(store, tmp_path / "r", {a: {"imss": "entitled"}, b: {"imss": "not_entitled"},
+        recheck = _seed(store, tmp_path / "r", {a: {"imss": "entitled"},
+                                                b: {"imss": "not_entitled"},
                                                 c: {"imss": "entitled"}},
                         kind="recheck", extra={a: {"Nombre": "Ana"}})
         assert notify_batch(settings, store, recheck) == 2
