@@ -77,20 +77,13 @@ def smtp_target(settings: Settings) -> SmtpTarget | None:
     )
 
 
-def _person_name(extra: dict[str, Any]) -> str:
-    """The person's name from their input row's other columns, when the sheet had one."""
-    names = [str(v) for k, v in extra.items() if "nombre" in k.lower() and v]
-    return " ".join(names)
-
-
 def change_message(change: Any, *, batch_id: str, sender: str, recipients: list[str],
                    extra: dict[str, Any], tz: Any) -> EmailMessage:
     """The Spanish e-mail HR receives for one change (a ``worker.report.ReportChange``)."""
     portal = _PORTAL_NAMES.get(change.portal, change.portal.upper())
     before = change.before.label if change.before is not None else "Sin consulta previa"
     after = change.after.label
-    name = change.name or _person_name(extra)
-    who = f"{name} ({change.curp})" if name else change.curp
+    who = f"{change.name} ({change.curp})" if change.name else change.curp
     msg = EmailMessage()
     msg["Subject"] = f"Cambio en {portal}: {change.curp} — {before} → {after}"
     msg["From"] = sender
@@ -105,7 +98,8 @@ def change_message(change: Any, *, batch_id: str, sender: str, recipients: list[
         "",
         f"Persona: {who}",
     ]
-    lines += [f"{k}: {v}" for k, v in extra.items() if v and "nombre" not in k.lower()]
+    # The input sheet's other columns (employee number, area…), as HR wrote them.
+    lines += [f"{k}: {v}" for k, v in extra.items() if v and str(v) not in (change.name or "")]
     lines += [
         f"Portal: {portal}",
         f"Antes: {before} (consulta del {prior})",

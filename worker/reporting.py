@@ -28,6 +28,10 @@ def report_data(settings: Settings, storage: Storage, batch_id: str):  # -> Repo
                               observation=_observation(row)))
     changes = None
     if batch.kind == "recheck":
+        from worker.report import _name_columns, _person_name  # one notion of "the name"
+
+        name_columns = _name_columns(list(batch.columns or []))
+        by_curp = {r.curp: r for r in rows if r.curp}
         changes = []
         for check in sorted(checks.values(), key=lambda c: (c.curp, c.portal)):
             if check.status is None:
@@ -38,7 +42,9 @@ def report_data(settings: Settings, storage: Storage, batch_id: str):  # -> Repo
                     curp=check.curp, portal=check.portal, before=Status(before.status),
                     after=Status(check.status), before_at=before.finished_at,
                     after_at=check.finished_at or utcnow(),
-                    row=next((r.row for r in rows if r.curp == check.curp), None),
+                    row=by_curp[check.curp].row if check.curp in by_curp else None,
+                    name=(_person_name(by_curp[check.curp], name_columns) or None)
+                    if check.curp in by_curp else None,
                 ))
     return ReportData(batch_id=batch.id, source_name=batch.source_name, generated_at=utcnow(),
                       portals=list(batch.portals), columns=list(batch.columns or []), rows=rows,

@@ -179,6 +179,8 @@ def test_each_change_is_emailed_once_even_when_the_report_is_rebuilt(
     assert any(a in s and Status.ENTITLED.label in s for s in subjects)
     assert any(b in s and Status.DAILY_LIMIT.label in s for s in subjects)
     assert all(m["To"] == "rh@empresa.example, jefa@empresa.example" for m in messages)
+    ana = next(m for m in messages if a in m["Subject"])
+    assert f"Persona: Ana ({a})" in ana.get_content()  # named from the input row
     with store.session() as s:
         sent = {(n.curp, n.before, n.after) for n in s.query(Notification) if n.sent_at}
     assert sent == {(a, "not_entitled", "entitled"), (b, "daily_limit", "not_entitled")}
