@@ -1,0 +1,277 @@
+"""Throughput of the engine against the sandbox with latency, in checks per minute.
+
+Modes, measured in one run on the same machine (compare ratios, not absolute numbers):
+  (a) naive: a sequential script that launches a browser per check;
+  (b) ceiling: the same flow functions called directly from K concurrent processes, each with
+      its own browser — no queue, no database;
+  (c) `constancias run` embedded (K processes, SQLite, the dispatcher);
+  (d) K Celery worker processes on Redis (`constancias worker -c K` + `submit`).
+Peak memory is the resident set of the whole process tree (Python and Chromium).
+
+    .venv/bin/python bench/throughput.py [--people 24] [--k 8] [--latency-ms 300] [--modes abcd]
+    .venv/bin/python bench/throughput.py --growth 500     # memory growth over 500 checks
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.people import synthetic_curps, write_sheet  # noqa: E402
+from worker.settings import load_settings  # noqa: E402
+
+
+class TreeMemory:
+    """Samples the RSS of this process and all its descendants; keeps the peak."""
+
+    def __init__(self, root_pids: list[int] | None = None) -> None:
+        self.roots = root_pids or [os.getpid()]
+        self.peak = 0
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def current(self) -> int:
+        total = 0
+        for pid in self.roots:
+            try:
+                p = psutil.Process(pid)
+                procs = [p, *p.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for q in procs:
+                try:
+                    total += q.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self.current()
+            self.samples.append(rss)
+            self.peak = max(self.peak, rss)
+            time.sleep(0.25)
+
+    def __enter__(self) -> TreeMemory:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def _settings(sb, tmp: Path, **extra):
+    from worker.commands import sandbox_settings
+
+    base = load_settings(data_dir=tmp / "data", rate_limit_imss=100000, rate_limit_issste=100000,
+                         max_concurrency_imss=64, max_concurrency_issste=64, **extra)
+    return sandbox_settings(base, sb)
+
+
+def _one_check(args: tuple) -> str:
+    """Run one flow with this process's browser (ceiling and naive modes)."""
+    settings_data, curp, portal, work, fresh_browser = args
+    from flows.base import Person
+    from flows.browser import launch, shared_browser
+    from flows.captcha import make_solver
+    from flows.mailbox import open_mailbox
+    from flows.runner import run_check
+    from worker.settings import Settings
+
+    settings = Settings(**settings_data)
+    import structlog
+
+    log = structlog.get_logger("bench")
+    if fresh_browser:
+        pw, browser = launch(settings.browser_executable)
+    else:
+        browser = shared_browser(settings.browser_executable)
+    try:
+        out = run_check(browser, portal, Person(curp=curp), settings, Path(work) / curp,
+                        captcha=make_solver(settings),
+                        mailbox=open_mailbox(settings.effective_mailbox_url), log=log)
+        return out.status.value
+    except Exception as exc:  # noqa: BLE001 - a bench counts failures, it does not stop
+        return type(exc).__name__
+    finally:
+        if fresh_browser:
+            browser.close()
+            pw.stop()
+
+
+def _jobs(curps: list[str]) -> list[tuple[str, str]]:
+    return [(c, p) for c in curps for p in ("imss", "issste")]
+
+
+def mode_naive(sb, curps, k, tmp) -> tuple[float, int]:
+    settings = _settings(sb, tmp)
+    data = settings.model_dump(mode="json")
+    with TreeMemory() as mem:
+        t0 = time.monotonic()
+        for curp, portal in _jobs(curps):
+            _one_check((data, curp, portal, str(tmp / "naive"), True))
+        return time.monotonic() - t0, mem.peak
+
+
+def mode_ceiling(sb, curps, k, tmp) -> tuple[float, int]:
+    import multiprocessing as mp
+
+    settings = _settings(sb, tmp)
+    data = settings.model_dump(mode="json")
+    with TreeMemory() as mem, ProcessPoolExecutor(k, mp_context=mp.get_context("spawn")) as pool:
+        # Warm the browsers so that the ceiling measures checks, like the others' steady state.
+        list(pool.map(_warm, [data] * k))
+        t0 = time.monotonic()
+        list(pool.map(_one_check, [(data, c, p, str(tmp / "ceiling"), False) for c, p in _jobs(curps)]))
+        return time.monotonic() - t0, mem.peak
+
+
+def _warm(data: dict) -> None:
+    from flows.browser import shared_browser
+
+    shared_browser(data.get("browser_executable"))
+
+
+def mode_embedded(sb, curps, k, tmp) -> tuple[float, int]:
+    from worker.embedded import run_embedded
+    from worker.service import open_storage, prepare_batch
+
+    settings = _settings(sb, tmp, concurrency=k)
+    storage = open_storage(settings)
+    sheet = write_sheet(tmp / "emb.xlsx", curps)
+    batch_id, _ = prepare_batch(settings, storage, sheet, ["imss", "issste"])
+    with TreeMemory() as mem:
+        t0 = time.monotonic()
+        run_embedded(settings, storage, batch_id, concurrency=k)
+        return time.monotonic() - t0, mem.peak
+
+
+def mode_celery(sb, curps, k, tmp) -> tuple[float, int]:
+    from tests.redis_server import RedisServer
+
+    redis = RedisServer(tmp / "redis")
+    redis.start()
+    env = {kk: v for kk, v in os.environ.items() if not kk.startswith("CONSTANCIAS_")}
+    env.update({"CONSTANCIAS_BROKER_URL": redis.url, "CONSTANCIAS_DATA_DIR": str(tmp / "cdata"),
+                "CONSTANCIAS_IMSS_URL": sb.imss_url, "CONSTANCIAS_ISSSTE_URL": sb.issste_url,
+                "CONSTANCIAS_MAILBOX_URL": sb.mailbox_url, "CONSTANCIAS_LOG_LEVEL": "warning",
+                "CONSTANCIAS_RATE_LIMIT_IMSS": "100000", "CONSTANCIAS_RATE_LIMIT_ISSSTE": "100000",
+                "CONSTANCIAS_MAX_CONCURRENCY_IMSS": "64", "CONSTANCIAS_MAX_CONCURRENCY_ISSSTE": "64"})
+    cli = [sys.executable, "-m", "worker.cli"]
+    worker = subprocess.Popen([*cli, "worker", "-c", str(k)], env=env, cwd=tmp,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Warm up: wait for the worker to be ready (one tiny batch of one CURP, excluded).
+        warm = write_sheet(tmp / "warm.xlsx", synthetic_curps(1, seed=999))
+        bid = subprocess.run([*cli, "submit", str(warm), "--portals", "issste"], env=env, cwd=tmp,
+                             capture_output=True, text=True, check=True).stdout.split()[-1]
+        _wait(cli, env, tmp, bid)
+        sheet = write_sheet(tmp / "cel.xlsx", curps)
+        with TreeMemory([worker.pid]) as mem:
+            t0 = time.monotonic()
+            bid = subprocess.run([*cli, "submit", str(sheet)], env=env, cwd=tmp,
+                                 capture_output=True, text=True, check=True).stdout.split()[-1]
+            _wait(cli, env, tmp, bid)
+            return time.monotonic() - t0, mem.peak
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        redis.stop()
+
+
+def _wait(cli, env, tmp, bid) -> None:
+    import json
+
+    while True:
+        out = subprocess.run([*cli, "status", bid, "--json"], env=env, cwd=tmp,
+                             capture_output=True, text=True, check=True).stdout
+        if json.loads(out)["state"] == "done":
+            return
+        time.sleep(0.3)
+
+
+def growth(sb, n_checks: int, k: int, tmp: Path) -> None:
+    """RSS of the embedded engine's process tree after the first tenth vs at the end."""
+    from worker.embedded import run_embedded
+    from worker.service import open_storage, prepare_batch
+
+    settings = _settings(sb, tmp, concurrency=k)
+    storage = open_storage(settings)
+    curps = synthetic_curps(n_checks // 2, seed=4242)
+    batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp / "g.xlsx", curps), ["imss", "issste"])
+    marks: dict[str, int] = {}
+    mem = TreeMemory()
+
+    def progress(p) -> None:
+        done = sum(v["done"] for v in p.per_portal.values())
+        if done >= n_checks // 10 and "early" not in marks:
+            marks["early"] = mem.current()
+        marks["late"] = mem.current()
+
+    run_embedded(settings, storage, batch_id, concurrency=k, on_progress=progress)
+    early, late = marks.get("early", 0), marks.get("late", 0)
+    print(f"memory over {n_checks} checks: at 10 %: {early / 2**20:.0f} MiB, at the end: "
+          f"{late / 2**20:.0f} MiB, growth {100 * (late - early) / max(early, 1):+.1f} % (target ≤ 10 %)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--people", type=int, default=24)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--latency-ms", type=int, default=300)
+    ap.add_argument("--modes", default="abcd")
+    ap.add_argument("--naive-people", type=int, default=6, help="the naive mode is slow")
+    ap.add_argument("--growth", type=int, default=0)
+    args = ap.parse_args()
+    from fixtures.sandbox import start_sandbox
+
+    with tempfile.TemporaryDirectory() as td, start_sandbox(maildir=Path(td) / "mail") as sb:
+        tmp = Path(td)
+        for portal in ("imss", "issste"):
+            sb.set_faults(portal, latency_ms=args.latency_ms)
+        if args.growth:
+            growth(sb, args.growth, args.k, tmp)
+            return
+        curps = synthetic_curps(args.people, seed=1234)
+        modes = {"a": ("naive sequential, browser per check", mode_naive),
+                 "b": (f"ceiling: flows in {args.k} processes", mode_ceiling),
+                 "c": (f"constancias run (embedded, K={args.k})", mode_embedded),
+                 "d": (f"Celery on Redis, worker -c {args.k}", mode_celery)}
+        rows = []
+        for key in args.modes:
+            label, fn = modes[key]
+            people = curps[: args.naive_people] if key == "a" else curps
+            sb.reset()
+            for portal in ("imss", "issste"):
+                sb.set_faults(portal, latency_ms=args.latency_ms)
+            secs, peak = fn(sb, people, args.k, tmp / key)
+            rate = len(people) * 2 / secs * 60
+            rows.append((key, label, len(people) * 2, secs, rate, peak))
+            print(f"  {key}: {rate:.1f} checks/min", file=sys.stderr)
+        rates = {r[0]: r[4] for r in rows}
+        print(f"\nlatency {args.latency_ms} ms per response, K={args.k}, {os.cpu_count()} cores\n")
+        print(f"| mode | checks | seconds | checks/min | peak RSS (MiB) |")
+        print("|---|---:|---:|---:|---:|")
+        for key, label, n, secs, rate, peak in rows:
+            print(f"| ({key}) {label} | {n} | {secs:.1f} | {rate:.1f} | {peak / 2**20:.0f} |")
+        for num, den, target in (("c", "b", 0.85), ("d", "b", 0.85), ("c", "a", 6)):
+            if num in rates and den in rates:
+                print(f"({num})/({den}) = {rates[num] / rates[den]:.2f}  (target ≥ {target})")
+
+
+if __name__ == "__main__":
+    main()
