@@ -568,7 +568,7 @@ def _fill_merged(stream: Iterable[tuple[int, Any]],
     for number, values in stream:
         row = list(values)
         active = [a for a in active if a[0] >= number]
-        for r1, c1, r2, c2 in by_start.get(number, ()):
+        for _r1, c1, r2, c2 in by_start.get(number, ()):
             value = row[c1 - 1] if c1 - 1 < len(row) else None
             if value is not None:
                 active.append((r2, c1, c2, value))

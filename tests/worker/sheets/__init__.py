@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (raw OOXML parts are clearer on one line each)
 """Builders of the messy and hostile spreadsheet corpus, generated at test time.
 
 Every builder takes a folder and returns the path it wrote, so no binary lives in git.
@@ -208,7 +209,7 @@ def truncated(source: Path, path: Path) -> Path:
     return path
 
 
-def encrypted(source: Path, path: Path, password: str = "secreta") -> Path:
+def encrypted(source: Path, path: Path, password: str = "secreta") -> Path:  # noqa: S107
     """A real password-protected .xlsx (ECMA-376 agile encryption, as Excel writes it)."""
     from msoffcrypto.format.ooxml import OOXMLFile
 
