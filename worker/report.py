@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 import unicodedata
 from collections import Counter
@@ -182,14 +183,26 @@ def _ooxml_escape(text: str) -> str:
 
 # --- styles -------------------------------------------------------------------------------
 
+def _font(**kwargs: Any) -> Font:
+    """Calibri 11 unless told otherwise: a font without a name renders as a serif face in
+    LibreOffice (which substitutes the metric-compatible Carlito for Calibri)."""
+    return Font(**{"name": "Calibri", "size": 11, **kwargs})
+
+
 _HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
-_HEADER_FONT = Font(bold=True, color="FFFFFF")
+# Module constants: the style cache keys on their identity (hashing a Font is slow).
+_HEADER_FONT = _font(bold=True, color="FFFFFF")
+_BOLD_FONT = _font(bold=True)
+_MUTED_FONT = _font(italic=True, color="595959")
+_LINK_FONT = _font(color="0563C1", underline="single")
+_SECTION_FONT = _font(bold=True, size=12, color="1F4E78")
+_TITLE_FONT = _font(bold=True, size=16, color="1F4E78")
 _CLASS_STYLE: dict[StatusClass | None, tuple[PatternFill | None, Font]] = {
     # Excel's own "Bueno / Neutral / Incorrecto" pairs: readable in print and on screen.
-    StatusClass.DONE: (PatternFill("solid", fgColor="C6EFCE"), Font(color="006100")),
-    StatusClass.NEEDS_ACTION: (PatternFill("solid", fgColor="FFEB9C"), Font(color="9C5700")),
-    StatusClass.FAILED: (PatternFill("solid", fgColor="FFC7CE"), Font(color="9C0006")),
-    None: (None, Font(italic=True, color="595959")),  # pending: no result yet
+    StatusClass.DONE: (PatternFill("solid", fgColor="C6EFCE"), _font(color="006100")),
+    StatusClass.NEEDS_ACTION: (PatternFill("solid", fgColor="FFEB9C"), _font(color="9C5700")),
+    StatusClass.FAILED: (PatternFill("solid", fgColor="FFC7CE"), _font(color="9C0006")),
+    None: (None, _MUTED_FONT),  # pending: no result yet
 }
 _CLASS_LABEL = {
     StatusClass.DONE: "Concluido",
@@ -198,6 +211,7 @@ _CLASS_LABEL = {
 }
 _DATETIME_FORMAT = "dd/mm/yyyy hh:mm"
 _DATE_FORMAT = "dd/mm/yyyy"
+_BLANK_ZERO = "0;-0;;@"
 _PORTAL_NAMES = {"imss": "IMSS", "issste": "ISSSTE"}
 _PENDING_LABEL = "Pendiente"
 _PDF_TEXT = "Ver PDF"
@@ -215,8 +229,8 @@ class _Styles:
 
     def get(self, *, font: Font | None = None, fill: PatternFill | None = None,
             number_format: str | None = None, wrap: bool = False, quote: bool = False,
-            vcenter: bool = False) -> Any:
-        key = (font, fill, number_format, wrap, quote, vcenter)
+            vcenter: bool = False, horizontal: str | None = None) -> Any:
+        key = (id(font), id(fill), number_format, wrap, quote, vcenter, horizontal)
         style = self._cache.get(key)
         if style is None:
             cell = WriteOnlyCell(self._ws)
@@ -226,9 +240,10 @@ class _Styles:
                 cell.fill = fill
             if number_format is not None:
                 cell.number_format = number_format
-            if wrap or vcenter:
-                vertical = "center" if vcenter else "top"
-                cell.alignment = Alignment(wrap_text=wrap or None, vertical=vertical)
+            if wrap or vcenter or horizontal:
+                vertical = "center" if vcenter else "top" if wrap else None
+                cell.alignment = Alignment(wrap_text=wrap or None, vertical=vertical,
+                                           horizontal=horizontal)
             if quote:
                 cell.quotePrefix = True
             style = self._cache[key] = cell._style
@@ -241,7 +256,8 @@ class _Sheet:
     def __init__(self, wb: Workbook, title: str, out_dir: Path) -> None:
         self.ws: WriteOnlyWorksheet = wb.create_sheet(_safe_sheet_title(title))
         self.styles = _Styles(self.ws)
-        self.out_dir = out_dir
+        self.out_dir = os.path.abspath(out_dir)
+        self.real_out_dir = os.path.realpath(out_dir)
         self.rows_written = 0
 
     # -- layout, before the first row --------------------------------------------------------
@@ -264,10 +280,17 @@ class _Sheet:
         if title_rows:
             ws.print_title_rows = "1:1"
 
-    def table_header(self, headers: Sequence[str], *, height: float = 32) -> None:
+    def table_header(self, headers: Sequence[str], *, height: float = 32, wrap: bool = True,
+                     pad: int = 0, center_from: int | None = None) -> None:
+        """The styled header row; ``pad`` more filled cells make a banner over free columns;
+        headers from index ``center_from`` on are centred (over centred numbers)."""
         self.ws.row_dimensions[self.rows_written + 1].height = height
-        style = self.styles.get(font=_HEADER_FONT, fill=_HEADER_FILL, wrap=True, vcenter=True)
-        self.append([self.text(h, style=style) for h in headers])
+        style = self.styles.get(font=_HEADER_FONT, fill=_HEADER_FILL, wrap=wrap, vcenter=True)
+        centred = self.styles.get(font=_HEADER_FONT, fill=_HEADER_FILL, wrap=wrap, vcenter=True,
+                                  horizontal="center")
+        cells = [self.text(h, style=centred if center_from is not None and i >= center_from
+                           else style) for i, h in enumerate(headers)]
+        self.append([*cells, *(self.text("", style=style) for _ in range(pad))])
 
     def autofilter(self, ncols: int, nrows: int) -> None:
         self.ws.auto_filter.ref = f"A1:{get_column_letter(max(ncols, 1))}{max(nrows, 1) + 1}"
@@ -312,7 +335,7 @@ class _Sheet:
         if value is None:
             return None
         cell = WriteOnlyCell(self.ws, _local_naive(value, tz))
-        cell._style = copy(self.styles.get(number_format=_DATETIME_FORMAT))
+        cell._style = copy(self.styles.get(number_format=_DATETIME_FORMAT, horizontal="center"))
         return cell
 
     def date(self, value: date | None) -> Any:
@@ -321,20 +344,29 @@ class _Sheet:
         if isinstance(value, datetime):  # a datetime is a date too; keep the day only
             value = value.date()
         cell = WriteOnlyCell(self.ws, value)
-        cell._style = copy(self.styles.get(number_format=_DATE_FORMAT))
+        cell._style = copy(self.styles.get(number_format=_DATE_FORMAT, horizontal="center"))
         return cell
 
     def link(self, target: Path | None, text: str) -> Any:
         """A hyperlink relative to the report's folder, or None if there is nothing to open."""
         if target is None:
             return None
-        relative = _relative_link(target, self.out_dir)
+        relative = _relative_link(target, self.out_dir, self.real_out_dir)
         if relative is None:
             return self.text(_MISSING_FILE_TEXT,
-                             style=self.styles.get(font=Font(italic=True, color="595959")))
+                             style=self.styles.get(font=_MUTED_FONT))
         cell = WriteOnlyCell(self.ws, text)
         cell.hyperlink = Hyperlink(ref="", target=relative, tooltip=None)
-        cell._style = copy(self.styles.get(font=Font(color="0563C1", underline="single")))
+        cell._style = copy(self.styles.get(font=_LINK_FONT))
+        return cell
+
+    def number(self, value: int | None, *, bold: bool = False, horizontal: str | None = None,
+               number_format: str | None = None) -> Any:
+        if value is None:
+            return None
+        cell = WriteOnlyCell(self.ws, value)
+        cell._style = copy(self.styles.get(font=_BOLD_FONT if bold else None,
+                                           horizontal=horizontal, number_format=number_format))
         return cell
 
 
@@ -351,31 +383,46 @@ def _local_naive(value: datetime, tz: ZoneInfo) -> datetime:
     return value.astimezone(tz).replace(tzinfo=None, microsecond=0)
 
 
-def _relative_link(target: Path, out_dir: Path) -> str | None:
-    """Percent-encoded relative URI from ``out_dir`` to an existing ``target``.
+def _relative_link(target: Path, out_dir: str, real_out_dir: str) -> str | None:
+    """Percent-encoded relative URI from the report's folder to an existing ``target``.
 
     Encoding every ``:`` makes a scheme (``file:``, ``javascript:``) impossible, whatever the
     path holds. A file outside the folder still gets a relative ``../`` link (it works where
     the report is), but only files inside survive zipping the folder.
     """
     try:
-        resolved = Path(target).resolve()
-        if not resolved.exists():
-            return None
-        rel = os.path.relpath(resolved, out_dir.resolve())
-    except (OSError, ValueError):  # e.g. another drive on Windows: no relative path exists
+        info = os.stat(target)
+        absolute = os.path.abspath(target)
+        if absolute.startswith(out_dir + os.sep):  # the usual case, without relpath's work
+            rel = absolute[len(out_dir) + 1:]
+        else:
+            rel = os.path.relpath(absolute, out_dir)
+        if rel.startswith(".."):
+            # Maybe the same folder reached through a symlink (/tmp, /var…): compare real
+            # paths, which costs a readlink per path component, so only when needed.
+            rel = os.path.relpath(os.path.realpath(absolute), real_out_dir)
+    except (OSError, ValueError):  # missing, or another drive on Windows: no relative path
         return None
-    posix = Path(rel).as_posix()
-    if resolved.is_dir():
+    posix = rel.replace(os.sep, "/")
+    if stat.S_ISDIR(info.st_mode):
         posix += "/"
     return quote(posix, safe="/")
 
 
 def _width(texts: Iterable[str], header: str, *, lo: float = 6, hi: float = 50) -> float:
-    """A column width that fits the longest value (and the header's longest word)."""
+    """A column width that fits the longest value and the header in at most two lines."""
     longest = max((len(t) for t in texts if t), default=0)
-    head = max((len(w) for w in header.split()), default=0)
-    return float(min(max(longest + 2, head + 3, lo), hi))
+    return float(min(max(longest + 2, _header_width(header), lo), hi))
+
+
+def _header_width(header: str) -> float:
+    """Narrowest width that wraps ``header`` into two lines (bold text is ~10% wider)."""
+    words = header.split() or [""]
+    best = min(
+        max(len(" ".join(words[:cut])), len(" ".join(words[cut:])))
+        for cut in range(1, len(words) + 1)
+    )
+    return best * 1.1 + 2
 
 
 def _portal_name(portal: str) -> str:
@@ -413,10 +460,10 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
     portals = data.portals
     n = len(portals)
     sheet.layout([34, 20, *([11] * n), 11], freeze=None, landscape=True, title_rows=False)
-    bold = sheet.styles.get(font=Font(bold=True))
-    section = sheet.styles.get(font=Font(bold=True, size=12, color="1F4E78"))
+    bold = sheet.styles.get(font=_BOLD_FONT)
+    section = sheet.styles.get(font=_SECTION_FONT)
 
-    title = sheet.styles.get(font=Font(bold=True, size=16, color="1F4E78"))
+    title = sheet.styles.get(font=_TITLE_FONT)
     sheet.append([sheet.text("Reporte de constancias IMSS / ISSSTE", style=title)])
     sheet.append([])
     zone = ("hora de la Ciudad de México" if data.timezone == "America/Mexico_City"
@@ -427,11 +474,16 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
         ("Lote", sheet.text(data.batch_id)),
         ("Archivo de origen", sheet.text(data.source_name)),
         ("Generado", sheet.datetime(data.generated_at, tz)),
-        ("Filas con CURP", len(data.rows)),
+        ("Filas de datos", len(data.rows)),
         ("CURP válidas distintas", len(valid)),
         ("CURP inválidas", invalid),
     ]
     for label, value in facts:
+        if isinstance(value, int):
+            value = sheet.number(value, horizontal="left")
+        elif label == "Generado":
+            value._style = copy(sheet.styles.get(number_format=_DATETIME_FORMAT,
+                                                 horizontal="left"))
         extra = [sheet.text(f"({zone})")] if label == "Generado" else []
         sheet.append([sheet.text(label, style=bold), value, *extra])
     if data.changes is not None:
@@ -443,20 +495,24 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
     present = [s for s in [*Status, None] if any(counts[p][s] for p in portals)]
     sheet.append([sheet.text("Resultados por portal", style=section)])
     header_row = sheet.rows_written + 1
-    sheet.table_header(["Estado", "Tipo", *[_portal_name(p) for p in portals], "Total"], height=20)
+    sheet.table_header(["Estado", "Tipo", *[_portal_name(p) for p in portals], "Total"],
+                       height=20, center_from=2)
     for status in present:
         values = [counts[p][status] for p in portals]
         kind = _CLASS_LABEL[status.status_class] if status else "Sin resultado aún"
-        sheet.append([sheet.status(status), sheet.text(kind), *values, sum(values)])
+        # Zero counts show blank: a quieter table, and no "0" labels on the chart's empty bars.
+        sheet.append([sheet.status(status), sheet.text(kind),
+                      *_centred(sheet, values, number_format=_BLANK_ZERO),
+                      sheet.number(sum(values), horizontal="center")])
     last_status_row = sheet.rows_written
     totals = [sum(counts[p].values()) for p in portals]
     sheet.append([sheet.text("Total de consultas", style=bold), None,
-                  *[_bold_number(sheet, v) for v in totals], _bold_number(sheet, sum(totals))])
+                  *_centred(sheet, [*totals, sum(totals)], bold=True)])
     for cls in StatusClass:
         values = [sum(c for s, c in counts[p].items() if s and s.status_class is cls)
                   for p in portals]
         sheet.append([sheet.status(_representative(cls), label=_CLASS_LABEL[cls]),
-                      sheet.text("subtotal"), *values, sum(values)])
+                      sheet.text("subtotal"), *_centred(sheet, [*values, sum(values)])])
     table_end = sheet.rows_written
 
     chart_rows = 0
@@ -466,7 +522,9 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
     while sheet.rows_written < max(table_end, header_row + chart_rows) + 1:
         sheet.append([])
     sheet.append([sheet.text("Qué significa cada estado y qué hacer", style=section)])
-    sheet.table_header(["Estado", "Tipo", "Qué debe hacer Recursos Humanos"], height=20)
+    # The action text runs over the free columns to its right; the banner covers them too.
+    sheet.table_header(["Estado", "Tipo", "Qué debe hacer Recursos Humanos"], height=20,
+                       wrap=False, pad=len(portals) + 5)
     for status in Status:
         sheet.append([sheet.status(status), sheet.text(_CLASS_LABEL[status.status_class]),
                       sheet.text(status.action)])
@@ -474,10 +532,10 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
                   sheet.text("Esperar a que termine el lote y volver a generar el reporte.")])
 
 
-def _bold_number(sheet: _Sheet, value: int) -> Any:
-    cell = WriteOnlyCell(sheet.ws, value)
-    cell._style = copy(sheet.styles.get(font=Font(bold=True)))
-    return cell
+def _centred(sheet: _Sheet, values: Sequence[int], *, bold: bool = False,
+             number_format: str | None = None) -> list[Any]:
+    return [sheet.number(v, bold=bold, horizontal="center", number_format=number_format)
+            for v in values]
 
 
 def _representative(cls: StatusClass) -> Status:
@@ -501,8 +559,10 @@ def _add_chart(sheet: _Sheet, portals: Sequence[str], header_row: int, last_row:
         color = _SERIES_COLORS[idx % len(_SERIES_COLORS)]
         series.graphicalProperties.solidFill = color
         series.graphicalProperties.line.solidFill = color
-    chart.dataLabels = DataLabelList()
-    chart.dataLabels.showVal = True
+    # Only the value: LibreOffice reads unset flags as "show" and piles names onto the bars.
+    chart.dataLabels = DataLabelList(showVal=True, showSerName=False, showCatName=False,
+                                     showLegendKey=False, showPercent=False,
+                                     showLeaderLines=False)
     # openpyxl ≥ 3.1 hides axes unless told otherwise.
     chart.x_axis.delete = False
     chart.y_axis.delete = False
@@ -530,17 +590,23 @@ def _write_detalle(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
                    tz: ZoneInfo) -> None:
     sheet = _Sheet(wb, "Detalle", out_dir)
     headers = _detalle_columns(data)
-    widths = [7.0, _width((r.curp or r.value for r in rows), "CURP", lo=20, hi=30)]
+    widths = [6.0, _width((r.curp or r.value for r in rows), "CURP", lo=22, hi=30)]
     widths += [_width((r.extra.get(c, "") for r in rows), c, lo=8, hi=40) for c in data.columns]
     for portal in data.portals:
         labels = (c.status.label for r in rows if (c := r.checks.get(portal)))
-        widths += [_width(labels, "Estado", lo=12, hi=32), 9.0, 13.0, 17.0, 12.0]
+        name = _portal_name(portal)
+        widths += [_width(labels, f"{name}: Estado", lo=12, hi=32),
+                   _width([_PDF_TEXT], f"{name}: PDF"),
+                   _width([_EVIDENCE_TEXT], f"{name}: Evidencia"),
+                   _width(["00/00/0000 00:00"], f"{name}: Consultado"),
+                   _width(["00/00/0000"], f"{name}: Vigente hasta")]
     widths.append(_width((r.observation for r in rows), "Observaciones", lo=16, hi=50))
     sheet.layout(widths, freeze="C2")
     sheet.table_header(headers)
     sheet.autofilter(len(headers), len(rows))
     for row in rows:
-        cells: list[Any] = [row.row, sheet.text(row.curp or row.value)]
+        cells: list[Any] = [sheet.number(row.row, horizontal="center"),
+                            sheet.text(row.curp or row.value)]
         cells += [sheet.text(row.extra.get(c)) for c in data.columns]
         for portal in data.portals:
             check = row.checks.get(portal)
@@ -589,7 +655,7 @@ def _write_errores(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
     name_cols = _name_columns(data.columns)
     headers = ["Fila", "CURP", *(["Nombre"] if name_cols else []), "Portal", "Estado",
                "Motivo", "Qué hacer", "Evidencia", "Consultado", "Observaciones"]
-    widths = [7.0, _width((p.row.curp or p.row.value for p in problems), "CURP", lo=20, hi=30)]
+    widths = [6.0, _width((p.row.curp or p.row.value for p in problems), "CURP", lo=22, hi=30)]
     if name_cols:
         widths.append(_width((_person_name(p.row, name_cols) for p in problems), "Nombre",
                              lo=16, hi=40))
@@ -609,7 +675,8 @@ def _write_errores(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
         sheet.append([None, sheet.text("Ninguna fila requiere acción.")])
     for problem in problems:
         row, check = problem.row, problem.check
-        cells: list[Any] = [row.row, sheet.text(row.curp or row.value)]
+        cells: list[Any] = [sheet.number(row.row, horizontal="center"),
+                            sheet.text(row.curp or row.value)]
         if name_cols:
             cells.append(sheet.text(_person_name(row, name_cols)))
         cells += [
@@ -642,7 +709,8 @@ def _write_cambios(wb: Workbook, data: ReportData, changes: Sequence[ReportChang
         before = (sheet.status(change.before) if change.before is not None
                   else sheet.text("Sin consulta previa"))
         sheet.append([
-            sheet.text(change.curp), change.row, sheet.text(change.name),
+            sheet.text(change.curp), sheet.number(change.row, horizontal="center"),
+            sheet.text(change.name),
             sheet.text(_portal_name(change.portal)), before, sheet.status(change.after),
             sheet.datetime(change.before_at, tz), sheet.datetime(change.after_at, tz),
         ])
