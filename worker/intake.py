@@ -47,9 +47,9 @@ _EXCEL_MAX_ROWS = 1_048_576
 #: spreadsheet XML compresses 5-30x; deflate's ceiling is ~1000x.
 _RATIO_MIN_BYTES = 8 * 1024 * 1024
 _MAX_RATIO = 150
-#: Parsed shared strings cost ~150 B each in memory whatever their length, so their count
-#: is bounded by the uncompressed budget divided by this (200 MB -> 2.6 M strings, ~200 MB).
-_BYTES_PER_SHARED_STRING = 80
+#: Distinct texts (shared strings) allowed per data row allowed (CONSTANCIAS_MAX_ROWS):
+#: each costs ~60 B of memory and ~1 µs to read, whatever its length.
+_SHARED_STRINGS_PER_ROW = 10
 
 _SAVE_AS_XLSX = "ábralo en Excel y guárdelo como «Libro de Excel (.xlsx)» o CSV"
 
@@ -338,9 +338,13 @@ def _xlsx_sheets(path: Path, settings: Settings) -> tuple[list[_Sheet], Callable
 
     try:
         with _ReadOnlySizeSkipped():
-            wb = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
+            reader = _excel_reader(openpyxl, path, settings)
+            reader.read()
+            wb = reader.wb
     except InputError:
         raise
+    except _UnsafeSheet as exc:
+        raise InputError(f"{name}: sus textos no se pueden leer con seguridad: {exc}") from None
     except Exception as exc:  # any parser failure of a hostile or broken file is one line
         raise InputError(f"{name} no se pudo leer como libro de Excel ({_why(exc)}); "
                          f"{_SAVE_AS_XLSX}") from None
@@ -409,27 +413,7 @@ def _check_zip(path: Path, settings: Settings) -> None:
         if info.file_size > _RATIO_MIN_BYTES and ratio > _MAX_RATIO:
             raise InputError(f"{name} contiene una parte comprimida {ratio:.0f} veces "
                              "(posible bomba ZIP); no se procesa")
-    strings = [i for i in infos if i.filename.lower().endswith("sharedstrings.xml")]
-    if strings and _count_in_member(path, strings[0], b"<si") > (
-            settings.max_uncompressed_bytes // _BYTES_PER_SHARED_STRING // 10):
-        raise InputError(f"{name} tiene demasiados textos distintos para leerlo con seguridad")
 
-
-def _count_in_member(path: Path, info: zipfile.ZipInfo, needle: bytes) -> int:
-    """Occurrences of ``needle`` in a zip member, streamed (never held whole in memory)."""
-    count, tail = 0, b""
-    try:
-        with zipfile.ZipFile(path) as zf, zf.open(info) as fh:
-            while chunk := fh.read(1 << 20):
-                data = tail + chunk
-                count += data.count(needle)
-                # Keep the last bytes so a needle split across chunks is counted once.
-                keep = len(needle) - 1
-                tail = data[-keep:] if keep else b""
-                count -= tail.count(needle)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-        return 0  # openpyxl will report the damage in context
-    return count
 
 
 class _UnsafeSheet(Exception):
@@ -530,6 +514,75 @@ def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
                 raise InputError(f"{where} está dañada o incompleta; {_SAVE_AS_XLSX}") from None
             found[part] = scan.merges
     return found
+
+
+def _excel_reader(openpyxl: Any, path: Path, settings: Settings) -> Any:
+    """openpyxl's own ``ExcelReader`` (what ``load_workbook`` uses), with a safer string table.
+
+    openpyxl builds an object per shared string (~20 µs each, and keeps each XML element
+    until the end): a workbook of a million tiny texts takes tens of seconds. The table is
+    read here with a streaming expat pass instead, bounded in count, with DTDs refused.
+    """
+    from openpyxl.reader.excel import SHARED_STRINGS, ExcelReader
+
+    limit = settings.max_rows * _SHARED_STRINGS_PER_ROW
+
+    class Reader(ExcelReader):  # type: ignore[misc]
+        def read_strings(self) -> None:
+            part = self.package.find(SHARED_STRINGS)
+            if part is not None:
+                with self.archive.open(part.PartName[1:]) as src:
+                    self.shared_strings = _read_shared_strings(src, limit)
+
+    return Reader(path, read_only=True, keep_vba=False, data_only=True, keep_links=False)
+
+
+def _read_shared_strings(src: Any, limit: int) -> list[str]:
+    """Texts of ``sharedStrings.xml``: each ``<si>``'s ``<t>`` and rich-run ``<r><t>`` text,
+    without phonetic runs, as openpyxl's ``Text.content`` gives them."""
+    from xml.parsers import expat
+
+    strings: list[str] = []
+    parts: list[str] = []
+    stack: list[str] = []
+    capture = False
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal capture
+        local = name.rpartition(":")[2]
+        stack.append(local)
+        if local == "si":
+            parts.clear()
+        elif local == "t" and len(stack) >= 2 and stack[-2] in ("si", "r"):
+            capture = True
+
+    def end(name: str) -> None:
+        nonlocal capture
+        local = stack.pop() if stack else ""
+        if local == "t":
+            capture = False
+        elif local == "si":
+            strings.append("".join(parts).replace("x005F_", ""))
+            if len(strings) > limit:
+                raise _UnsafeSheet(f"tiene más de {limit} textos distintos")
+
+    def text(data: str) -> None:
+        if capture:
+            parts.append(data)
+
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
+    parser.ExternalEntityRefHandler = _refuse_dtd
+    try:
+        parser.ParseFile(src)
+    except expat.ExpatError as exc:
+        raise _UnsafeSheet(f"XML mal formado ({expat.ErrorString(exc.code)})") from None
+    return strings
 
 
 class _ReadOnlySizeSkipped:

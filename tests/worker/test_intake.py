@@ -253,3 +253,23 @@ def test_more_rows_than_the_limit_is_refused(tmp_path):
     path = write_xlsx(tmp_path / "muchas.xlsx", {"Hoja1": rows})
     with pytest.raises(InputError, match="más de 3 filas"):
         read_sheet(path, load_settings(max_rows=3))
+
+
+def test_shared_strings_with_rich_text_and_phonetic_runs_read_as_plain_text(tmp_path, settings):
+    """A CURP typed with partial formatting (rich runs) reads as its plain text."""
+    from tests.worker.sheets import write_raw_xlsx
+
+    ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    strings = (f'<?xml version="1.0" encoding="UTF-8"?>\n<sst xmlns="{ns}">'
+               "<si><t>CURP</t></si>"
+               f"<si><r><rPr><b/></rPr><t>{VALID[0][:9]}</t></r><r><t>{VALID[0][9:]}</t></r>"
+               "<rPh sb=\"0\" eb=\"1\"><t>ふりがな</t></rPh></si>"
+               '<si><t xml:space="preserve"> Ana </t></si></sst>')
+    sheet = (f'<?xml version="1.0" encoding="UTF-8"?>\n<worksheet xmlns="{ns}"><sheetData>'
+             '<row r="1"><c r="A1" t="s"><v>0</v></c></row>'
+             '<row r="2"><c r="A2" t="s"><v>1</v></c><c r="B2" t="s"><v>2</v></c></row>'
+             "</sheetData></worksheet>")
+    intake = read_sheet(write_raw_xlsx(tmp_path / "rich.xlsx", sheet, shared_strings=strings),
+                        settings)
+    assert intake.valid_curps == [VALID[0]]
+    assert intake.rows[0].extra == {"Columna B": " Ana "}

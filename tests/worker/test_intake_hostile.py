@@ -139,3 +139,13 @@ def test_cli_prints_one_line_and_exits_2_within_500_mb(tmp_path, name):
     assert err.count("\n") == 1 and err.startswith("constancias: ") and words in err, err
     assert "Traceback" not in err and out == ""
     assert peak_mb < 500, peak_mb
+
+
+def test_too_many_distinct_texts_are_refused_before_building_them(tmp_path):
+    """The shared-string table is bounded by CONSTANCIAS_MAX_ROWS (ten texts per row)."""
+    ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    strings = f'<?xml version="1.0"?>\n<sst xmlns="{ns}">' + "<si><t>x</t></si>" * 200 + "</sst>"
+    path = s.write_raw_xlsx(tmp_path / "textos.xlsx", s.simple_sheet([["CURP"], [s.VALID[0]]]),
+                            shared_strings=strings)
+    with pytest.raises(InputError, match="textos distintos"):
+        read_sheet(path, load_settings(max_rows=10))
