@@ -212,6 +212,7 @@ _CLASS_LABEL = {
 _DATETIME_FORMAT = "dd/mm/yyyy hh:mm"
 _DATE_FORMAT = "dd/mm/yyyy"
 _BLANK_ZERO = "0;-0;;@"
+_WRAP_MAX = 400
 _PORTAL_NAMES = {"imss": "IMSS", "issste": "ISSSTE"}
 _PENDING_LABEL = "Pendiente"
 _PDF_TEXT = "Ver PDF"
@@ -292,8 +293,12 @@ class _Sheet:
                            else style) for i, h in enumerate(headers)]
         self.append([*cells, *(self.text("", style=style) for _ in range(pad))])
 
-    def autofilter(self, ncols: int, nrows: int) -> None:
-        self.ws.auto_filter.ref = f"A1:{get_column_letter(max(ncols, 1))}{max(nrows, 1) + 1}"
+    def table_range(self, ncols: int, nrows: int) -> None:
+        """Autofilter over the table, and print exactly it: a long text in the last column
+        would otherwise spill to the right, widen the printed range and shrink the page."""
+        ref = f"A1:{get_column_letter(max(ncols, 1))}{max(nrows, 1) + 1}"
+        self.ws.auto_filter.ref = ref
+        self.ws.print_area = ref
 
     def append(self, cells: Iterable[Any]) -> None:
         self.ws.append(list(cells))
@@ -530,6 +535,8 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
                       sheet.text(status.action)])
     sheet.append([sheet.status(None), sheet.text("Sin resultado aún"),
                   sheet.text("Esperar a que termine el lote y volver a generar el reporte.")])
+    # Print the tables and the chart, not a long file name spilling to the right.
+    sheet.ws.print_area = f"A1:{get_column_letter(_chart_last_column(portals))}{sheet.rows_written}"
 
 
 def _centred(sheet: _Sheet, values: Sequence[int], *, bold: bool = False,
@@ -572,9 +579,14 @@ def _add_chart(sheet: _Sheet, portals: Sequence[str], header_row: int, last_row:
     chart.legend.position = "b"
     chart.width = 17
     chart.height = max(7.0, 2.5 + 0.6 * ncat * max(1, len(portals)) ** 0.5)
-    anchor = f"{get_column_letter(len(portals) + 5)}{header_row - 1}"
+    anchor = f"{get_column_letter(_chart_last_column(portals) - 10)}{header_row - 1}"
     sheet.ws.add_chart(chart, anchor)
     return int(chart.height / 0.53) + 1  # default row height is 15 pt ≈ 0.53 cm
+
+
+def _chart_last_column(portals: Sequence[str]) -> int:
+    """The chart starts two columns right of the table and spans ~10 default columns."""
+    return len(portals) + 5 + 10
 
 
 def _detalle_columns(data: ReportData) -> list[str]:
@@ -603,7 +615,7 @@ def _write_detalle(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
     widths.append(_width((r.observation for r in rows), "Observaciones", lo=16, hi=50))
     sheet.layout(widths, freeze="C2")
     sheet.table_header(headers)
-    sheet.autofilter(len(headers), len(rows))
+    sheet.table_range(len(headers), len(rows))
     for row in rows:
         cells: list[Any] = [sheet.number(row.row, horizontal="center"),
                             sheet.text(row.curp or row.value)]
@@ -669,8 +681,12 @@ def _write_errores(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
     ]
     sheet.layout(widths, freeze="C2")
     sheet.table_header(headers)
-    sheet.autofilter(len(headers), max(len(problems), 1))
+    sheet.table_range(len(headers), max(len(problems), 1))
     wrap = sheet.styles.get(wrap=True)
+
+    def wrapped(text: str) -> Any:
+        # Wrap what fits in a few lines; a huge text would make a page-high row.
+        return sheet.text(text, style=wrap if len(text) <= _WRAP_MAX else None)
     if not problems:
         sheet.append([None, sheet.text("Ninguna fila requiere acción.")])
     for problem in problems:
@@ -682,8 +698,8 @@ def _write_errores(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
         cells += [
             sheet.text(", ".join(_portal_name(p) for p in problem.portals)),
             sheet.status(check.status),
-            sheet.text(check.detail or check.status.label, style=wrap),
-            sheet.text(check.status.action, style=wrap),
+            wrapped(check.detail or check.status.label),
+            wrapped(check.status.action),
             sheet.link(check.evidence_path, _EVIDENCE_TEXT),
             sheet.datetime(check.checked_at, tz),
             sheet.text(row.observation),
@@ -702,7 +718,7 @@ def _write_cambios(wb: Workbook, data: ReportData, changes: Sequence[ReportChang
                   _width((c.name or "" for c in changes), "Nombre", lo=16, hi=40), 9.0,
                   status_w, status_w, 17.0, 17.0], freeze="B2")
     sheet.table_header(headers)
-    sheet.autofilter(len(headers), max(len(changes), 1))
+    sheet.table_range(len(headers), max(len(changes), 1))
     if not changes:
         sheet.append([sheet.text("Sin cambios desde la revisión anterior.")])
     for change in changes:

@@ -426,3 +426,45 @@ def test_libreoffice_opens_the_report_and_shows_the_same_values(
     assert by_row["9"][1] == '=HYPERLINK("javascript:alert(1)")'
     assert sheets["Resumen"][3][1] == "=altas mayo.xlsx"
     assert sheets["Cambios"][2][2] == "=1+1"
+
+
+def test_links_are_never_schemes_or_absolute_and_missing_files_are_said_so(tmp_path: Path) -> None:
+    """A colon in a folder name is percent-encoded, a file outside gets ../, a missing one text."""
+    out = tmp_path / "salida"
+    hostile_dir = out / "javascript:alert(1)" / "file:" / "imss"
+    hostile_dir.mkdir(parents=True)
+    outside = tmp_path / "otros" / "fuera.pdf"
+    outside.parent.mkdir()
+    outside.write_bytes(b"%PDF")
+    checks = [
+        ReportCheck("imss", Status.ERROR, "x", None, hostile_dir, CHECKED, None),
+        ReportCheck("imss", Status.ENTITLED, "", outside, None, CHECKED, None),
+        ReportCheck("imss", Status.ENTITLED, "", out / "no existe.pdf", None,
+                    CHECKED.replace(tzinfo=None), None),  # naive: taken as UTC
+    ]
+    rows = [ReportRow(row=i + 2, value=_curp(i), curp=_curp(i), extra={}, checks={"imss": c})
+            for i, c in enumerate(checks)]
+    data = ReportData(batch_id="b", source_name="s.csv", generated_at=CHECKED, portals=["imss"],
+                      columns=[], rows=rows)
+    ws = load_workbook(write_report(data, out / "reporte.xlsx"))["Detalle"]
+    body = list(ws.iter_rows(min_row=2))
+    evidence_link = body[0][4].hyperlink.target
+    assert evidence_link == "javascript%3Aalert%281%29/file%3A/imss/"
+    assert (out / unquote(evidence_link)).resolve() == hostile_dir.resolve()
+    assert body[1][3].hyperlink.target == "../otros/fuera.pdf"
+    assert body[2][3].hyperlink is None and body[2][3].value == "Archivo no disponible"
+    assert body[2][5].value == CHECKED_LOCAL
+
+
+def test_sheets_print_landscape_fitted_to_width_with_repeated_header(recheck_report) -> None:
+    """Every table sheet prints landscape, one page wide, header repeated, table only."""
+    path, data = recheck_report
+    wb = load_workbook(path)
+    for name in ("Detalle", "Errores", "Cambios"):
+        ws = wb[name]
+        assert ws.page_setup.orientation == "landscape"
+        assert ws.sheet_properties.pageSetUpPr.fitToPage
+        assert ws.page_setup.fitToWidth == 1 and ws.page_setup.fitToHeight == 0
+        assert ws.print_title_rows.replace("$", "") == "1:1"
+        printed = ws.print_area if isinstance(ws.print_area, str) else ws.print_area[0]
+        assert printed.split("!")[-1].replace("$", "") == ws.auto_filter.ref
