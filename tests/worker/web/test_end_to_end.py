@@ -43,12 +43,14 @@ def test_upload_process_watch_and_download_on_the_sandbox(sandbox, web_settings,
 
         rows = page.locator("#filas tr")
         expect(rows).to_have_count(4)
-        for i, curp in enumerate(curps):
-            row = page.locator("#filas tr", has_text=curp)
-            for portal, code in expected(curp).items():
-                expect(row).to_contain_text(Status(code).label)
-            pdfs = sum(Status(c).has_pdf for c in expected(curp).values())
-            expect(row.get_by_role("link", name=re.compile("^PDF"))).to_have_count(pdfs)
+        # Columns: Fila, CURP, No. empleado, Nombre, IMSS, ISSSTE, Observaciones.
+        for curp in curps:
+            cells = page.locator("#filas tr", has_text=curp).locator("td")
+            for column, portal in ((4, "imss"), (5, "issste")):
+                status = Status(expected(curp)[portal])
+                expect(cells.nth(column).locator(".badge")).to_have_text(status.label)
+                pdf_links = cells.nth(column).get_by_role("link", name=re.compile("^PDF"))
+                expect(pdf_links).to_have_count(1 if status.has_pdf else 0)
         expect(rows.nth(3)).to_contain_text(Status.INVALID_CURP.label)
 
         # A PDF link opens the constancia from the batch folder.
