@@ -428,56 +428,57 @@ _MAX_ELEMENTS_PER_ROW = 120_000
 _MAX_ELEMENTS_OUTSIDE_ROWS = 200_000
 
 
-class _SheetScan:
-    """A streaming expat pass over a worksheet part before openpyxl parses it.
+def _sheet_scanner() -> tuple[Callable[..., None], Callable[[str], None],
+                              list[tuple[int, int, int, int]]]:
+    """Expat handlers for a streaming pass over a worksheet part before openpyxl parses it.
 
-    It builds no tree, so it costs no memory; it refuses DTDs and entities (as defusedxml
-    does), and element counts that would make openpyxl's parse blow up, and it collects the
-    merged ranges that read-only openpyxl ignores.
+    The pass builds no tree, so it costs no memory. With ``_refuse_dtd`` it refuses DTDs
+    and entities (as defusedxml does); it refuses element counts that would make openpyxl's
+    parse blow up, and it collects the merged ranges that read-only openpyxl ignores.
+    Closures over plain ints: this runs twice per XML element, so every lookup counts.
     """
+    depth = row_depth = in_row = rows = outside = 0
+    merges: list[tuple[int, int, int, int]] = []
 
-    def __init__(self) -> None:
-        self.depth = 0
-        self.row_depth = 0  # depth of the open <row>, 0 when outside rows
-        self.in_row = 0
-        self.rows = 0
-        self.outside = 0
-        self.merges: list[tuple[int, int, int, int]] = []
-
-    def start(self, name: str, attrs: dict[str, str]) -> None:
-        self.depth += 1
-        if self.row_depth:
-            self.in_row += 1
-            if self.in_row > _MAX_ELEMENTS_PER_ROW:
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal depth, row_depth, in_row, rows, outside
+        depth += 1
+        if row_depth:
+            in_row += 1
+            if in_row > _MAX_ELEMENTS_PER_ROW:
                 raise _UnsafeSheet("una fila tiene demasiadas celdas")
             return
         local = name.rpartition(":")[2]
         if local == "row":
-            self.row_depth, self.in_row = self.depth, 0
-            self.rows += 1
-            if self.rows > _EXCEL_MAX_ROWS:
+            row_depth, in_row = depth, 0
+            rows += 1
+            if rows > _EXCEL_MAX_ROWS:
                 raise _UnsafeSheet("tiene más filas de las que Excel permite")
             return
-        self.outside += 1
-        if self.outside > _MAX_ELEMENTS_OUTSIDE_ROWS + self.rows:
+        outside += 1
+        if outside > _MAX_ELEMENTS_OUTSIDE_ROWS + rows:
             raise _UnsafeSheet("su XML tiene demasiados elementos fuera de las filas")
         if local == "mergeCell":
-            self._merge(attrs.get("ref", ""))
+            _add_merge(merges, attrs.get("ref", ""))
 
-    def end(self, name: str) -> None:
-        if self.depth == self.row_depth:
-            self.row_depth = 0
-        self.depth -= 1
+    def end(name: str) -> None:
+        nonlocal depth, row_depth
+        if depth == row_depth:
+            row_depth = 0
+        depth -= 1
 
-    def _merge(self, ref: str) -> None:
-        from openpyxl.utils.cell import range_boundaries
+    return start, end, merges
 
-        try:
-            c1, r1, c2, r2 = range_boundaries(ref)
-        except (ValueError, TypeError):
-            return
-        if None not in (c1, r1, c2, r2):
-            self.merges.append((r1, c1, r2, c2))  # type: ignore[arg-type]
+
+def _add_merge(merges: list[tuple[int, int, int, int]], ref: str) -> None:
+    from openpyxl.utils.cell import range_boundaries
+
+    try:
+        c1, r1, c2, r2 = range_boundaries(ref)
+    except (ValueError, TypeError):
+        return
+    if None not in (c1, r1, c2, r2):
+        merges.append((r1, c1, r2, c2))  # type: ignore[arg-type]
 
 
 def _refuse_dtd(*_: object) -> None:
@@ -485,7 +486,7 @@ def _refuse_dtd(*_: object) -> None:
 
 
 def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
-    """Pre-scan every worksheet part (see ``_SheetScan``); their merged ranges by part."""
+    """Pre-scan every worksheet part (see ``_sheet_scanner``); merged ranges by part."""
     from xml.parsers import expat
 
     found: dict[str, list[tuple[int, int, int, int]]] = {}
@@ -494,10 +495,10 @@ def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
             part = info.filename
             if not (part.startswith("xl/worksheets/") and part.endswith(".xml")):
                 continue
-            scan = _SheetScan()
+            start, end, merges = _sheet_scanner()
             parser = expat.ParserCreate()
-            parser.StartElementHandler = scan.start
-            parser.EndElementHandler = scan.end
+            parser.StartElementHandler = start
+            parser.EndElementHandler = end
             parser.StartDoctypeDeclHandler = _refuse_dtd
             parser.EntityDeclHandler = _refuse_dtd
             parser.ExternalEntityRefHandler = _refuse_dtd
@@ -512,7 +513,7 @@ def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
                                  f"{expat.ErrorString(exc.code)}); {_SAVE_AS_XLSX}") from None
             except (zipfile.BadZipFile, EOFError, OSError, ValueError):
                 raise InputError(f"{where} está dañada o incompleta; {_SAVE_AS_XLSX}") from None
-            found[part] = scan.merges
+            found[part] = merges
     return found
 
 
