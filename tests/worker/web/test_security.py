@@ -262,3 +262,27 @@ def test_access_log_masks_curps(web: WebServer, tmp_path: Path,
     logs = captured.err + captured.out
     assert "/personas?q=" in logs
     assert curp not in logs
+
+
+def test_evidence_pages_are_listed_and_downloaded_never_rendered(web: WebServer,
+                                                                  tmp_path: Path) -> None:
+    """An evidence folder is listed with links; a captured portal page (HTML that may carry
+    scripts) downloads as an attachment under a sandbox policy instead of running here."""
+    batch_id = _batch(web, tmp_path)
+    out_dir = Path(web.app.state.web.storage.get_batch(batch_id).out_dir)
+    evidence = out_dir / "constancias" / "X" / "evidence" / "imss-1"
+    evidence.mkdir(parents=True)
+    (evidence / "page-1.html").write_text("<script>alert(document.cookie)</script>")
+    (evidence / "check.json").write_text('{"status": "error"}')
+    client = web.client()
+    listing = client.get(f"/lotes/{batch_id}/archivos/constancias/X/evidence/imss-1")
+    assert listing.status_code == 200
+    assert f'href="/lotes/{batch_id}/archivos/constancias/X/evidence/imss-1/page-1.html"' \
+        in listing.text
+    r = client.get(f"/lotes/{batch_id}/archivos/constancias/X/evidence/imss-1/page-1.html")
+    assert r.status_code == 200
+    assert r.headers["content-disposition"].startswith("attachment")
+    assert r.headers["content-type"].startswith("application/octet-stream")
+    assert r.headers["content-security-policy"].startswith("sandbox")
+    r = client.get(f"/lotes/{batch_id}/archivos/constancias/X/evidence/imss-1/check.json")
+    assert r.json() == {"status": "error"}
