@@ -19,7 +19,9 @@ it: by default it is created inside the server's own world-traversable temp dire
 
 from __future__ import annotations
 
+import base64
 import grp
+import hashlib
 import os
 import pwd
 import re
@@ -53,6 +55,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc: Dovecot runs on Linux here)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid …": comm may hold spaces, so split after its ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _account(name: str) -> pwd.struct_passwd | None:
@@ -132,7 +148,9 @@ class Dovecot:
         if not self.port:
             self.port = _free_port()
         self.config_path.write_text(self._config())
-        (self._root / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
+        # A hashed password: passwd-file cannot escape a ":" written in plain text.
+        digest = base64.b64encode(hashlib.sha256(self.password.encode()).digest()).decode()
+        (self._root / "passwd").write_text(f"{self.user}:{{SHA256.b64}}{digest}::::::\n")
         # The master daemonizes and its children inherit our stdout/stderr: a captured pipe
         # would never reach EOF, so the launcher's output goes to a file instead.
         out_path = self._root / "start.out"
@@ -173,9 +191,10 @@ class Dovecot:
             try:
                 os.kill(self._pid, signal.SIGTERM)
                 deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    os.kill(self._pid, 0)  # raises once the master is gone
-                    time.sleep(0.05)
+                # The master lingers ~2 s after its children have exited; once they are
+                # gone there is nothing left for it to clean up, so it is not waited for.
+                while time.monotonic() < deadline and _children(self._pid):
+                    time.sleep(0.02)
                 os.kill(self._pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
@@ -268,6 +287,10 @@ first_valid_uid = 1
 first_valid_gid = 1
 ssl = no
 auth_mechanisms = plain login
+# Tests try wrong passwords on purpose: answer at once.
+auth_failure_delay = 0
+# Race tests open many sessions for one user from one address (the default allows 10).
+mail_max_userip_connections = 200
 service imap-login {{
   inet_listener imap {{
     address = {self.host}
