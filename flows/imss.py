@@ -332,6 +332,7 @@ def _download_report(page: Page, dest: Path, timeout_s: float, log: Any) -> bool
     in this page or in a tab the button opens."""
     context = page.context
     downloads: list[Any] = []
+    replaced: list[str] = []
 
     def collect(download: Any) -> None:
         downloads.append(download)
@@ -339,15 +340,23 @@ def _download_report(page: Page, dest: Path, timeout_s: float, log: Any) -> bool
     def watch(new_page: Page) -> None:
         new_page.on("download", collect)
 
+    def navigated(frame: Any) -> None:
+        # A download never replaces the page; an error page (5xx, network failure) does.
+        if frame == page.main_frame:
+            replaced.append(frame.url)
+
     page.on("download", collect)
+    page.on("framenavigated", navigated)
     context.on("page", watch)
     try:
         page.locator(PORTAL.view_report).click()
         deadline = time.monotonic() + timeout_s
-        while not downloads and time.monotonic() < deadline:
+        while not downloads and not replaced and time.monotonic() < deadline:
             page.wait_for_timeout(100)
+        if replaced and not downloads:
+            page.wait_for_timeout(500)  # a download may still be announced just after
         if not downloads:
-            log.warning("imss_view_report_no_download", waited_s=timeout_s)
+            log.warning("imss_view_report_no_download", page_replaced=bool(replaced))
             return False
         downloads[0].save_as(dest)
         return dest.stat().st_size > 0
@@ -356,6 +365,7 @@ def _download_report(page: Page, dest: Path, timeout_s: float, log: Any) -> bool
         return False
     finally:
         page.remove_listener("download", collect)
+        page.remove_listener("framenavigated", navigated)
         context.remove_listener("page", watch)
 
 

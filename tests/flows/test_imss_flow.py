@@ -1,0 +1,310 @@
+"""The IMSS flow in real Chromium against the sandbox: every status the portal can produce."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fixtures import texts as t
+from fixtures.population import SCENARIOS
+from flows import imss
+from flows.errors import CaptchaUnsolved, EmailNotReceived, PortalUnavailable
+from flows.steps import norm
+from tests.flows.flowkit import (
+    SHOTS,
+    BrowserSpy,
+    OracleSolver,
+    WrongSolver,
+    check,
+    evidence_files,
+    flow_settings,
+    fresh_curp,
+)
+from worker.statuses import Status
+
+pytestmark = pytest.mark.browser
+
+
+def _run(browser, sandbox, tmp_path: Path, curp: str, *, solver=None, prepare=None,
+         shots: str | None = None, **settings):
+    spy = BrowserSpy(browser, prepare)
+    solver = solver or OracleSolver(sandbox, spy)
+    if isinstance(solver, OracleSolver):
+        solver.spy = spy
+
+    def before_mail(subject: str) -> None:
+        # The flow waits for email 1 on the "liga enviada" page, for email 2 on the final page.
+        if shots:
+            step = "2-link-sent" if subject == imss.PORTAL.mail1_subject else "3-final-page"
+            SHOTS.mkdir(exist_ok=True)
+            spy.context.pages[0].screenshot(path=SHOTS / f"{shots}-{step}.png", full_page=True)
+
+    outcome = check(spy, "imss", curp, flow_settings(sandbox, **settings), tmp_path,
+                    solver=solver, before_mail=before_mail)
+    return outcome, solver
+
+
+def _refused(browser, sandbox, tmp_path, curp, status: Status, **kw):
+    outcome, _ = _run(browser, sandbox, tmp_path, curp, **kw)
+    assert outcome.status is status, outcome.detail
+    assert outcome.pdf_path is None and outcome.facts is None
+    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(outcome.extra["evidence"])
+    return outcome
+
+
+# --- verdicts ---------------------------------------------------------------------------------
+
+
+def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """The documented not-entitled CURP ends not_entitled, with its PDF and the facts read
+    from it; no evidence is kept and both emails are claimed."""
+    curp = SCENARIOS["imss_not_entitled"]
+    outcome, solver = _run(browser, sandbox, tmp_path, curp, shots="imss-not-entitled")
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert outcome.pdf_path == tmp_path / "imss.pdf"
+    assert outcome.pdf_path.read_bytes()[:5] == b"%PDF-"
+    assert outcome.facts.curp == curp and outcome.facts.result == "not_entitled"
+    assert outcome.facts.valid_until and outcome.facts.folio
+    assert outcome.extra["pdf_source"] == "page" and "evidence" not in outcome.extra
+    assert "Sin derecho" in outcome.detail
+    assert {"open", "captcha", "form", "submit", "email", "confirm", "pdf"} <= set(outcome.timings)
+    assert solver.rejected == []
+    # Both emails for this address were claimed: nothing is left in the inbox for it.
+    assert not [p for p in (sandbox.maildir / "new").iterdir() if curp.lower() in p.read_text(
+        errors="ignore").lower()]
+    assert (SHOTS / "imss-not-entitled-3-final-page.png").exists()
+
+
+def test_entitled_after_a_refused_captcha(browser, sandbox, tmp_path: Path) -> None:
+    """A wrong captcha is rejected to the solver and a new one tried; an entitled person ends
+    entitled with the NSS read from the PDF."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="entitled")
+
+    solver = OracleSolver(sandbox, None, wrong_first=1)  # type: ignore[arg-type]
+    outcome, _ = _run(browser, sandbox, tmp_path, curp, solver=solver, shots="imss-entitled")
+    assert outcome.status is Status.ENTITLED, outcome.detail
+    assert len(solver.rejected) == 1 and len(solver.solved) == 2
+    assert outcome.facts.nss and len(outcome.facts.nss) == 11
+    assert outcome.facts.nss in outcome.detail
+    assert (SHOTS / "imss-entitled-3-final-page.png").exists()
+
+
+def test_pdf_comes_from_the_second_email_when_ver_reporte_fails(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """When "Ver reporte" gives no PDF, the constancia attached to the second email is used."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+
+    def prepare(context) -> None:
+        context.route("**" + t.IMSS_REPORT_PATH + "*", lambda route: route.abort())
+
+    outcome, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert outcome.extra["pdf_source"] == "email"
+    assert outcome.facts.curp == curp
+
+
+def test_form_is_filled_with_the_confirmation_typed(browser, sandbox) -> None:
+    """The flow fills CURP, email and the typed confirmation; the page's own checks accept
+    them (pasting would have been refused)."""
+    curp = fresh_curp()
+    address = flow_settings(sandbox).email_for(curp)
+    context = browser.new_context(locale="es-MX")
+    try:
+        page = context.new_page()
+        page.goto(sandbox.imss_origin + t.IMSS_FORM_PATH)
+        imss._fill_form(page, curp, address, "Ab3dE", timeout=5)
+        assert page.input_value(t.IMSS_SEL_CURP) == curp
+        assert page.input_value(t.IMSS_SEL_EMAIL_CONFIRM) == address
+        assert page.locator(t.IMSS_SEL_FIELD_ERROR).count() == 0
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=SHOTS / "imss-1-form-filled.png", full_page=True)
+    finally:
+        context.close()
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def test_unknown_curp_is_curp_not_found(browser, sandbox, tmp_path: Path) -> None:
+    """RENAPO's "No se localizó información" is curp_not_found, with the portal's message."""
+    outcome = _refused(
+        browser, sandbox, tmp_path, SCENARIOS["imss_not_found"], Status.CURP_NOT_FOUND
+    )
+    assert "RENAPO" in outcome.detail
+
+
+def test_inconsistent_data_is_data_inconsistent(browser, sandbox, tmp_path: Path) -> None:
+    """An override to "inconsistent" through the admin API gives data_inconsistent."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="inconsistent")
+    outcome = _refused(browser, sandbox, tmp_path, curp, Status.DATA_INCONSISTENT)
+    assert "subdelegación" in outcome.detail
+
+
+def test_third_query_of_the_day_is_daily_limit(browser, sandbox, tmp_path: Path) -> None:
+    """The documented daily-limit CURP (today's queries used up) gives daily_limit."""
+    outcome = _refused(
+        browser, sandbox, tmp_path, SCENARIOS["imss_daily_limit"], Status.DAILY_LIMIT
+    )
+    assert "agotado" in outcome.detail
+
+
+def test_invalid_email_domain_is_email_rejected(browser, sandbox, tmp_path: Path) -> None:
+    """A domain the IMSS refuses gives email_rejected with its message."""
+    outcome = _refused(
+        browser, sandbox, tmp_path, fresh_curp(), Status.EMAIL_REJECTED,
+        imss_email="{curp}@dominio-invalido.example",
+    )
+    assert "dominio" in outcome.detail
+
+
+def test_email_bound_to_another_curp_is_email_rejected(browser, sandbox, tmp_path: Path) -> None:
+    """An address the IMSS already tied to a different CURP gives email_rejected."""
+    curp, other = fresh_curp(), fresh_curp()
+    address = flow_settings(sandbox).email_for(curp)
+    _bind_email(sandbox, other, address)
+    outcome = _refused(browser, sandbox, tmp_path, curp, Status.EMAIL_REJECTED)
+    assert "CURP distinta" in outcome.detail
+
+
+def _bind_email(sandbox, curp: str, address: str) -> None:
+    """Use ``address`` for ``curp`` directly over HTTP (as another person would have)."""
+    with httpx.Client(base_url=sandbox.imss_origin, timeout=10) as client:
+        client.get(t.IMSS_FORM_PATH).raise_for_status()
+        client.get(t.IMSS_CAPTCHA_PATH + "?1").raise_for_status()
+        answer = sandbox.captcha_answer(client.cookies["JSESSIONID"])
+        page = client.post(t.IMSS_SUBMIT_PATH, data={
+            t.IMSS_CURP_NAME: curp, t.IMSS_EMAIL_NAME: address,
+            t.IMSS_EMAIL_CONFIRM_NAME: address, t.IMSS_CAPTCHA_NAME: answer,
+        })
+    assert t.IMSS_MSG_SUCCESS in page.text
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+def test_captcha_never_solved_is_captcha_unsolved(browser, sandbox, tmp_path: Path) -> None:
+    """A solver that is always wrong uses up captcha_attempts: CaptchaUnsolved (retried by the
+    engine, finally captcha_unsolved), each wrong answer reported back, evidence kept."""
+    solver = WrongSolver()
+    with pytest.raises(CaptchaUnsolved) as info:
+        _run(browser, sandbox, tmp_path, fresh_curp(), solver=solver, captcha_attempts=2)
+    assert info.value.status is Status.CAPTCHA_UNSOLVED
+    assert len(solver.rejected) == 2 and solver.rejected == solver.solved
+    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(info.value.evidence_path)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"down": True},
+        {"maintenance": True},
+        {"error_rate": 1.0, "error_status": 500},
+    ],
+    ids=["down", "maintenance", "http-500"],
+)
+def test_portal_faults_are_portal_unavailable(browser, sandbox, tmp_path, faults) -> None:
+    """Down, maintenance and 5xx pages raise PortalUnavailable (retried), with evidence that
+    shows the failure page."""
+    sandbox.set_faults("imss", **faults)
+    with pytest.raises(PortalUnavailable) as info:
+        _run(browser, sandbox, tmp_path, fresh_curp())
+    assert info.value.status is Status.PORTAL_UNAVAILABLE
+    folder = Path(info.value.evidence_path)
+    assert {"page-1.png", "page-1.html", "trace.zip", "check.json"} <= evidence_files(folder)
+    html = (folder / "page-1.html").read_text(encoding="utf-8")
+    assert any(title in html for title in (t.UNAVAILABLE_TITLE, t.MAINTENANCE_TITLE, t.ERROR_TITLE))
+
+
+def test_expired_session_is_portal_unavailable(browser, sandbox, tmp_path: Path) -> None:
+    """A session that expires before the form is sent ("Tu sesión ha expirado") is retried."""
+    sandbox.set_faults("imss", session_ttl_s=0)
+    with pytest.raises(PortalUnavailable) as info:
+        _run(browser, sandbox, tmp_path, fresh_curp())
+    assert "sesion" in norm(str(info.value))
+
+
+def test_lost_email_is_email_not_received(browser, sandbox, tmp_path: Path) -> None:
+    """When the confirmation email never arrives, EmailNotReceived (portal_unavailable once
+    retries run out) is raised after email_timeout_s, with evidence."""
+    sandbox.set_faults("imss", email_loss_rate=1.0)
+    with pytest.raises(EmailNotReceived) as info:
+        _run(browser, sandbox, tmp_path, fresh_curp(), email_timeout_s=1.5)
+    assert info.value.status is Status.PORTAL_UNAVAILABLE
+    note = json.loads((Path(info.value.evidence_path) / "check.json").read_text("utf-8"))
+    assert note["error"] == "EmailNotReceived"
+
+
+def test_missing_link_on_the_information_page_is_portal_changed(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """An information page without "Tramitar Constancia" is portal_changed naming the element,
+    recorded (not raised) with evidence."""
+
+    def prepare(context) -> None:
+        context.route(
+            "**" + t.IMSS_INFO_PATH,
+            lambda route: route.fulfill(
+                status=200,
+                content_type="text/html; charset=utf-8",
+                body="<html><body><h1>Constancia de No Derechohabiencia</h1>"
+                "<p>Nuevo portal: inicia sesión con tu Llave MX.</p></body></html>",
+            ),
+        )
+
+    outcome, _ = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare,
+                      element_timeout_s=1)
+    assert outcome.status is Status.PORTAL_CHANGED
+    assert "Tramitar Constancia" in outcome.detail
+    assert {"page-1.png", "page-1.html"} <= evidence_files(outcome.extra["evidence"])
+
+
+def test_form_without_captcha_image_is_portal_changed(browser, sandbox, tmp_path: Path) -> None:
+    """A form whose captcha image id changed is portal_changed naming img#captchaImg."""
+
+    def prepare(context) -> None:
+        def rewrite(route) -> None:
+            response = route.fetch()
+            body = response.text().replace('id="captchaImg"', 'id="captchaImagen"')
+            route.fulfill(response=response, body=body)
+
+        context.route("**" + t.IMSS_FORM_PATH, rewrite)
+
+    outcome, _ = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare,
+                      element_timeout_s=1)
+    assert outcome.status is Status.PORTAL_CHANGED
+    assert "captchaImg" in outcome.detail
+
+
+def test_messages_map_to_statuses() -> None:
+    """Every server message of the sandbox's contract maps to its status (or to "retry the
+    captcha"); the flow's selectors are the contract's."""
+    cases = {
+        t.IMSS_MSG_CAPTCHA_INVALID: None,
+        t.IMSS_MSG_REQUIRED: None,
+        t.IMSS_MSG_CURP_NOT_FOUND: Status.CURP_NOT_FOUND,
+        t.IMSS_MSG_INCONSISTENT: Status.DATA_INCONSISTENT,
+        t.IMSS_MSG_DAILY_LIMIT: Status.DAILY_LIMIT,
+        t.IMSS_MSG_DOMAIN_INVALID: Status.EMAIL_REJECTED,
+        t.IMSS_MSG_EMAIL_BOUND.format(correo="a@b.example"): Status.EMAIL_REJECTED,
+        t.IMSS_MSG_EMAIL_INVALID: Status.EMAIL_REJECTED,
+        t.IMSS_MSG_GMAIL: Status.EMAIL_REJECTED,
+    }
+    for message, status in cases.items():
+        assert imss.classify_message(message) == (True, status), message
+    assert imss.classify_message("Algo nuevo") == (False, None)
+    p = imss.PORTAL
+    assert (p.form, p.curp, p.email, p.email_confirm) == (
+        t.IMSS_SEL_FORM, t.IMSS_SEL_CURP, t.IMSS_SEL_EMAIL, t.IMSS_SEL_EMAIL_CONFIRM)
+    assert (p.captcha_img, p.captcha_refresh, p.captcha_input, p.submit, p.view_report) == (
+        t.IMSS_SEL_CAPTCHA_IMG, t.IMSS_SEL_CAPTCHA_REFRESH, t.IMSS_SEL_CAPTCHA,
+        t.IMSS_SEL_CONTINUE, t.IMSS_SEL_VIEW_REPORT)
+    assert p.mail1_subject in t.IMSS_MAIL1_SUBJECT and p.mail2_subject in t.IMSS_MAIL2_SUBJECT
