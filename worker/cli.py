@@ -8,6 +8,7 @@ Exit codes: 0 the job ran; 2 unusable input or configuration (one Spanish line o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Sheets, PDFs and evidence are personal data: nothing we write is readable by others.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     module, func = HANDLERS[args.command].split(":")
     try:
