@@ -299,6 +299,12 @@ class MaildirMailbox(Mailbox):
             for sub in ("cur", "new", "tmp"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
         (self.claimed / "maildirfolder").touch(exist_ok=True)
+        owner = self.path.stat()
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            # Root working in someone else's Maildir (one an IMAP server also serves): keep
+            # the Claimed folder theirs, or the server could not use it.
+            for item in (self.claimed, *self.claimed.iterdir()):
+                os.chown(item, owner.st_uid, owner.st_gid)
         # Maildir files never change once delivered, so headers are parsed once per file.
         self._seen: dict[str, _Summary] = {}
 

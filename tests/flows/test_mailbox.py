@@ -530,3 +530,22 @@ def test_imap_claims_each_message_exactly_once_under_contention(dovecot, imap_sm
     assert [kept[m] for m in sent] == [1] * len(sent)
     inbox = _folder_message_ids(dovecot, "INBOX")
     assert not any(inbox[m] for m in sent)
+
+
+def test_imap_server_without_move_is_claimed_by_copy_and_expunge(dovecot, imap_smtp):
+    """Against a server that lacks MOVE (RFC 6851), the claim copies, then expunges the
+    original: the message ends up once in Claimed and gone from INBOX."""
+    box = open_mailbox(dovecot.url, poll_s=0.05)
+    assert isinstance(box, ImapMailbox)
+    try:
+        box._connect()
+        box._caps = box._caps - {"MOVE"}  # as an older server would advertise
+        to = _address()
+        since = time.time()
+        sent = send(imap_smtp, to)
+        msg = box.wait_for(to=to, subject_contains="confirmacion", since=since, timeout_s=10)
+    finally:
+        box.close()
+    assert msg.message_id == sent
+    assert _folder_message_ids(dovecot, CLAIMED_FOLDER)[sent] == 1
+    assert _folder_message_ids(dovecot, "INBOX")[sent] == 0
