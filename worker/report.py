@@ -222,7 +222,11 @@ _SERIES_COLORS = ("2E75B6", "C55A11", "70AD47", "7030A0")
 
 
 class _Styles:
-    """Cell style arrays built once and copied onto cells (far cheaper than per-cell styling)."""
+    """Cell style arrays built once and shared by cells (far cheaper than per-cell styling).
+
+    openpyxl only reads a cell's style array when it writes the cell, so sharing is safe as
+    long as nobody mutates a cached array (``_with_quote`` copies before changing one).
+    """
 
     def __init__(self, ws: WriteOnlyWorksheet) -> None:
         self._ws = ws
@@ -257,6 +261,7 @@ class _Sheet:
     def __init__(self, wb: Workbook, title: str, out_dir: Path) -> None:
         self.ws: WriteOnlyWorksheet = wb.create_sheet(_safe_sheet_title(title))
         self.styles = _Styles(self.ws)
+        self._quoted: dict[int, Any] = {}  # id(style) -> same style with quotePrefix
         self.out_dir = os.path.abspath(out_dir)
         self.real_out_dir = os.path.realpath(out_dir)
         self.rows_written = 0
@@ -319,16 +324,18 @@ class _Sheet:
         cell = WriteOnlyCell(self.ws, _ooxml_escape(text) if risky else text)
         cell.data_type = "s"  # never a formula, never an error code
         if risky and text[0] in _FORMULA_START:
-            cell._style = copy(self._with_quote(style))
+            cell._style = self._with_quote(style)
         elif style is not None:
-            cell._style = copy(style)
+            cell._style = style
         return cell
 
     def _with_quote(self, style: Any) -> Any:
         if style is None:
             return self.styles.get(quote=True)
-        quoted = copy(style)
-        quoted.quotePrefix = 1
+        quoted = self._quoted.get(id(style))
+        if quoted is None:
+            quoted = self._quoted[id(style)] = copy(style)
+            quoted.quotePrefix = 1
         return quoted
 
     def status(self, status: Status | None, label: str | None = None) -> Any:
@@ -340,7 +347,7 @@ class _Sheet:
         if value is None:
             return None
         cell = WriteOnlyCell(self.ws, _local_naive(value, tz))
-        cell._style = copy(self.styles.get(number_format=_DATETIME_FORMAT, horizontal="center"))
+        cell._style = self.styles.get(number_format=_DATETIME_FORMAT, horizontal="center")
         return cell
 
     def date(self, value: date | None) -> Any:
@@ -349,7 +356,7 @@ class _Sheet:
         if isinstance(value, datetime):  # a datetime is a date too; keep the day only
             value = value.date()
         cell = WriteOnlyCell(self.ws, value)
-        cell._style = copy(self.styles.get(number_format=_DATE_FORMAT, horizontal="center"))
+        cell._style = self.styles.get(number_format=_DATE_FORMAT, horizontal="center")
         return cell
 
     def link(self, target: Path | None, text: str) -> Any:
@@ -362,7 +369,7 @@ class _Sheet:
                              style=self.styles.get(font=_MUTED_FONT))
         cell = WriteOnlyCell(self.ws, text)
         cell.hyperlink = Hyperlink(ref="", target=relative, tooltip=None)
-        cell._style = copy(self.styles.get(font=_LINK_FONT))
+        cell._style = self.styles.get(font=_LINK_FONT)
         return cell
 
     def number(self, value: int | None, *, bold: bool = False, horizontal: str | None = None,
@@ -370,8 +377,8 @@ class _Sheet:
         if value is None:
             return None
         cell = WriteOnlyCell(self.ws, value)
-        cell._style = copy(self.styles.get(font=_BOLD_FONT if bold else None,
-                                           horizontal=horizontal, number_format=number_format))
+        cell._style = self.styles.get(font=_BOLD_FONT if bold else None,
+                                      horizontal=horizontal, number_format=number_format)
         return cell
 
 
@@ -487,13 +494,12 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
         if isinstance(value, int):
             value = sheet.number(value, horizontal="left")
         elif label == "Generado":
-            value._style = copy(sheet.styles.get(number_format=_DATETIME_FORMAT,
-                                                 horizontal="left"))
+            value._style = sheet.styles.get(number_format=_DATETIME_FORMAT, horizontal="left")
         extra = [sheet.text(f"({zone})")] if label == "Generado" else []
         sheet.append([sheet.text(label, style=bold), value, *extra])
     if data.changes is not None:
-        sheet.append([sheet.text("Cambios desde la revisión anterior", style=bold),
-                      len(data.changes)])
+        sheet.append([sheet.text("Cambios de estado", style=bold),
+                      sheet.number(len(data.changes), horizontal="left")])
     sheet.append([])
 
     counts = _count(data)
