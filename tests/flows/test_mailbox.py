@@ -549,3 +549,49 @@ def test_imap_server_without_move_is_claimed_by_copy_and_expunge(dovecot, imap_s
     assert msg.message_id == sent
     assert _folder_message_ids(dovecot, CLAIMED_FOLDER)[sent] == 1
     assert _folder_message_ids(dovecot, "INBOX")[sent] == 0
+
+
+# --- the whole IMSS flow over IMAP ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def imap_sandbox(dovecot: Dovecot):
+    """A sandbox whose SMTP server delivers into the Maildir that Dovecot serves."""
+    from fixtures.sandbox import start_sandbox
+
+    with start_sandbox(maildir=dovecot.maildir) as handle:
+        yield handle
+
+
+@pytest.mark.browser
+def test_imss_flow_reads_both_emails_over_imap(browser, dovecot, imap_sandbox, tmp_path: Path):
+    """The IMSS flow in real Chromium, with MAILBOX_URL pointing at Dovecot: the confirmation
+    link and the second email arrive over IMAP, and both end up claimed."""
+    from tests.flows.flowkit import BrowserSpy, OracleSolver, check, flow_settings, fresh_curp
+    from worker.statuses import Status
+
+    curp = fresh_curp()
+    spy = BrowserSpy(browser)
+    settings = flow_settings(imap_sandbox, mailbox_url=dovecot.url, mailbox_poll_s=0.05)
+    outcome = check(spy, "imss", curp, settings, tmp_path, solver=OracleSolver(imap_sandbox, spy))
+    assert outcome.status in (Status.ENTITLED, Status.NOT_ENTITLED), outcome.detail
+    assert outcome.facts is not None and outcome.facts.curp == curp
+    assert outcome.pdf_path is not None and outcome.pdf_path.read_bytes()[:5] == b"%PDF-"
+    address = settings.email_for(curp)
+    claimed = _folder_recipients(dovecot, CLAIMED_FOLDER)
+    assert claimed[address] == 2  # the confirmation and the constancia, once each
+    assert _folder_recipients(dovecot, "INBOX")[address] == 0
+
+
+def _folder_recipients(dovecot: Dovecot, folder: str) -> Counter[str]:
+    """Delivered-To addresses of the messages now in an IMAP folder."""
+    conn = imaplib.IMAP4(dovecot.host, dovecot.port)
+    try:
+        conn.login(dovecot.user, dovecot.password)
+        conn.select(f'"{folder}"', readonly=True)
+        typ, data = conn.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (DELIVERED-TO)])")
+        found: Counter[str] = Counter()
+        for item in data:
+            if isinstance(item, tuple) and b":" in item[1]:
+                found[item[1].decode().split(":", 1)[1].strip().lower()] += 1
+        return found
+    finally:
+        conn.logout()
