@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
@@ -52,10 +52,12 @@ from openpyxl.worksheet.worksheet import Worksheet
 from worker.statuses import Status, StatusClass
 
 __all__ = ["ReportCheck", "ReportRow", "ReportChange", "ReportData", "write_report",
-           "EXCEL_MAX_CHARS"]
+           "EXCEL_MAX_CHARS", "MAX_LINKS_PER_SHEET"]
 
 EXCEL_MAX_CHARS = 32_767
 """Most characters (UTF-16 code units) one Excel cell holds."""
+MAX_LINKS_PER_SHEET = 65_530
+"""Most hyperlinks Excel keeps on one worksheet (its documented specification limit)."""
 
 
 # --- the model the engine fills ---------------------------------------------------------
@@ -265,6 +267,7 @@ class _Sheet:
         self.out_dir = os.path.abspath(out_dir)
         self.real_out_dir = os.path.realpath(out_dir)
         self.rows_written = 0
+        self.links_left = MAX_LINKS_PER_SHEET
 
     # -- layout, before the first row --------------------------------------------------------
 
@@ -367,6 +370,11 @@ class _Sheet:
         if relative is None:
             return self.text(_MISSING_FILE_TEXT,
                              style=self.styles.get(font=_MUTED_FONT))
+        if self.links_left <= 0:
+            # Past Excel's per-sheet limit a link would make Excel "repair" the file: show
+            # the relative path instead, which HR can still open from the folder.
+            return self.text(unquote(relative))
+        self.links_left -= 1
         cell = WriteOnlyCell(self.ws, text)
         cell.hyperlink = Hyperlink(ref="", target=relative, tooltip=None)
         cell._style = self.styles.get(font=_LINK_FONT)

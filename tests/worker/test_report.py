@@ -468,3 +468,21 @@ def test_sheets_print_landscape_fitted_to_width_with_repeated_header(recheck_rep
         assert ws.print_title_rows.replace("$", "") == "1:1"
         printed = ws.print_area if isinstance(ws.print_area, str) else ws.print_area[0]
         assert printed.split("!")[-1].replace("$", "") == ws.auto_filter.ref
+
+
+def test_links_beyond_excels_per_sheet_limit_become_plain_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the hyperlink limit of a sheet, the cell shows the relative path as text."""
+    import worker.report as report
+
+    monkeypatch.setattr(report, "MAX_LINKS_PER_SHEET", 2)
+    rows = [ReportRow(row=i + 2, value=_curp(i), curp=_curp(i), extra={},
+                      checks={"imss": _check(tmp_path, _curp(i), "imss", Status.ENTITLED)})
+            for i in range(4)]
+    data = ReportData(batch_id="b", source_name="s.csv", generated_at=CHECKED, portals=["imss"],
+                      columns=[], rows=rows)
+    ws = load_workbook(write_report(data, tmp_path / "reporte.xlsx"))["Detalle"]
+    cells = [r[3] for r in ws.iter_rows(min_row=2)]
+    assert [c.hyperlink is not None for c in cells] == [True, True, False, False]
+    assert cells[2].value == f"constancias/{_curp(2)}/imss constancia #1.pdf"
