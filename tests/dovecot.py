@@ -270,6 +270,7 @@ class Dovecot:
         # Without root there is no chroot and no privilege separation to set up.
         no_chroot = (
             "service imap-login {\n  chroot =\n}\nservice anvil {\n  chroot =\n}\n"
+            f"default_internal_group = {grp.getgrgid(os.getegid()).gr_name}\n"
             if os.geteuid() != 0
             else ""
         )
