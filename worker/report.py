@@ -716,7 +716,8 @@ def _write_errores(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
             wrapped(check.status.action),
             sheet.link(check.evidence_path, _EVIDENCE_TEXT),
             sheet.datetime(check.checked_at, tz),
-            sheet.text(row.observation),
+            # An invalid row's observation is its reason, already under "Motivo".
+            sheet.text(row.observation if row.observation != check.detail else ""),
         ]
         sheet.append(cells)
 
