@@ -29,7 +29,15 @@ from flows.errors import (
     PortalUnavailable,
 )
 from flows.pdf import InvalidConstancia, read_constancia
-from flows.steps import Stopwatch, expect_visible, first_visible, goto, navigating, norm
+from flows.steps import (
+    Stopwatch,
+    download_by_click,
+    expect_visible,
+    first_visible,
+    goto,
+    navigating,
+    norm,
+)
 from worker.logs import mask_curp
 from worker.statuses import Status
 
@@ -328,45 +336,16 @@ def _check_token_page(page: Page) -> None:
 
 def _download_report(page: Page, dest: Path, timeout_s: float, log: Any) -> bool:
     """Click "Ver reporte" and save the PDF; ``False`` if no PDF came (the caller falls back to
-    the second email). Headless Chromium has no PDF viewer, so the PDF arrives as a download —
-    in this page or in a tab the button opens."""
-    context = page.context
-    downloads: list[Any] = []
-    replaced: list[str] = []
-
-    def collect(download: Any) -> None:
-        downloads.append(download)
-
-    def watch(new_page: Page) -> None:
-        new_page.on("download", collect)
-
-    def navigated(frame: Any) -> None:
-        # A download never replaces the page; an error page (5xx, network failure) does.
-        if frame == page.main_frame:
-            replaced.append(frame.url)
-
-    page.on("download", collect)
-    page.on("framenavigated", navigated)
-    context.on("page", watch)
+    the second email)."""
+    button = page.locator(PORTAL.view_report).first
     try:
-        page.locator(PORTAL.view_report).click()
-        deadline = time.monotonic() + timeout_s
-        while not downloads and not replaced and time.monotonic() < deadline:
-            page.wait_for_timeout(100)
-        if replaced and not downloads:
-            page.wait_for_timeout(500)  # a download may still be announced just after
-        if not downloads:
-            log.warning("imss_view_report_no_download", page_replaced=bool(replaced))
-            return False
-        downloads[0].save_as(dest)
-        return dest.stat().st_size > 0
+        saved = download_by_click(page, button, dest, timeout_s=timeout_s)
     except PlaywrightError as exc:
         log.warning("imss_view_report_failed", error=type(exc).__name__)
         return False
-    finally:
-        page.remove_listener("download", collect)
-        page.remove_listener("framenavigated", navigated)
-        context.remove_listener("page", watch)
+    if not saved:
+        log.warning("imss_view_report_no_download")
+    return saved
 
 
 def _second_email(ctx: CheckContext, email: str, since: float, *, need: bool) -> Any | None:

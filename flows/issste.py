@@ -18,7 +18,14 @@ from playwright.sync_api import Error as PlaywrightError
 from flows.base import CheckContext, Outcome
 from flows.errors import FlowError, PortalChanged, PortalUnavailable
 from flows.pdf import read_constancia
-from flows.steps import Stopwatch, expect_visible, goto, norm, unavailable_reason
+from flows.steps import (
+    Stopwatch,
+    download_by_click,
+    expect_visible,
+    goto,
+    norm,
+    unavailable_reason,
+)
 from worker.statuses import Status
 
 if TYPE_CHECKING:
@@ -83,14 +90,14 @@ def run(ctx: CheckContext) -> Outcome:
     with sw("pdf"):
         link = expect_visible(page, PORTAL.download, what="botón Descargar", timeout_s=timeout)
         try:
-            with page.expect_download(timeout=settings.navigation_timeout_s * 1000) as info:
-                link.click()
-            info.value.save_as(pdf_path)
+            saved = download_by_click(page, link, pdf_path, timeout_s=settings.navigation_timeout_s)
         except PlaywrightError as exc:
+            raise PortalUnavailable(f"La descarga del ISSSTE falló: {type(exc).__name__}") from exc
+        if not saved:
             reason = unavailable_reason(page)
             raise PortalUnavailable(
                 reason or "La descarga de la acreditación del ISSSTE no se completó."
-            ) from exc
+            )
     with sw("verify"):
         facts = read_constancia(pdf_path, portal="issste", curp=curp)
     status = Status(facts.result)

@@ -12,7 +12,8 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -31,6 +32,7 @@ __all__ = [
     "navigating",
     "expect_visible",
     "first_visible",
+    "download_by_click",
     "Stopwatch",
 ]
 
@@ -149,6 +151,47 @@ def first_visible(
         if time.monotonic() >= deadline:
             return None
         page.wait_for_timeout(poll_s * 1000)
+
+
+def download_by_click(page: Page, target: Locator, dest: Path, *, timeout_s: float) -> bool:
+    """Click ``target`` and save the file it downloads to ``dest``; ``False`` if no download
+    came within ``timeout_s`` or the page was replaced by another page (an error page) instead.
+
+    Headless Chromium has no PDF viewer, so a PDF arrives as a download — in this page or in a
+    tab the click opens (both are watched)."""
+    context = page.context
+    downloads: list[Any] = []
+    replaced: list[str] = []
+
+    def collect(download: Any) -> None:
+        downloads.append(download)
+
+    def watch(new_page: Page) -> None:
+        new_page.on("download", collect)
+
+    def navigated(frame: Any) -> None:
+        # A download never replaces the page; an error page (5xx, network failure) does.
+        if frame == page.main_frame:
+            replaced.append(frame.url)
+
+    page.on("download", collect)
+    page.on("framenavigated", navigated)
+    context.on("page", watch)
+    try:
+        target.click()
+        deadline = time.monotonic() + timeout_s
+        while not downloads and not replaced and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        if replaced and not downloads:
+            page.wait_for_timeout(500)  # a download may still be announced just after
+        if not downloads:
+            return False
+        downloads[0].save_as(dest)
+        return dest.stat().st_size > 0
+    finally:
+        page.remove_listener("download", collect)
+        page.remove_listener("framenavigated", navigated)
+        context.remove_listener("page", watch)
 
 
 def _first_line(exc: BaseException) -> str:
