@@ -36,8 +36,8 @@
           if (bar) { bar.max = s.progress[portal].total; bar.value = s.progress[portal].done; bar.textContent = s.progress[portal].done + " de " + s.progress[portal].total; }
           if (count) count.textContent = s.progress[portal].done + " de " + s.progress[portal].total;
         });
-        // Big batches: the table is refreshed at most every few seconds.
-        var gap = s.total > 300 ? 5000 : 0;
+        // Big batches: the table (about 350 bytes per row) is refreshed less often.
+        var gap = s.total > 300 ? Math.min(30000, Math.max(5000, s.total * 5)) : 0;
         if (s.done !== done && Date.now() - lastTable >= gap) { done = s.done; refreshTable(); }
       })
       .catch(function () {})
