@@ -370,8 +370,9 @@ _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_DATE = re.compile(rb'INTERNALDATE "([^"]+)"')
 _FETCH_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _HEADER_FIELDS = " ".join(h.upper() for h in (*RECIPIENT_HEADERS, "Subject", "Message-ID"))
-#: Network and protocol failures after which the connection is dropped and opened again.
-_TRANSIENT = (imaplib.IMAP4.abort, OSError, EOFError)
+#: Network and protocol failures after which the connection is dropped and opened again
+#: (imaplib raises ``IMAP4.error`` for a BAD answer, ``IMAP4.abort`` for a broken session).
+_TRANSIENT = (imaplib.IMAP4.error, OSError, EOFError)
 
 
 def _credentials_refused(reply: str) -> bool:
@@ -540,7 +541,7 @@ class ImapMailbox(Mailbox):
         return None
 
     def _command(self, conn: imaplib.IMAP4, *args: str) -> tuple[str, list]:
-        for code in ("MODIFIED", "COPYUID", "FETCH"):
+        for code in ("COPYUID", "FETCH"):
             conn.untagged_responses.pop(code, None)
         return conn.uid(*args)
 
