@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 import fixtures
 from tests.people import synthetic_curps, write_sheet
-from tests.worker.web.conftest import PASSWORD, WebServer, shot
+from tests.worker.web.conftest import PASSWORD, WebServer, serve, shot
 from worker.service import prepare_batch
 
 pytestmark = pytest.mark.browser
@@ -123,3 +123,37 @@ def test_captchas_page_says_when_the_solver_is_automatic(web: WebServer, page, l
     expect(page.get_by_role("link", name="Captchas")).to_have_count(0)
     page.goto(web.url + "/captchas")
     expect(page.locator("main")).to_contain_text("automáticamente")
+
+
+def test_manual_captcha_is_answered_from_the_page(web_settings, page, login) -> None:
+    """With the manual solver, a captcha the engine is waiting on appears with its image; the
+    answer typed on the page is what the solver hands back to the flow."""
+    import threading
+
+    from fixtures.captcha_image import render
+    from flows.captcha import ManualSolver
+
+    settings = web_settings.model_copy(update={"captcha_solver": "manual"})
+    solver = ManualSolver(settings.data_dir, timeout_s=60, poll_s=0.05)
+    got: list[str] = []
+    with serve(settings) as web:
+        login(web)
+        page.get_by_role("link", name="Captchas").click()
+        expect(page.locator("main")).to_contain_text("No hay captchas esperando")
+        waiting = threading.Thread(target=lambda: got.append(
+            solver.solve(render("Hm4tR"), key="lote1-imss-7")), daemon=True)
+        waiting.start()
+        # The empty page refreshes itself; reloading here only saves the wait.
+        image = page.get_by_role("img", name=re.compile("Captcha 1"))
+        for _ in range(100):
+            page.reload()
+            if image.count():
+                break
+        expect(image).to_be_visible()
+        assert page.evaluate("document.querySelector('main img').naturalWidth") > 0
+        shot(page, "7-captchas")
+        page.get_by_label("Texto del captcha 1").fill("Hm4tR")
+        page.get_by_role("button", name="Enviar").click()
+        expect(page.get_by_role("status")).to_contain_text("Respuesta enviada")
+        waiting.join(30)
+    assert got == ["Hm4tR"]
