@@ -690,7 +690,7 @@ def _write_errores(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
         _width((p.check.status.label for p in problems), "Estado", lo=14, hi=32),
         _width((p.check.detail for p in problems), "Motivo", lo=20, hi=60),
         _width((p.check.status.action for p in problems), "Qué hacer", lo=20, hi=55),
-        13.0, 17.0,
+        _width([_EVIDENCE_TEXT], "Evidencia"), 17.0,
         _width((p.row.observation for p in problems), "Observaciones", lo=16, hi=40),
     ]
     sheet.layout(widths, freeze="C2")
