@@ -1,0 +1,312 @@
+"""Captcha solvers: Tesseract OCR with image clean-up, or a person who types the answer.
+
+Both implement ``flows.base.CaptchaSolver``: ``solve(image, key=…)`` returns a guess and
+``reject(key)`` says the portal refused it (the flow then refreshes the captcha and asks again,
+up to ``settings.captcha_attempts``).
+
+``OcrSolver`` cleans the image the way captcha noise is usually attacked — threshold the ink
+against the light background, drop 1-pixel-thick strokes (the curved noise lines), drop small
+specks, scale up — and asks Tesseract for one line restricted to the servlet's alphabet. A
+read that does not look like a captcha answer (wrong length or characters) is retried with a
+second clean-up; per-attempt success is measured by ``bench/captcha.py``.
+
+``ManualSolver`` writes ``<data_dir>/captchas/<key>.png`` (+ ``.json``) and waits for
+``<key>.answer``, which ``answer()`` writes atomically (from the CLI prompt or the web page).
+Keys are chosen by the flow; they are sanitised to ``[A-Za-z0-9_-]`` and must never contain a
+CURP (a CURP-shaped token is replaced by a digest, defensively).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytesseract
+from PIL import Image, ImageChops, ImageOps
+
+from flows.errors import CaptchaUnsolved
+
+if TYPE_CHECKING:
+    from flows.base import CaptchaSolver
+    from worker.settings import Settings
+
+__all__ = [
+    "OcrSolver",
+    "ManualSolver",
+    "PendingCaptcha",
+    "pending",
+    "answer",
+    "make_solver",
+    "safe_key",
+    "clean_image",
+]
+
+# What the IMSS captcha servlet draws (mirrors fixtures/captcha_image.ALPHABET; duplicated on
+# purpose: the solver must work from what the portal is known to show, not import the sandbox).
+# It is a whitelist for Tesseract, so a wider set only costs accuracy, never correctness.
+DEFAULT_ALPHABET = "abdefhmnrtABDEFGHJLMNQRTY23456789"
+DEFAULT_LENGTHS = (5, 6)
+
+_CURP_LIKE = re.compile(r"(?i)[A-Z][AEIOUX][A-Z]{2}\d{6}[HMX][A-Z]{5}[0-9A-Z]\d")
+
+
+def safe_key(key: str) -> str:
+    """A file-name-safe key: ``[A-Za-z0-9_-]``, at most 80 characters, never a CURP."""
+    key = _CURP_LIKE.sub(lambda m: hashlib.sha256(m.group(0).upper().encode()).hexdigest()[:12], key)
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", key)[:80]
+    if not cleaned.strip("_"):
+        raise ValueError("empty captcha key")
+    return cleaned
+
+
+# --- OCR ------------------------------------------------------------------------------------
+
+
+def _ink_mask(gray: Image.Image, threshold: int) -> Image.Image:
+    """255 where the pixel is darker than ``threshold`` (ink), 0 elsewhere (light background)."""
+    return gray.point(lambda v: 255 if v < threshold else 0)
+
+
+def _drop_thin_horizontal(mask: Image.Image) -> Image.Image:
+    """Remove ink pixels with no ink directly above or below: 1-pixel-thick strokes, which is
+    what the noise lines are, while glyph strokes are several pixels thick."""
+    w, h = mask.size
+    up = Image.new("L", (w, h), 0)
+    up.paste(mask.crop((0, 1, w, h)), (0, 0))  # up[y] = mask[y+1]
+    down = Image.new("L", (w, h), 0)
+    down.paste(mask.crop((0, 0, w, h - 1)), (0, 1))  # down[y] = mask[y-1]
+    supported = ImageChops.lighter(up, down)  # ink above or below
+    return ImageChops.darker(mask, supported)  # ink here *and* there
+
+
+def _drop_specks(mask: Image.Image, min_pixels: int) -> Image.Image:
+    """Remove 8-connected ink components smaller than ``min_pixels`` (speckles, line scraps)."""
+    w, h = mask.size
+    ink = bytearray(1 if v else 0 for v in mask.tobytes())
+    out = bytearray(w * h)
+    seen = bytearray(w * h)
+    for start in range(w * h):
+        if not ink[start] or seen[start]:
+            continue
+        seen[start] = 1
+        queue = deque([start])
+        members = []
+        while queue:
+            i = queue.popleft()
+            members.append(i)
+            y, x = divmod(i, w)
+            for dy in (-1, 0, 1):
+                ny = y + dy
+                if ny < 0 or ny >= h:
+                    continue
+                for dx in (-1, 0, 1):
+                    nx = x + dx
+                    if 0 <= nx < w:
+                        j = ny * w + nx
+                        if ink[j] and not seen[j]:
+                            seen[j] = 1
+                            queue.append(j)
+        if len(members) >= min_pixels:
+            for i in members:
+                out[i] = 255
+    return Image.frombytes("L", (w, h), bytes(out))
+
+
+def clean_image(image: bytes, *, threshold: int = 190, scale: int = 2,
+                min_pixels: int = 25) -> Image.Image:
+    """Black text on white, noise lines and specks removed, scaled up, with a white margin."""
+    gray = Image.open(io.BytesIO(image)).convert("L")
+    mask = _drop_specks(_drop_thin_horizontal(_ink_mask(gray, threshold)), min_pixels)
+    text = ImageOps.invert(mask)
+    text = text.resize((text.width * scale, text.height * scale), Image.Resampling.LANCZOS)
+    return ImageOps.expand(text, border=20, fill=255)
+
+
+class OcrSolver:
+    """Tesseract (``pytesseract``) on a cleaned image, one text line, alphabet whitelist."""
+
+    # Clean-ups tried in order until one yields a plausible answer: the default, then a darker
+    # threshold (keeps light noise out of the glyphs), then a larger scale.
+    _PASSES: tuple[dict[str, int], ...] = (
+        {"threshold": 190, "scale": 2},
+        {"threshold": 160, "scale": 2},
+        {"threshold": 190, "scale": 3},
+    )
+
+    def __init__(
+        self,
+        *,
+        alphabet: str = DEFAULT_ALPHABET,
+        lengths: tuple[int, int] = DEFAULT_LENGTHS,
+        tesseract_cmd: str | None = None,
+        max_passes: int = 2,
+    ) -> None:
+        self.alphabet = alphabet
+        self.lengths = lengths
+        self.max_passes = max(1, min(max_passes, len(self._PASSES)))
+        self._config = f"--psm 7 -c tessedit_char_whitelist={alphabet}"
+        self._plausible = re.compile(
+            f"^[{re.escape(alphabet)}]{{{lengths[0]},{lengths[1]}}}$"
+        )
+        if tesseract_cmd:
+            pytesseract.pytesseract.tesseract_cmd = tesseract_cmd
+        self.solved = 0
+        self.rejected = 0
+
+    def _read(self, image: Image.Image) -> str:
+        try:
+            text = pytesseract.image_to_string(image, config=self._config)
+        except pytesseract.TesseractError:
+            # Tesseract aborts on some nearly blank inputs; that is just "no reading".
+            return ""
+        return "".join(ch for ch in text if ch in self.alphabet)
+
+    def solve(self, image: bytes, *, key: str) -> str:
+        """Best reading of the captcha (may be wrong: the portal decides)."""
+        readings: list[str] = []
+        for params in self._PASSES[: self.max_passes]:
+            reading = self._read(clean_image(image, **params))
+            if self._plausible.match(reading):
+                self.solved += 1
+                return reading
+            readings.append(reading)
+        self.solved += 1
+        # None looked right: send the one closest to a plausible length (the portal will
+        # answer "El captcha no fue válido" and the flow asks for a fresh image).
+        target = (self.lengths[0] + self.lengths[1]) / 2
+        return min(readings, key=lambda r: abs(len(r) - target)) if readings else ""
+
+    def reject(self, key: str) -> None:
+        """Nothing to learn from one refusal; counted for the bench and logs."""
+        self.rejected += 1
+
+
+# --- manual ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingCaptcha:
+    """A captcha waiting for a person."""
+
+    key: str
+    image_path: Path
+    created: datetime
+
+
+def _captcha_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "captchas"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def pending(data_dir: Path) -> list[PendingCaptcha]:
+    """Captchas waiting for an answer, oldest first."""
+    folder = _captcha_dir(data_dir)
+    if not folder.is_dir():
+        return []
+    found: list[PendingCaptcha] = []
+    for image in folder.glob("*.png"):
+        key = image.stem
+        if key.startswith(".") or (folder / f"{key}.answer").exists():
+            continue
+        created: datetime | None = None
+        try:
+            meta = json.loads((folder / f"{key}.json").read_text())
+            created = datetime.fromisoformat(meta["created"])
+        except (OSError, ValueError, KeyError):
+            pass
+        if created is None:
+            try:
+                created = datetime.fromtimestamp(image.stat().st_mtime, tz=timezone.utc)
+            except OSError:
+                continue  # answered and cleaned up while we were listing
+        found.append(PendingCaptcha(key=key, image_path=image, created=created))
+    return sorted(found, key=lambda p: p.created)
+
+
+def answer(data_dir: Path, key: str, text: str) -> None:
+    """Give the answer a person typed for captcha ``key`` (atomic: the solver never reads half)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty captcha answer")
+    _atomic_write(_captcha_dir(data_dir) / f"{safe_key(key)}.answer", text.encode())
+
+
+class ManualSolver:
+    """A person reads the image (CLI prompt or web page) and types the answer."""
+
+    def __init__(self, data_dir: Path, timeout_s: float, poll_s: float = 0.2) -> None:
+        self.folder = _captcha_dir(data_dir)
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+
+    def _files(self, key: str) -> tuple[Path, Path, Path]:
+        return (
+            self.folder / f"{key}.png",
+            self.folder / f"{key}.json",
+            self.folder / f"{key}.answer",
+        )
+
+    def _clear(self, key: str) -> None:
+        for path in self._files(key):
+            path.unlink(missing_ok=True)
+
+    def solve(self, image: bytes, *, key: str) -> str:
+        """Publish the image and wait for ``answer()``; ``CaptchaUnsolved`` after the timeout."""
+        key = safe_key(key)
+        png, meta, reply = self._files(key)
+        reply.unlink(missing_ok=True)  # an answer to a previous image of this key is stale
+        created = datetime.now(timezone.utc)
+        _atomic_write(meta, json.dumps({"key": key, "created": created.isoformat()}).encode())
+        _atomic_write(png, image)
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while True:
+                try:
+                    text = reply.read_text().strip()
+                except FileNotFoundError:
+                    text = ""
+                if text:
+                    return text
+                if time.monotonic() >= deadline:
+                    raise CaptchaUnsolved(
+                        f"Nadie respondió el captcha en {self.timeout_s:g} s."
+                    )
+                time.sleep(self.poll_s)
+        finally:
+            self._clear(key)
+
+    def reject(self, key: str) -> None:
+        """The person's answer was refused: drop any leftovers; the flow publishes a new image."""
+        self._clear(safe_key(key))
+
+
+def make_solver(settings: Settings) -> CaptchaSolver:
+    """The solver named by ``settings.captcha_solver``."""
+    if settings.captcha_solver == "manual":
+        return ManualSolver(settings.data_dir, settings.manual_captcha_timeout_s)
+    if settings.captcha_solver == "ocr":
+        return OcrSolver()
+    raise ValueError(f"unknown captcha solver {settings.captcha_solver!r}")
