@@ -148,10 +148,11 @@ def run(ctx: CheckContext) -> Outcome:
             continue
         with sw("form"):
             _fill_form(page, curp, email, answer, timeout)
+            button = expect_visible(page, PORTAL.submit, what="botón Continuar", timeout_s=timeout)
         submitted_at = time.time()
         with sw("submit"):
             with navigating(page, what="la respuesta del formulario del IMSS"):
-                page.locator(PORTAL.submit).click()
+                button.click()
             kind, message = _read_answer(page, timeout)
         if kind == "success":
             log.info("imss_query_accepted", attempt=attempt)

@@ -243,6 +243,34 @@ def test_lost_email_is_email_not_received(browser, sandbox, tmp_path: Path) -> N
     assert note["error"] == "EmailNotReceived"
 
 
+def test_confirmation_link_of_another_day_is_portal_unavailable(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """A confirmation link followed after midnight ("Token expirado") is retried."""
+    spy = BrowserSpy(browser)
+
+    def before_mail(subject: str) -> None:
+        if subject == imss.PORTAL.mail1_subject:
+            sandbox.set_clock(86400, "imss")  # the link is opened "tomorrow"
+
+    with pytest.raises(PortalUnavailable) as info:
+        check(spy, "imss", fresh_curp(), flow_settings(sandbox), tmp_path,
+              solver=OracleSolver(sandbox, spy), before_mail=before_mail)
+    assert "token expirado" in norm(str(info.value))
+
+
+def test_slow_portal_and_late_email_still_give_the_verdict(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """Added latency and a late email (within email_timeout_s) only slow the check down."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+    sandbox.set_faults("imss", latency_ms=50, email_delay_s=1.0)
+    outcome, _ = _run(browser, sandbox, tmp_path, curp)
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert outcome.facts.curp == curp
+
+
 def test_missing_link_on_the_information_page_is_portal_changed(
     browser, sandbox, tmp_path: Path
 ) -> None:

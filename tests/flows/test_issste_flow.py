@@ -68,6 +68,14 @@ def test_portal_faults_are_portal_unavailable(browser, sandbox, tmp_path, faults
     assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(info.value.evidence_path)
 
 
+def test_slow_portal_still_gives_the_verdict(browser, sandbox, tmp_path: Path) -> None:
+    """Added latency per response only slows the check down."""
+    sandbox.set_faults("issste", latency_ms=200)
+    outcome = _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_affiliated"])
+    assert outcome.status is Status.NOT_AFFILIATED, outcome.detail
+    assert outcome.facts.result == "not_affiliated"
+
+
 def test_failing_search_is_portal_unavailable(browser, sandbox, tmp_path: Path) -> None:
     """When only the search request fails (HTTP 503 behind a healthy page), the page's
     "Ocurrió un error" message is PortalUnavailable."""
