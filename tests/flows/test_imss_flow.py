@@ -11,6 +11,7 @@ import pytest
 from fixtures import texts as t
 from fixtures.population import SCENARIOS
 from flows import imss
+from flows.captcha import make_solver
 from flows.errors import CaptchaUnsolved, EmailNotReceived, PortalUnavailable
 from flows.steps import norm
 from tests.flows.flowkit import (
@@ -61,10 +62,12 @@ def _refused(browser, sandbox, tmp_path, curp, status: Status, **kw):
 def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
     browser, sandbox, tmp_path: Path
 ) -> None:
-    """The documented not-entitled CURP ends not_entitled, with its PDF and the facts read
-    from it; no evidence is kept and both emails are claimed."""
+    """With the configured (OCR) solver at the sandbox's default difficulty, the documented
+    not-entitled CURP ends not_entitled, with its PDF and the facts read from it; no evidence
+    is kept and both emails are claimed."""
     curp = SCENARIOS["imss_not_entitled"]
-    outcome, solver = _run(browser, sandbox, tmp_path, curp, shots="imss-not-entitled")
+    solver = make_solver(flow_settings(sandbox))
+    outcome, _ = _run(browser, sandbox, tmp_path, curp, solver=solver, shots="imss-not-entitled")
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
     assert outcome.pdf_path == tmp_path / "imss.pdf"
     assert outcome.pdf_path.read_bytes()[:5] == b"%PDF-"
@@ -73,7 +76,7 @@ def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
     assert outcome.extra["pdf_source"] == "page" and "evidence" not in outcome.extra
     assert "Sin derecho" in outcome.detail
     assert {"open", "captcha", "form", "submit", "email", "confirm", "pdf"} <= set(outcome.timings)
-    assert solver.rejected == []
+    assert solver.rejected == solver.solved - 1  # every refused answer was reported
     # Both emails for this address were claimed: nothing is left in the inbox for it.
     assert not [p for p in (sandbox.maildir / "new").iterdir() if curp.lower() in p.read_text(
         errors="ignore").lower()]
