@@ -18,9 +18,15 @@ __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "c
            "execute_batch", "sandbox_settings", "print_summary"]
 
 
-def _settings() -> Settings:
+def _settings(quiet_on_terminal: bool = False) -> Settings:
+    import os
+
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    level = settings.log_level
+    # On a terminal, people watch the progress line; log lines would scroll it away.
+    if quiet_on_terminal and sys.stderr.isatty() and "CONSTANCIAS_LOG_LEVEL" not in os.environ:
+        level = "warning"
+    configure_logging(settings.log_format, level)
     return settings
 
 
@@ -80,8 +86,8 @@ def execute_batch(settings: Settings, storage: Any, batch_id: str, *, progress: 
 
 
 def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
-    print(f"Lote {status['batch_id']}: {status['done']}/{status['total']} consultas terminadas.",
-          file=out)
+    print(f"Lote {status['batch_id']}: {status['done']}/{status['total']} resultados "
+          "(filas × portales).", file=out)
     for code, n in sorted(status["by_status"].items(), key=lambda kv: -kv[1]):
         label = Status(code).label if code in Status._value2member_map_ else code
         print(f"  {label}: {n}", file=out)
@@ -93,7 +99,7 @@ def cmd_run(args: Any) -> int:
     from worker.intake import read_sheet
     from worker.service import batch_status, open_storage, prepare_batch
 
-    settings = _settings()
+    settings = _settings(quiet_on_terminal=True)
     with ExitStack() as stack:
         intake = read_sheet(args.file, settings)
         if args.sandbox:

@@ -22,7 +22,9 @@ def report_data(settings: Settings, storage: Storage, batch_id: str):  # -> Repo
     for row in storage.rows(batch_id):
         per_portal: dict[str, ReportCheck] = {}
         for portal in batch.portals:
-            per_portal[portal] = _report_check(row, portal, checks.get((row.curp or "", portal)))
+            rc = _report_check(row, portal, checks.get((row.curp or "", portal)))
+            if rc is not None:  # a check still running is left out: the report says "Pendiente"
+                per_portal[portal] = rc
         rows.append(ReportRow(row=row.row_number, value=row.value, curp=row.curp,
                               extra=dict(row.extra or {}), checks=per_portal,
                               observation=_observation(row)))
@@ -58,10 +60,7 @@ def _report_check(row: Row, portal: str, check: Check | None):
         return ReportCheck(portal=portal, status=Status.INVALID_CURP, detail=row.reason or "",
                            pdf_path=None, evidence_path=None, checked_at=None, valid_until=None)
     if check is None or check.status is None:
-        # Only a report rebuilt while the batch runs shows this.
-        return ReportCheck(portal=portal, status=Status.ERROR,
-                           detail="Pendiente: la consulta aún no termina", pdf_path=None,
-                           evidence_path=None, checked_at=None, valid_until=None)
+        return None
     return ReportCheck(
         portal=portal, status=Status(check.status), detail=check.detail or "",
         pdf_path=Path(check.pdf_path) if check.pdf_path else None,
