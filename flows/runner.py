@@ -116,7 +116,7 @@ def run_check(
             else:
                 _discard_trace(context)
         outcome.timings.setdefault("total", round(time.monotonic() - started, 3))
-        log.info("check_done", status=outcome.status.value, timings=outcome.timings)
+        log.info("flow_done", status=outcome.status.value, timings=outcome.timings)
         return outcome
     finally:
         try:
