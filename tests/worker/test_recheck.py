@@ -192,30 +192,29 @@ def test_each_change_is_emailed_once_even_when_the_report_is_rebuilt(
 @pytest.mark.browser
 def test_recheck_on_sandbox_lists_changes_keeps_history_and_refreshes_constancias(
         sandbox, tmp_path: Path) -> None:
-    """Upload three people, change their outcomes in the sandbox (not_entitled → entitled,
-    not_affiliated → affiliated, a daily limit that clears), run `recheck --older-than 0`:
-    the Cambios sheet lists exactly those three changes, history holds both checks, the IMSS
-    constancias are new PDFs, and HR got one e-mail per change."""
+    """Upload two people, change their outcomes in the sandbox (not_entitled → entitled and
+    not_affiliated → affiliated for one, a daily limit that clears for the other), run
+    `recheck --older-than 0`: the Cambios sheet lists exactly those three changes, history
+    holds both checks, the IMSS constancia is a new PDF, and HR got one e-mail per change."""
     from tests.people import write_sheet
     from worker.commands import execute_batch, sandbox_settings
     from worker.service import batch_status, prepare_batch
 
-    gets_rights = SCENARIOS["imss_not_entitled"]
-    joins_issste = SCENARIOS["issste_not_affiliated"]
-    limit_clears = SCENARIOS["imss_daily_limit"]
-    curps = [gets_rights, joins_issste, limit_clears]
+    changes = SCENARIOS["imss_not_entitled"]  # ISSSTE: not_affiliated
+    limit_clears = SCENARIOS["imss_daily_limit"]  # ISSSTE: not_affiliated, stays so
+    curps = [changes, limit_clears]
     settings = sandbox_settings(load_settings(concurrency=3), sandbox)
     storage = open_storage(settings)
     sheet = write_sheet(tmp_path / "altas.xlsx", curps)
     first, _ = prepare_batch(settings, storage, sheet, ["imss", "issste"])
     execute_batch(settings, storage, first)
-    before = {(r["curp"], r["portal"]): r for r in batch_status(storage, first)["results"]}
-    assert before[(gets_rights, "imss")]["status"] == "not_entitled"
-    assert before[(joins_issste, "issste")]["status"] == "not_affiliated"
-    assert before[(limit_clears, "imss")]["status"] == "daily_limit"
+    before = {(r["curp"], r["portal"]): r["status"]
+              for r in batch_status(storage, first)["results"]}
+    assert before == {(changes, "imss"): "not_entitled", (changes, "issste"): "not_affiliated",
+                      (limit_clears, "imss"): "daily_limit",
+                      (limit_clears, "issste"): "not_affiliated"}
 
-    sandbox.set_person(gets_rights, imss="entitled")
-    sandbox.set_person(joins_issste, issste="affiliated")
+    sandbox.set_person(changes, imss="entitled", issste="affiliated")
     sandbox.set_person(limit_clears, imss="not_entitled")
 
     with MailServer(tmp_path / "rh-mail") as smtp:
@@ -241,31 +240,30 @@ def test_recheck_on_sandbox_lists_changes_keeps_history_and_refreshes_constancia
         messages = _messages(smtp.maildir)
 
     assert status["state"] == "done" and status["kind"] == "recheck"
-    assert status["total"] == 6 and status["done"] == 6
+    assert status["total"] == 4 and status["done"] == 4
     after = {(r["curp"], r["portal"]): r for r in status["results"]}
-    assert [r["row"] for r in status["results"][::2]] == [1, 2, 3]
-    assert after[(gets_rights, "imss")]["status"] == "entitled"
-    assert after[(joins_issste, "issste")]["status"] == "affiliated"
-    assert after[(limit_clears, "imss")]["status"] == "not_entitled"
+    assert {k: r["status"] for k, r in after.items()} == {
+        (changes, "imss"): "entitled", (changes, "issste"): "affiliated",
+        (limit_clears, "imss"): "not_entitled", (limit_clears, "issste"): "not_affiliated"}
+    assert [r["row"] for r in status["results"]] == [1, 1, 2, 2]
 
     wb = load_workbook(status["report"])
     cambios = [[c.value for c in row] for row in wb["Cambios"].iter_rows(min_row=2)]
-    got = sorted((r[0], r[3], r[4], r[5]) for r in cambios)
-    assert got == sorted([
-        (gets_rights, "IMSS", Status.NOT_ENTITLED.label, Status.ENTITLED.label),
-        (joins_issste, "ISSSTE", Status.NOT_AFFILIATED.label, Status.AFFILIATED.label),
-        (limit_clears, "IMSS", Status.DAILY_LIMIT.label, Status.NOT_ENTITLED.label),
+    assert sorted((r[0], r[1], r[2], r[3], r[4], r[5]) for r in cambios) == sorted([
+        (changes, 1, "Persona 1", "IMSS", Status.NOT_ENTITLED.label, Status.ENTITLED.label),
+        (changes, 1, "Persona 1", "ISSSTE", Status.NOT_AFFILIATED.label,
+         Status.AFFILIATED.label),
+        (limit_clears, 2, "Persona 2", "IMSS", Status.DAILY_LIMIT.label,
+         Status.NOT_ENTITLED.label),
     ])
-    names = {r[0]: r[2] for r in cambios}
-    assert names[gets_rights] == "Persona 1"  # the input row's other columns came along
 
     for curp in curps:
         for portal in ("imss", "issste"):
             history = storage.history(curp, portal)
             assert [h.batch_id for h in history] == [first, status["batch_id"]]
-    old_pdf, new_pdf = (h.pdf_path for h in storage.history(gets_rights, "imss"))
-    assert old_pdf != new_pdf and Path(new_pdf).is_file()
-    assert after[(gets_rights, "imss")]["pdf"] == new_pdf
+    old_pdf, new_pdf = (h.pdf_path for h in storage.history(changes, "imss"))
+    assert old_pdf != new_pdf and Path(old_pdf).is_file() and Path(new_pdf).is_file()
+    assert after[(changes, "imss")]["pdf"] == new_pdf
 
     assert len(messages) == 3
     assert sorted(m["Subject"].split(":")[0] for m in messages) == [
