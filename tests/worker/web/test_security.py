@@ -251,9 +251,9 @@ def test_access_log_masks_curps(web: WebServer, tmp_path: Path,
                                 capfd: pytest.CaptureFixture[str]) -> None:
     """uvicorn's access log goes through the masking logging set-up: a CURP in a URL is never
     written whole."""
-    from worker.logs import configure_logging
+    from worker.web import configure_web_logging
 
-    configure_logging("json", "info")
+    configure_web_logging("json", "info")
     curp = synthetic_curps(1, seed=9)[0]
     client = web.client()
     assert client.get(f"/personas?q={curp}").status_code == 200
