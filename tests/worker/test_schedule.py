@@ -150,7 +150,7 @@ def test_embedded_beat_runs_the_recheck_in_process_and_is_alone(sandbox, tmp_pat
     assert second.returncode == 2 and "otra programación" in second.stderr
     assert code == 0, (tmp_path / "beat.log").read_text()[-3000:]
     (check,) = storage.checks(batch.id)
-    assert check.curp == PERSON and check.portal == "issste" and check.status is not None
+    assert (check.curp, check.portal, check.status) == (PERSON, "issste", "not_affiliated")
     assert len(storage.history(PERSON, "issste")) >= 2
     assert (settings.data_dir / "beat-schedule.json").is_file()
 
@@ -181,5 +181,5 @@ def test_redbeat_fires_the_recheck_on_a_real_worker(sandbox, redis_server: Redis
         _stop(beat)
         _stop(worker)
     (check,) = storage.checks(batch.id)
-    assert check.curp == PERSON and check.status is not None
+    assert (check.curp, check.portal, check.status) == (PERSON, "issste", "not_affiliated")
     assert b"redbeat:" + RECHECK_ENTRY.encode() in keys
