@@ -61,14 +61,17 @@ class OracleSolver:
     sandbox: Any
     spy: BrowserSpy
     wrong_first: int = 0
+    wrong_answer: str = "zzzzzz"
     solved: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    images: list[bytes] = field(default_factory=list)
 
     def solve(self, image: bytes, *, key: str) -> str:
         assert image.startswith(b"\x89PNG")
         self.solved.append(key)
+        self.images.append(image)
         if len(self.solved) <= self.wrong_first:
-            return "zzzzzz"
+            return self.wrong_answer
         cookies = {c["name"]: c["value"] for c in self.spy.context.cookies()}
         return self.sandbox.captcha_answer(cookies["JSESSIONID"])
 

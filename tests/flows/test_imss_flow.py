@@ -83,16 +83,18 @@ def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
     assert (SHOTS / "imss-not-entitled-3-final-page.png").exists()
 
 
-def test_entitled_after_a_refused_captcha(browser, sandbox, tmp_path: Path) -> None:
-    """A wrong captcha is rejected to the solver and a new one tried; an entitled person ends
+@pytest.mark.parametrize("wrong", ["zzzzzz", ""], ids=["refused-by-portal", "no-reading"])
+def test_entitled_after_a_failed_captcha(browser, sandbox, tmp_path: Path, wrong: str) -> None:
+    """A wrong answer (refused by the portal) or no reading at all (never sent; the image is
+    refreshed) is rejected to the solver and a new captcha tried; an entitled person ends
     entitled with the NSS read from the PDF."""
     curp = fresh_curp()
     sandbox.set_person(curp, imss="entitled")
-
-    solver = OracleSolver(sandbox, None, wrong_first=1)  # type: ignore[arg-type]
+    solver = OracleSolver(sandbox, None, wrong_first=1, wrong_answer=wrong)  # type: ignore[arg-type]
     outcome, _ = _run(browser, sandbox, tmp_path, curp, solver=solver, shots="imss-entitled")
     assert outcome.status is Status.ENTITLED, outcome.detail
     assert len(solver.rejected) == 1 and len(solver.solved) == 2
+    assert solver.images[0] != solver.images[1]  # a fresh image for the second try
     assert outcome.facts.nss and len(outcome.facts.nss) == 11
     assert outcome.facts.nss in outcome.detail
     assert (SHOTS / "imss-entitled-3-final-page.png").exists()
