@@ -24,15 +24,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from worker.errors import ConfigError
 from worker.logs import mask_curp
 from worker.settings import Settings
-from worker.storage import Notification, Storage, utcnow
+from worker.storage import Batch, Notification, Storage, utcnow
 
-__all__ = ["SmtpTarget", "smtp_target", "notify_batch", "change_message"]
+__all__ = ["SmtpTarget", "smtp_target", "notify_batch", "change_message", "forget_purged"]
 
 log = structlog.get_logger("constancias.notify")
 
@@ -177,3 +177,20 @@ def notify_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
                  portal=change.portal, before=change.before.value if change.before else None,
                  after=change.after.value)
     return sent
+
+
+def forget_purged(storage: Storage) -> int:
+    """Replace the CURPs of notifications of purged batches by their pseudonym (what
+    ``worker.purge`` does to checks), so the record of what was sent outlives no personal data.
+    Returns how many rows changed."""
+    from worker.purge import PURGED, pseudonym
+
+    with storage.session() as s:
+        rows = list(s.scalars(
+            select(Notification).join(Batch, Batch.id == Notification.batch_id)
+            .where(Batch.source_name == PURGED, Notification.curp.not_like("#%"))
+        ))
+        for row in rows:
+            row.curp = pseudonym(row.curp)
+            row.recipients = ""
+    return len(rows)

@@ -159,15 +159,28 @@ def create_recheck_batch(settings: Settings, storage: Storage, curps: list[str])
     return batch_id
 
 
+def _purge_if_configured(settings: Settings, storage: Storage) -> None:
+    """The nightly schedule first forgets personal data older than ``RETENTION_DAYS``."""
+    if not settings.retention_days:
+        return
+    from worker.notify import forget_purged
+    from worker.purge import purge
+
+    purge(settings, storage, settings.retention_days)
+    forget_purged(storage)
+
+
 def start_recheck(settings: Settings, storage: Storage | None = None,
                   older_than_h: float | None = None) -> str | None:
     """Select and store a re-check batch and, with a broker, enqueue it (no waiting).
 
-    What the Celery task fired by beat does; returns the batch id, or None if nobody is due.
+    What the Celery task fired by beat does (after the retention purge, when
+    ``RETENTION_DAYS`` is set); returns the batch id, or None if nobody is due.
     """
     from worker.service import open_storage
 
     storage = storage or open_storage(settings)
+    _purge_if_configured(settings, storage)
     hours = settings.recheck_older_than_h if older_than_h is None else older_than_h
     batch_id = create_recheck_batch(settings, storage,
                                     select_for_recheck(storage, settings, hours))
@@ -182,13 +195,15 @@ def run_recheck(settings: Settings, storage: Storage | None = None,
                 older_than_h: float | None = None, *, progress: Any = None) -> str | None:
     """Select, store and run a re-check to completion (embedded pool or Celery workers).
 
-    What ``constancias recheck`` and the embedded scheduler loop do. The engine writes the
-    report and sends the change notifications when the last check ends.
+    What the embedded scheduler loop does (after the retention purge, when ``RETENTION_DAYS``
+    is set). The engine writes the report and sends the change notifications when the last
+    check ends.
     """
     from worker.commands import execute_batch
     from worker.service import open_storage
 
     storage = storage or open_storage(settings)
+    _purge_if_configured(settings, storage)
     hours = settings.recheck_older_than_h if older_than_h is None else older_than_h
     batch_id = create_recheck_batch(settings, storage,
                                     select_for_recheck(storage, settings, hours))

@@ -268,3 +268,26 @@ def test_recheck_on_sandbox_lists_changes_keeps_history_and_refreshes_constancia
     assert len(messages) == 3
     assert sorted(m["Subject"].split(":")[0] for m in messages) == [
         "Cambio en IMSS", "Cambio en IMSS", "Cambio en ISSSTE"]
+
+
+def test_nightly_run_first_purges_old_personal_data_including_sent_notifications(
+        store: Storage, tmp_path: Path) -> None:
+    """With RETENTION_DAYS set, the scheduled re-check first purges older batches: their
+    people are forgotten (not re-checked) and the record of sent e-mails keeps no CURP."""
+    from worker.notify import forget_purged
+    from worker.recheck import start_recheck
+    from worker.storage import Notification
+
+    (old,) = synthetic_curps(1, seed=25)
+    batch_id = _seed(store, tmp_path / "lote", {old: {"imss": "entitled"}},
+                     hours_ago=40 * 24, kind="recheck")
+    with store.session() as s:
+        s.add(Notification(batch_id=batch_id, curp=old, portal="imss", before="not_entitled",
+                           after="entitled", recipients="rh@empresa.example", sent_at=utcnow()))
+
+    assert start_recheck(load_settings(retention_days=30), store) is None
+    with store.session() as s:
+        (note,) = s.query(Notification).all()
+    assert note.curp.startswith("#") and note.recipients == "" and note.after == "entitled"
+    assert store.people() == []
+    assert forget_purged(store) == 0  # already done: nothing left to change
