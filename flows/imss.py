@@ -11,6 +11,7 @@ changes, that is where the fix goes.
 from __future__ import annotations
 
 import base64
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,6 @@ from flows.steps import (
     navigating,
     norm,
 )
-from worker.logs import mask_curp
 from worker.statuses import Status
 
 if TYPE_CHECKING:
@@ -136,8 +136,11 @@ def run(ctx: CheckContext) -> Outcome:
 
     submitted_at = 0.0
     message = ""
+    # Captcha keys name one image for the solver (a manual solver files it under this key):
+    # unique per check, never a CURP.
+    check_key = secrets.token_hex(4)
     for attempt in range(1, settings.captcha_attempts + 1):
-        key = f"imss-{mask_curp(curp)}-{attempt}"
+        key = f"imss-{check_key}-{attempt}"
         with sw("captcha"):
             image = _captcha_image(page)
             answer = ctx.captcha.solve(image, key=key).strip()
