@@ -115,10 +115,18 @@ def cmd_run(args: Any) -> int:
             print(f"{verb} lote {batch_id}: {len(intake.valid_curps)} CURP válidas × "
                   f"{len(args.portals)} portal(es).", file=sys.stderr)
         progress = _TerminalProgress(sys.stderr.isatty() and not args.json)
+        prompt = None
+        if settings.captcha_solver == "manual" and sys.stdin.isatty():
+            from worker.terminal import CaptchaPrompt
+
+            prompt = CaptchaPrompt(settings.data_dir)
+            prompt.start()
         try:
             execute_batch(settings, storage, batch_id, progress=progress)
         finally:
             progress.close()
+            if prompt is not None:
+                prompt.stop()
         status = batch_status(storage, batch_id)
     assert status is not None
     if args.json:
