@@ -170,3 +170,32 @@ def test_error_rate_on_both_portals_still_gives_right_results(cluster: Cluster, 
     batch_id = proc.stdout.strip().splitlines()[-1]
     st = cluster.wait_done(batch_id, timeout=400)
     _assert_complete_and_right(cluster, batch_id, curps, st)
+
+
+def test_worker_shutdown_leaves_no_chromium_behind(cluster: Cluster, sandbox) -> None:
+    """A worker stopped with SIGTERM after a batch takes its browsers with it: none of the
+    Chromium processes it started is still running afterwards."""
+    import psutil
+
+    curps = synthetic_curps(2, seed=81)
+    worker = cluster.start_worker(2)
+    proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)), "--portals", "issste")
+    batch_id = proc.stdout.strip().splitlines()[-1]
+    seen: set[int] = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        for child in psutil.Process(worker.pid).children(recursive=True):
+            try:
+                if "chrom" in child.name().lower():
+                    seen.add(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        if cluster.status(batch_id)["state"] == "done":
+            break
+        time.sleep(0.3)
+    assert seen, "the worker should have started Chromium"
+    os.kill(worker.pid, signal.SIGTERM)
+    worker.wait(60)
+    time.sleep(1)
+    alive = [pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
