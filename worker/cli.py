@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sandbox", help="simuladores de los portales y del correo")
     s.add_argument("--port", type=int, default=0)
+    s.add_argument("--host", default="127.0.0.1",
+                   help="dirección donde escucha (0.0.0.0 dentro de un contenedor)")
+    s.add_argument("--public-host", default=None, dest="public_host",
+                   help="nombre con que otros equipos lo alcanzan, para las URL que imprime")
 
     sub.add_parser("demo", help="la hoja de ejemplo contra el sandbox")
 
