@@ -1,0 +1,227 @@
+"""Personal data stays in: a whole sandbox batch, embedded and distributed, logs no CURP or
+e-mail address whole at debug level from any component, and leaves only owner-only files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from openpyxl import Workbook
+
+from fixtures.population import SCENARIOS
+from tests.people import synthetic_curps
+from tests.redis_server import RedisServer
+from worker.logs import mask_curp
+from worker.settings import load_settings
+
+pytestmark = [pytest.mark.browser]
+
+CLI = [sys.executable, "-m", "worker.cli"]
+#: IMSS asks this person to visit a subdelegación: a failed check, so evidence is kept.
+INCONSISTENT = SCENARIOS["imss_inconsistent"]
+#: A CURP-shaped value with a wrong check digit: an invalid row, still personal data.
+BAD_CHECK_DIGIT = "GODE561231HDFRRN09"
+
+
+@dataclass
+class Sheet:
+    """A small onboarding sheet and every piece of personal data it holds."""
+
+    path: Path
+    curps: list[str]
+    emails: list[str]
+    secrets: list[str] = field(default_factory=list)
+
+
+def _sheet(path: Path, curps: list[str]) -> Sheet:
+    """CURPs plus an e-mail column (one per row) and an invalid CURP row."""
+    emails = [f"persona.{i}@rh-empresa.example" for i in range(1, len(curps) + 2)]
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["No. empleado", "Nombre", "Correo personal", "CURP"])
+    for i, (curp, email) in enumerate(zip([*curps, BAD_CHECK_DIGIT], emails, strict=True), 1):
+        ws.append([f"E{i:03d}", f"Persona {i}", email, curp])
+    wb.save(path)
+    settings = load_settings()
+    everyone = [*curps, BAD_CHECK_DIGIT]
+    # The per-CURP IMSS address (it embeds the CURP) is personal data as much as the CURP.
+    secrets = [*everyone, *emails, *(settings.email_for(c) for c in everyone)]
+    return Sheet(path, curps, emails, [s.lower() for s in secrets])
+
+
+def _leaks(lines: list[str], secrets: list[str]) -> list[tuple[str, str]]:
+    return [(s, line) for line in lines for s in secrets if s in line.lower()]
+
+
+def _open_modes(root: Path) -> list[tuple[str, str]]:
+    """Every file or folder under ``root`` (itself included) readable by group or others."""
+    found = []
+    for p in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        if not p.is_symlink() and mode & 0o077:
+            found.append((str(p.relative_to(root.parent)), oct(mode)))
+    return found
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSTANCIAS_")}
+    env.update({"CONSTANCIAS_LOG_FORMAT": "json", "CONSTANCIAS_LOG_LEVEL": "debug", **extra})
+    # Whoever runs the suite may have a permissive umask: the product must not depend on it.
+    return env
+
+
+# --- embedded: `constancias run --sandbox --json` ---------------------------------------------
+
+
+@dataclass
+class Run:
+    sheet: Sheet
+    data: Path
+    proc: subprocess.CompletedProcess[str]
+    result: dict
+
+
+@pytest.fixture(scope="module")
+def sandbox_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One whole batch on a private sandbox, JSON logs at debug level, permissive umask."""
+    tmp = tmp_path_factory.mktemp("privacy")
+    sheet = _sheet(tmp / "altas.xlsx", [*synthetic_curps(3, seed=1010), INCONSISTENT])
+    data = tmp / "data"
+    old = os.umask(0o022)
+    try:
+        proc = subprocess.run([*CLI, "run", str(sheet.path), "--sandbox", "--json"],
+                              env=_clean_env(CONSTANCIAS_DATA_DIR=str(data)), cwd=tmp,
+                              capture_output=True, text=True, timeout=240)
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out_lines = proc.stdout.strip().splitlines()
+    return Run(sheet, data, proc, json.loads(out_lines[-1]))
+
+
+def test_sandbox_batch_logs_no_curp_or_email_at_debug(sandbox_run: Run) -> None:
+    """No log line of a debug-level sandbox batch — engine, flows, simulators, mail server,
+    libraries — carries an input CURP, an input e-mail or a per-CURP IMSS address whole."""
+    run = sandbox_run
+    stdout_lines = run.proc.stdout.strip().splitlines()
+    # stdout is the product's output (the --json result, which names CURPs by design) only.
+    assert len(stdout_lines) == 1, stdout_lines[:-1]
+    log_lines = [line for line in run.proc.stderr.splitlines() if line.strip()]
+    assert _leaks(log_lines, run.sheet.secrets) == []
+    # Every line went through the masking handler (a raw print would not be JSON).
+    events = []
+    for line in log_lines:
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"a log line bypassed the structured handler: {line[:300]!r}")
+    loggers = {e.get("logger") for e in events}
+    # The lines really came from every component, and they did talk about these people.
+    assert {"constancias.engine", "fixtures.imss_app", "fixtures.issste_app",
+            "fixtures.mail", "flows.mailbox"} <= loggers, loggers
+    assert any(e.get("level") == "debug" for e in events)
+    text = "\n".join(log_lines)
+    for curp in run.sheet.curps:
+        assert mask_curp(curp) in text
+    statuses = {(r["curp"], r["portal"]): r["status"] for r in run.result["results"]}
+    assert statuses[(INCONSISTENT, "imss")] == "data_inconsistent"
+
+
+def test_sandbox_batch_leaves_only_owner_only_files(sandbox_run: Run) -> None:
+    """The data folder, batch folder, PDFs, evidence (HTML, screenshots, trace), report,
+    database and sandbox maildir have no group or other permission bits."""
+    data = sandbox_run.data
+    files = [p for p in data.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    suffixes = {p.suffix for p in files}
+    # Each kind of personal-data file was really written, so the check below means something.
+    assert {".pdf", ".html", ".png", ".zip", ".xlsx", ".db"} <= suffixes, suffixes
+    assert "reporte.xlsx" in names and "trace.zip" in names
+    assert any("sandbox-mail" in p.parts for p in files)
+    assert any("evidence" in p.parts for p in files)
+    assert _open_modes(data) == []
+
+
+# --- distributed: `constancias worker` (Celery) on a private Redis ---------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _wait_done(env: dict[str, str], cwd: Path, batch_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = subprocess.run([*CLI, "status", batch_id, "--json"], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        status = json.loads(proc.stdout)
+        if status["state"] == "done":
+            return status
+        time.sleep(1)
+    raise AssertionError(f"batch not done: {status['done']}/{status['total']}")
+
+
+def test_celery_worker_logs_no_curp_or_email_at_debug(tmp_path: Path, sandbox,
+                                                      redis_server: RedisServer) -> None:
+    """A real Celery worker at debug level — its own "received"/"succeeded" lines, task
+    arguments and return values included — and `submit` log no CURP or e-mail whole, and the
+    files its pool children write are owner-only."""
+    sheet = _sheet(tmp_path / "altas.xlsx", synthetic_curps(2, seed=1020))
+    data = tmp_path / "data"
+    env = _clean_env(CONSTANCIAS_BROKER_URL=redis_server.url, CONSTANCIAS_DATA_DIR=str(data),
+                     CONSTANCIAS_IMSS_URL=sandbox.imss_url,
+                     CONSTANCIAS_ISSSTE_URL=sandbox.issste_url,
+                     CONSTANCIAS_MAILBOX_URL=sandbox.mailbox_url,
+                     CONSTANCIAS_KEEP_TRACES="always")
+    log_path = tmp_path / "worker.log"
+    old = os.umask(0o022)
+    try:
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen([*CLI, "worker", "-c", "2"], env=env, cwd=tmp_path,
+                                      stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        try:
+            submit = subprocess.run([*CLI, "submit", str(sheet.path)], env=env, cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=60)
+            assert submit.returncode == 0, submit.stderr
+            batch_id = submit.stdout.strip().splitlines()[-1]
+            status = _wait_done(env, tmp_path, batch_id)
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(10)
+    finally:
+        os.umask(old)
+    assert status["done"] == status["total"] == (len(sheet.curps) + 1) * 2  # + invalid row
+
+    worker_lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    submit_lines = submit.stderr.splitlines() + submit.stdout.splitlines()
+    assert _leaks(worker_lines + submit_lines, sheet.secrets) == []
+    text = "\n".join(worker_lines)
+    # Celery's own lines were there to be checked: receipt, and success with its return value
+    # (the status code, never a CURP).
+    assert "Task constancias.check[" in text and " received" in text
+    succeeded = [line for line in worker_lines if "succeeded in" in line]
+    assert succeeded, "no Celery 'succeeded' line at debug level"
+    assert all(mask_curp(c) in text for c in sheet.curps)  # the engine did log these people
+
+    assert _open_modes(data) == []
+    assert any(p.suffix == ".pdf" for p in data.rglob("*"))
+    assert any(p.name == "trace.zip" for p in data.rglob("*"))
