@@ -225,3 +225,65 @@ def test_celery_worker_logs_no_curp_or_email_at_debug(tmp_path: Path, sandbox,
     assert _open_modes(data) == []
     assert any(p.suffix == ".pdf" for p in data.rglob("*"))
     assert any(p.name == "trace.zip" for p in data.rglob("*"))
+
+
+# --- the masking step at the edges a whole run may not reach ----------------------------------
+
+CURP = "CEDZ840314MOCQJC05"
+
+
+@pytest.mark.parametrize("text", [
+    f"evidencia/imss_{CURP}.png",                       # glued to an underscore
+    f"{CURP}imss",                                      # glued to letters
+    f"9{CURP.lower()}0",                                # glued to digits
+    f"correo=constancias%2B{CURP.lower()}%40empresa.example",  # URL-encoded address
+])
+def test_curp_glued_to_other_characters_is_masked(text: str) -> None:
+    """A CURP inside a file name, a word or a URL-encoded address is masked all the same."""
+    from worker.logs import mask_text
+
+    assert CURP.lower() not in mask_text(text).lower()
+
+
+def test_url_encoded_email_is_masked() -> None:
+    """``persona%40dominio`` (a query string) is an e-mail address too."""
+    from worker.logs import mask_text
+
+    masked = mask_text("GET /x?correo=persona.1%40rh-empresa.example HTTP/1.1")
+    assert "persona.1" not in masked and "rh-empresa" not in masked
+
+
+def _json_stderr(capsys: pytest.CaptureFixture[str]) -> str:
+    return capsys.readouterr().err
+
+
+def test_stdlib_exception_with_curp_is_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    """A foreign logger's traceback (Celery's "raised unexpected") is masked like ours."""
+    import logging
+
+    from worker.logs import configure_logging
+
+    configure_logging("json", "debug")
+    try:
+        raise RuntimeError(f"fallo con {CURP} y persona.1@rh-empresa.example")
+    except RuntimeError:
+        logging.getLogger("celery.app.trace").exception("Task raised unexpected: %r", CURP)
+    err = _json_stderr(capsys)
+    assert "RuntimeError" in err and CURP not in err and "persona.1@" not in err
+
+
+def test_python_warnings_go_through_the_masking_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    """A library warning (openpyxl, Celery) that quotes a value is a masked JSON log line,
+    not raw text on stderr."""
+    import warnings
+
+    from worker.logs import configure_logging
+
+    configure_logging("json", "debug")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(f"hoja «Altas {CURP}» con una extensión desconocida", UserWarning,
+                      stacklevel=1)
+    err = _json_stderr(capsys)
+    assert CURP not in err
+    assert [json.loads(line)["logger"] for line in err.strip().splitlines()] == ["py.warnings"]

@@ -17,9 +17,12 @@ import structlog
 __all__ = ["configure_logging", "mask_curp", "mask_email", "mask_text", "mask_personal_data",
            "reset_logging", "MaskingFilter"]
 
-# A CURP-shaped token (not validated: a wrong CURP is still personal data).
-_CURP_RE = re.compile(r"(?i)\b([A-Z][AEIOUX][A-Z]{2})(\d{6})([HMX][A-Z]{5}[0-9A-Z]\d)\b")
-_EMAIL_RE = re.compile(r"(?i)\b([A-Z0-9._%+\-]+)@([A-Z0-9.\-]+\.[A-Z]{2,})\b")
+# A CURP-shaped token (not validated: a wrong CURP is still personal data). No word
+# boundaries: a CURP glued to other characters (``imss_<CURP>.png``, ``%2B<curp>%40`` in a
+# URL-encoded address) is still a CURP.
+_CURP_RE = re.compile(r"(?i)([A-Z][AEIOUX][A-Z]{2})(\d{6})([HMX][A-Z]{5}[0-9A-Z]\d)")
+# ``%40`` is an ``@`` in a URL (a query string in an access log).
+_EMAIL_RE = re.compile(r"(?i)\b([A-Z0-9._%+\-]+)(?:@|%40)([A-Z0-9.\-]+\.[A-Z]{2,})\b")
 
 
 def mask_curp(curp: str) -> str:
@@ -36,7 +39,7 @@ def mask_email(email: str) -> str:
 
 def mask_text(text: str) -> str:
     # Emails first: a per-CURP address embeds the CURP and must be masked whole.
-    text = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+    text = _EMAIL_RE.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}"), text)
     return _CURP_RE.sub(lambda m: mask_curp(m.group(0)), text)
 
 
@@ -118,6 +121,8 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    # Library warnings (openpyxl, Celery) become log records: masked, and JSON when asked.
+    logging.captureWarnings(True)
     for noisy in ("asyncio", "urllib3", "httpx", "httpcore", "mail.log", "PIL"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
@@ -127,3 +132,4 @@ def reset_logging() -> None:
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     logging.getLogger().handlers[:] = []
+    logging.captureWarnings(False)
