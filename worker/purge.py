@@ -3,7 +3,14 @@
 Batches older than the cutoff lose their folder on disk (PDFs, evidence, input copy, report)
 and their personal fields in storage (CURP cell, other columns, PDF facts, details); checks keep
 portal, status and dates under a pseudonym, so anonymous counts survive. People not seen since
-the cutoff are forgotten.
+the cutoff are forgotten. Files a batch recorded outside its folder (a report written with
+``--out``, a PDF or evidence path elsewhere) go too.
+
+Under ``DATA_DIR``, what is not a batch but holds personal data is aged by its modification
+time: uploads the web page kept but never processed (``uploads/<token>/``), the web page's
+temporary reports and zips (``tmp/``), and messages of the Maildir mailboxes (the configured
+``maildir://`` one and the sandbox's), which carry constancias. An IMAP mailbox is the mail
+server's to expire (SECURITY.md).
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ import hashlib
 import json
 import shutil
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import structlog
 from sqlalchemy import delete, select, update
@@ -45,9 +53,11 @@ def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[
             if out.is_dir():
                 counts["files"] += sum(1 for p in out.rglob("*") if p.is_file())
                 shutil.rmtree(out, ignore_errors=True)
+            counts["files"] += _remove(batch.report_path)
             s.execute(update(Row).where(Row.batch_id == batch.id).values(
                 value=PURGED, curp=None, reason=PURGED, extra={}))
             for check in s.scalars(select(Check).where(Check.batch_id == batch.id)):
+                counts["files"] += _remove(check.pdf_path) + _remove(check.evidence_path)
                 if not check.curp.startswith("#"):
                     check.curp = pseudonym(check.curp)
                 check.pdf_path = check.evidence_path = None
@@ -62,16 +72,78 @@ def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[
         recent = select(Row.curp).join(Batch, Row.batch_id == Batch.id).where(
             Batch.created_at >= cutoff, Row.curp.is_not(None))
         counts["people"] = s.execute(delete(Person).where(Person.curp.not_in(recent))).rowcount
+    counts["files"] += _purge_data_dir(settings, cutoff)
     log.info("purged", **counts, older_than_days=older_than_days)
     return counts
 
 
+def _remove(path: str | Path | None) -> int:
+    """Delete a file or folder a batch recorded (it may already be gone); how many files."""
+    if not path:
+        return 0
+    target = Path(path)
+    if target.is_dir() and not target.is_symlink():
+        n = sum(1 for p in target.rglob("*") if p.is_file())
+        shutil.rmtree(target, ignore_errors=True)
+        return n
+    try:
+        target.unlink()
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return 0
+    return 1
+
+
+def _newest_mtime(path: Path) -> float:
+    """A folder is as recent as the newest thing in it."""
+    times = [path.lstat().st_mtime]
+    if path.is_dir() and not path.is_symlink():
+        times += [p.lstat().st_mtime for p in path.rglob("*")]
+    return max(times)
+
+
+def _maildirs(settings: Settings) -> list[Path]:
+    """The Maildir mailboxes whose messages are ours to age: the configured one (when it is a
+    ``maildir://``) and the sandbox's under ``DATA_DIR``."""
+    folders = [settings.data_dir / "sandbox-mail"]
+    parts = urlsplit(settings.effective_mailbox_url)
+    if parts.scheme == "maildir":
+        folders.append(Path(unquote(parts.path)))
+    return folders
+
+
+def _purge_data_dir(settings: Settings, cutoff: datetime) -> int:
+    """Uploads, temporary files and Maildir messages under ``DATA_DIR`` older than the cutoff;
+    how many files were removed."""
+    limit = cutoff.timestamp()
+    removed = 0
+    # One entry per upload (a token folder) or temporary file: all of it, or none of it.
+    for parent in (settings.data_dir / "uploads", settings.data_dir / "tmp"):
+        if parent.is_dir():
+            for entry in parent.iterdir():
+                if _newest_mtime(entry) < limit:
+                    removed += _remove(entry)
+    # Maildir messages never change once delivered: each file is one message.
+    for maildir in _maildirs(settings):
+        for folder in (maildir, *maildir.glob(".*")):
+            for sub in ("new", "cur", "tmp"):
+                box = folder / sub
+                if box.is_dir():
+                    for msg in box.iterdir():
+                        if msg.is_file() and msg.lstat().st_mtime < limit:
+                            removed += _remove(msg)
+    return removed
+
+
 def cmd_purge(args: Any) -> int:
     from worker.commands import _settings
+    from worker.notify import forget_purged
     from worker.service import open_storage
 
     settings = _settings()
-    counts = purge(settings, open_storage(settings), args.older_than)
+    storage = open_storage(settings)
+    counts = purge(settings, storage, args.older_than)
+    # The record of change e-mails sent about purged batches keeps only a pseudonym too.
+    forget_purged(storage)
     print(json.dumps(counts) if getattr(args, "json", False) else
           f"Depurado: {counts['batches']} lote(s), {counts['files']} archivo(s), "
           f"{counts['people']} persona(s).", file=sys.stdout)
