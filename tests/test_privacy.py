@@ -287,3 +287,64 @@ def test_python_warnings_go_through_the_masking_handler(capsys: pytest.CaptureFi
     err = _json_stderr(capsys)
     assert CURP not in err
     assert [json.loads(line)["logger"] for line in err.strip().splitlines()] == ["py.warnings"]
+
+
+# --- the web page: `constancias web` as deployed ----------------------------------------------
+
+
+def test_web_page_logs_no_curp_or_email_and_keeps_uploads_owner_only(tmp_path: Path) -> None:
+    """`constancias web` at debug level (access log included), fed a sheet with CURPs and
+    e-mails and searched by CURP and by e-mail, logs none of them whole; the
+    uploaded sheet and its findings are owner-only even under a permissive umask."""
+    import httpx
+
+    from tests.conftest import free_port
+    from tests.worker.web.conftest import PASSWORD, csrf_from
+
+    sheet = _sheet(tmp_path / "altas.xlsx", synthetic_curps(3, seed=1030))
+    data = tmp_path / "data"
+    port = free_port()
+    env = _clean_env(CONSTANCIAS_DATA_DIR=str(data), CONSTANCIAS_WEB_PASSWORD=PASSWORD)
+    log_path = tmp_path / "web.log"
+    old = os.umask(0o022)
+    try:
+        with open(log_path, "wb") as log:
+            server = subprocess.Popen([*CLI, "web", "--host", "127.0.0.1", "--port", str(port)],
+                                      env=env, cwd=tmp_path, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        os.umask(old)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/entrar", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None, "web did not start"
+                time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            token = csrf_from(client.get("/entrar").text)
+            assert client.post("/entrar", data={"password": PASSWORD, "csrf": token},
+                               follow_redirects=False).status_code == 303
+            token = csrf_from(client.get("/").text)
+            r = client.post("/subir", data={"csrf": token},
+                            files={"hoja": ("altas.xlsx", sheet.path.read_bytes())},
+                            follow_redirects=True)
+            assert r.status_code == 200 and sheet.curps[0] in r.text  # HR sees the preview
+            # A CURP or an e-mail in the people search (a GET form, or a link someone pasted): the
+            # access log sees the raw query string, the e-mail URL-encoded (``%40``).
+            for curp, email in zip(sheet.curps, sheet.emails, strict=False):
+                client.get("/personas", params={"q": curp})
+                client.get("/personas", params={"q": email})
+                client.get(f"/lotes/{curp.lower()}/archivos/constancias/{curp}/imss.pdf")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(20)
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    assert any("GET /personas?q=" in line for line in lines)  # the access log was on
+    assert _leaks(lines, sheet.secrets) == []
+    uploads = data / "uploads"
+    assert any(p.suffix == ".xlsx" for p in uploads.rglob("*"))
+    assert _open_modes(data) == []
