@@ -288,30 +288,33 @@ def wait_http(url: str, timeout: float = 30, proc: subprocess.Popen[bytes] | Non
 
 
 # --- memory measurement --------------------------------------------------------------------
-def _tree_rss(pid: int) -> tuple[int, int, int]:
-    """(total PSS bytes of pid and descendants, of which Chromium, Chromium process count).
+def _tree_pss(pid: int) -> dict[str, int]:
+    """PSS bytes of pid and its descendants, by kind: ``python`` (Celery master and pool
+    children), ``node`` (Playwright's driver, one per browser), ``chromium``; ``total``.
 
     PSS, not RSS: Chromium's processes share most of their pages, and RSS counts them again
     in every process (several times the real use)."""
     import psutil
 
+    out = {"python": 0, "node": 0, "chromium": 0, "other": 0, "total": 0, "chromium_procs": 0}
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0, 0, 0
-    total = chrome = count = 0
+        return out
     for p in procs:
         try:
-            rss = p.memory_full_info().pss
+            pss = p.memory_full_info().pss
             name = p.name()
         except psutil.Error:
             continue
-        total += rss
-        if "chrom" in name:
-            chrome += rss
-            count += 1
-    return total, chrome, count
+        kind = ("chromium" if "chrom" in name else "node" if "node" in name or "playwright" in name
+                else "python" if "python" in name or "constancias" in name or "celery" in name
+                else "other")
+        out[kind] += pss
+        out["total"] += pss
+        out["chromium_procs"] += kind == "chromium"
+    return out
 
 
 def measure_worker_memory(concurrency: int = 2, people: int = 8) -> None:
@@ -341,30 +344,30 @@ def measure_worker_memory(concurrency: int = 2, people: int = 8) -> None:
                         "CONSTANCIAS_MAILBOX_URL": urls["mailbox_url"]})
             worker = dep.start("worker", ["constancias", "worker", "-c", str(concurrency)], env)
             time.sleep(4)
-            idle, _, _ = _tree_rss(worker.pid)
+            idle = _tree_pss(worker.pid)
             sheet = write_sheet(work / "h.xlsx", synthetic_curps(people, seed=97))
             full_env = {**{k: v for k, v in os.environ.items()
                            if not k.startswith("CONSTANCIAS_")}, **env, "PYTHONPATH": str(ROOT)}
             out = subprocess.run([*CLI, "submit", str(sheet)], env=full_env, cwd=work,
                                  capture_output=True, text=True, check=True)
             batch_id = out.stdout.strip().splitlines()[-1]
-            peak = (0, 0, 0)
+            peak: dict[str, int] = {"total": 0}
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                sample = _tree_rss(worker.pid)
-                peak = max(peak, sample)
+                sample = _tree_pss(worker.pid)
+                if sample["total"] > peak["total"]:
+                    peak = sample
                 st = subprocess.run([*CLI, "status", batch_id, "--json"], env=full_env, cwd=work,
                                     capture_output=True, text=True)
                 if st.returncode == 0 and json.loads(st.stdout)["state"] == "done":
                     break
                 time.sleep(0.5)
             mb = 1024 * 1024
-            print(f"| worker -c {concurrency} (PSS) | MB |\n|---|---|")
-            print(f"| idle (no browser yet) | {idle / mb:.0f} |")
-            print(f"| peak, whole tree | {peak[0] / mb:.0f} |")
-            print(f"| peak, Chromium part ({peak[2]} processes) | {peak[1] / mb:.0f} |")
-            print(f"| per concurrent check (Chromium / {concurrency}) | "
-                  f"{peak[1] / concurrency / mb:.0f} |")
+            print(f"| worker -c {concurrency}, PSS in MB | idle | peak of the batch |")
+            print("|---|---|---|")
+            for kind in ("python", "node", "chromium", "other", "total"):
+                print(f"| {kind} | {idle[kind] / mb:.0f} | {peak[kind] / mb:.0f} |")
+            print(f"| Chromium processes | {idle['chromium_procs']} | {peak['chromium_procs']} |")
         finally:
             dep.stop_all()
 
