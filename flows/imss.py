@@ -11,6 +11,7 @@ changes, that is where the fix goes.
 from __future__ import annotations
 
 import base64
+import itertools
 import secrets
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from flows.errors import (
 )
 from flows.pdf import InvalidConstancia, read_constancia
 from flows.steps import (
+    StepRetry,
     Stopwatch,
     download_by_click,
     expect_visible,
@@ -38,11 +40,17 @@ from flows.steps import (
     goto,
     navigating,
     norm,
+    open_page,
+    page_text,
+    unavailable_reason,
 )
+from worker.logs import mask_text
 from worker.statuses import Status
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Page, Response
+
+    from worker.settings import Settings
 
 __all__ = ["PORTAL", "ImssPortal", "run", "classify_message"]
 
@@ -86,11 +94,10 @@ class ImssPortal:
         ("correos gmail no deben contener", Status.EMAIL_REJECTED),
     )
     #: The confirmation link did not work: the whole query must be made again (retried).
-    token_errors: tuple[str, ...] = (
-        "confirmacion invalida",
-        "token expirado",
-        "este token ya fue utilizado",
-    )
+    token_errors: tuple[str, ...] = ("confirmacion invalida", "token expirado")
+    #: The link was already used — by this check's own earlier load, whose page then failed:
+    #: the constancia exists and the second email brings it.
+    token_spent: str = "este token ya fue utilizado"  # noqa: S105 - a portal message
 
 
 PORTAL = ImssPortal()
@@ -120,10 +127,11 @@ def run(ctx: CheckContext) -> Outcome:
     email = settings.email_for(curp)
     timeout = settings.element_timeout_s
     sw = Stopwatch()
+    retry = StepRetry.from_settings(settings, log)
     page = ctx.browser_context.new_page()
 
     with sw("open"):
-        goto(page, settings.imss_url, what="la página informativa del IMSS")
+        open_page(page, settings.imss_url, what="la página informativa del IMSS", retry=retry)
         link = expect_visible(
             page, PORTAL.info_link, what="liga Tramitar Constancia", timeout_s=timeout
         )
@@ -131,32 +139,31 @@ def run(ctx: CheckContext) -> Outcome:
         if not href:
             raise PortalChanged("La liga «Tramitar Constancia» no tiene destino (href).")
         # Follow the link's target instead of clicking: it may open a new tab.
-        goto(page, urljoin(page.url, href), what="el formulario del IMSS")
+        form_url = urljoin(page.url, href)
+        open_page(page, form_url, what="el formulario del IMSS", retry=retry)
     log.info("imss_form_opened", seconds=sw.timings["open"])
 
-    submitted_at = 0.0
     message = ""
     # Captcha keys name one image for the solver (a manual solver files it under this key):
     # unique per check, never a CURP.
     check_key = secrets.token_hex(4)
+    solves = itertools.count(1)
     for attempt in range(1, settings.captcha_attempts + 1):
-        key = f"imss-{check_key}-{attempt}"
-        with sw("captcha"):
-            image = _captcha_image(page)
-            answer = ctx.captcha.solve(image, key=key).strip()
-        if not answer:
-            ctx.captcha.reject(key)
-            log.info("imss_captcha_no_answer", attempt=attempt)
-            _refresh_captcha(page)
-            continue
-        with sw("form"):
-            _fill_form(page, curp, email, answer, timeout)
-            button = expect_visible(page, PORTAL.submit, what="botón Continuar", timeout_s=timeout)
         submitted_at = time.time()
-        with sw("submit"):
-            with navigating(page, what="la respuesta del formulario del IMSS"):
-                button.click()
-            kind, message = _read_answer(page, timeout)
+        # A form whose sending failed (5xx) is done again with a fresh captcha: the failure
+        # came before the portal looked the CURP up (a 5xx is the front end's answer, like a
+        # load balancer's), so no daily query was spent; and repeating the whole check instead
+        # would cost the same query.
+        kind, message, key = retry(
+            lambda: _send_form(
+                ctx, page, sw, retry, form_url, email, f"imss-{check_key}-{next(solves)}"
+            ),
+            what="el formulario del IMSS",
+            recover=lambda: open_page(page, form_url, what="el formulario del IMSS", retry=retry),
+        )
+        if kind == "no_answer":
+            log.info("imss_captcha_no_answer", attempt=attempt)
+            continue
         if kind == "success":
             log.info("imss_query_accepted", attempt=attempt)
             break
@@ -174,6 +181,8 @@ def run(ctx: CheckContext) -> Outcome:
             f"El captcha del IMSS no se resolvió en {settings.captcha_attempts} intento(s)."
         )
 
+    # From here on the query is spent: every step is retried on its own, and when the page
+    # cannot give the PDF the second email (sent once the link is followed) still can.
     with sw("email"):
         mail1 = ctx.mailbox.wait_for(
             to=email,
@@ -188,15 +197,15 @@ def run(ctx: CheckContext) -> Outcome:
 
     confirmed_at = time.time()
     with sw("confirm"):
-        goto(page, link, what="la liga de confirmación del IMSS")
-        _check_token_page(page)
-        expect_visible(page, PORTAL.view_report, what="botón Ver reporte", timeout_s=timeout)
+        final_url = _confirm(page, link, retry, timeout, log)
 
     pdf_path = Path(ctx.work_dir) / "imss.pdf"
     facts = None
     source = "page"
-    with sw("pdf"):
-        downloaded = _download_report(page, pdf_path, settings.navigation_timeout_s, log)
+    downloaded = False
+    if final_url is not None:
+        with sw("pdf"):
+            downloaded = _download_report(page, final_url, pdf_path, settings, retry, log)
     if downloaded:
         with sw("verify"):
             try:
@@ -231,6 +240,41 @@ def run(ctx: CheckContext) -> Outcome:
 
 
 # --- steps --------------------------------------------------------------------------------
+
+
+def _send_form(
+    ctx: CheckContext,
+    page: Page,
+    sw: Stopwatch,
+    retry: StepRetry,
+    form_url: str,
+    email: str,
+    key: str,
+) -> tuple[str, str, str]:
+    """One captcha round: image → solver → form → the portal's answer, as
+    ``(kind, message, key)`` with kind ``success``, ``error`` or ``no_answer`` (the solver had
+    no reading: rejected and refreshed here, nothing sent)."""
+    timeout = ctx.settings.element_timeout_s
+    with sw("captcha"):
+        image = retry(
+            lambda: _captcha_image(page, ctx.settings),
+            what="la imagen del captcha del IMSS",
+            recover=lambda: _refresh_captcha(page, form_url),
+        )
+        answer = ctx.captcha.solve(image, key=key).strip()
+    if not answer:
+        ctx.captcha.reject(key)
+        _refresh_captcha(page, form_url)
+        return "no_answer", "", key
+    with sw("form"):
+        _fill_form(page, ctx.person.curp, email, answer, timeout)
+        button = expect_visible(page, PORTAL.submit, what="botón Continuar", timeout_s=timeout)
+    with sw("submit"):
+        with navigating(page, what="la respuesta del formulario del IMSS"):
+            button.click()
+        kind, message = _read_answer(page, timeout)
+    return kind, message, key
+
 
 
 def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -> None:
@@ -283,21 +327,27 @@ def _read_answer(page: Page, timeout: float) -> tuple[str, str]:
     return kind, text
 
 
-def _captcha_image(page: Page) -> bytes:
+def _captcha_image(page: Page, settings: Settings) -> bytes:
     """The captcha exactly as the browser received it: drawn onto a canvas at its natural size
-    (fetching the servlet again would change the session's answer)."""
-    img = page.locator(PORTAL.captcha_img).first
+    (fetching the servlet again would change the session's answer). An image that failed to
+    load (the servlet answered 5xx) is ``PortalUnavailable``: a refresh gives another one."""
+    img = expect_visible(
+        page, PORTAL.captcha_img, what="imagen del captcha", timeout_s=settings.element_timeout_s
+    )
     try:
-        img.wait_for(state="visible")
+        # ``complete`` is also true for a broken image; ``naturalWidth`` tells them apart.
         page.wait_for_function(
-            "sel => { const i = document.querySelector(sel);"
-            " return i && i.complete && i.naturalWidth > 0; }",
+            "sel => { const i = document.querySelector(sel); return !i || i.complete; }",
             arg=PORTAL.captcha_img,
+            timeout=settings.navigation_timeout_s * 1000,
         )
+        loaded = img.evaluate("i => i.naturalWidth > 0")
     except PlaywrightTimeout as exc:
-        raise PortalChanged(
-            f"No se encontró la imagen del captcha ({PORTAL.captcha_img})."
-        ) from exc
+        raise PortalUnavailable("La imagen del captcha del IMSS no terminó de cargar.") from exc
+    except PlaywrightError as exc:  # the page navigated away meanwhile
+        raise PortalUnavailable(f"La imagen del captcha del IMSS no se pudo leer: {exc}") from exc
+    if not loaded:
+        raise PortalUnavailable(f"La imagen del captcha del IMSS no cargó ({PORTAL.captcha_img}).")
     try:
         data_url = img.evaluate(
             """i => { const c = document.createElement('canvas');
@@ -311,45 +361,93 @@ def _captcha_image(page: Page) -> bytes:
         return img.screenshot()
 
 
-def _refresh_captcha(page: Page) -> None:
-    """A new captcha image: the refresh icon, else reloading the form."""
+def _refresh_captcha(page: Page, form_url: str) -> None:
+    """A new captcha image: the refresh icon, else loading the form again (a failed load shows
+    up as a missing image, which the next captcha step reports)."""
     img = page.locator(PORTAL.captcha_img).first
-    old = img.get_attribute("src") if img.count() else None
     refresh = page.locator(PORTAL.captcha_refresh).first
-    if refresh.count() and refresh.is_visible():
-        refresh.click()
-        try:
+    try:
+        if img.count() and refresh.count() and refresh.is_visible():
+            old = img.get_attribute("src")
+            refresh.click()
             page.wait_for_function(
                 "([sel, old]) => { const i = document.querySelector(sel);"
-                " return i && i.getAttribute('src') !== old && i.complete && i.naturalWidth > 0; }",
+                " return i && i.getAttribute('src') !== old && i.complete; }",
                 arg=[PORTAL.captcha_img, old],
             )
             return
-        except PlaywrightTimeout:
-            pass
-    with navigating(page, what="el formulario del IMSS"):
-        page.reload(wait_until="domcontentloaded")
+    except (PlaywrightTimeout, PlaywrightError):
+        pass
+    # Not a reload: after an answer the page is the POST's result.
+    goto(page, form_url, what="el formulario del IMSS")
 
 
-def _check_token_page(page: Page) -> None:
-    text = norm(page.locator("body").inner_text())
+def _confirm(page: Page, link: str, retry: StepRetry, timeout: float, log: Any) -> str | None:
+    """Follow the confirmation link (in this context: the portal expects its own session) to
+    the final page; its URL, or ``None`` when the token was spent but its page never showed —
+    the constancia was generated all the same and comes by the second email."""
+    spent: list[int] = []
+
+    def answered(response: Response) -> None:
+        # The link redirects to the final page only after it has used its token.
+        if _path(response.url) == _path(link) and 300 <= response.status < 400:
+            spent.append(response.status)
+
+    page.on("response", answered)
+    try:
+        open_page(page, link, what="la liga de confirmación del IMSS", retry=retry)
+    except PortalUnavailable as exc:
+        if not spent:
+            raise  # the token is still good: the engine's retry may use it… or a new one
+        log.warning("imss_final_page_unavailable", detail=mask_text(str(exc)))
+        return None
+    finally:
+        page.remove_listener("response", answered)
+    text = norm(page_text(page))
+    if PORTAL.token_spent in text:
+        # An earlier load of this same link used it before its page failed.
+        log.warning("imss_token_already_used")
+        return None
     for fragment in PORTAL.token_errors:
         if fragment in text:
             raise PortalUnavailable(f"La liga de confirmación del IMSS no funcionó: «{fragment}».")
+    expect_visible(page, PORTAL.view_report, what="botón Ver reporte", timeout_s=timeout)
+    return page.url
 
 
-def _download_report(page: Page, dest: Path, timeout_s: float, log: Any) -> bool:
-    """Click "Ver reporte" and save the PDF; ``False`` if no PDF came (the caller falls back to
-    the second email)."""
-    button = page.locator(PORTAL.view_report).first
+def _path(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _download_report(
+    page: Page, final_url: str, dest: Path, settings: Settings, retry: StepRetry, log: Any
+) -> bool:
+    """Click "Ver reporte" and save the PDF, retried from the final page; ``False`` if no PDF
+    came (the caller falls back to the second email)."""
+
+    def fetch() -> None:
+        button = expect_visible(
+            page, PORTAL.view_report, what="botón Ver reporte", timeout_s=settings.element_timeout_s
+        )
+        try:
+            saved = download_by_click(page, button, dest, timeout_s=settings.navigation_timeout_s)
+        except PlaywrightError as exc:
+            raise PortalUnavailable(f"«Ver reporte» falló ({type(exc).__name__}).") from exc
+        if not saved:
+            raise PortalUnavailable(unavailable_reason(page) or "«Ver reporte» no dio el PDF.")
+
     try:
-        saved = download_by_click(page, button, dest, timeout_s=timeout_s)
-    except PlaywrightError as exc:
-        log.warning("imss_view_report_failed", error=type(exc).__name__)
+        retry(
+            fetch,
+            what="el reporte del IMSS",
+            recover=lambda: open_page(
+                page, final_url, what="la página final del IMSS", retry=retry
+            ),
+        )
+    except PortalUnavailable as exc:
+        log.warning("imss_view_report_failed", detail=mask_text(str(exc)))
         return False
-    if not saved:
-        log.warning("imss_view_report_no_download")
-    return saved
+    return True
 
 
 def _second_email(ctx: CheckContext, email: str, since: float, *, need: bool) -> Any | None:

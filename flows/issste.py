@@ -19,17 +19,21 @@ from flows.base import CheckContext, Outcome
 from flows.errors import FlowError, PortalChanged, PortalUnavailable
 from flows.pdf import read_constancia
 from flows.steps import (
+    StepRetry,
     Stopwatch,
     download_by_click,
     expect_visible,
     goto,
     norm,
+    open_page,
     unavailable_reason,
 )
 from worker.statuses import Status
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
+
+    from worker.settings import Settings
 
 __all__ = ["PORTAL", "IssstePortal", "run"]
 
@@ -65,16 +69,22 @@ def run(ctx: CheckContext) -> Outcome:
     curp = ctx.person.curp
     timeout = settings.element_timeout_s
     sw = Stopwatch()
+    retry = StepRetry.from_settings(settings, log)
     page = ctx.browser_context.new_page()
 
+    def search() -> tuple[str, str]:
+        # Searching is idempotent (no daily limit on ISSSTE): a failed search is made again,
+        # on the same page when it is still there (its script clears the old answer).
+        if not page.locator(PORTAL.curp).first.is_visible():
+            goto(page, settings.issste_url, what="la página del ISSSTE")
+        return _search(page, curp, settings)
+
     with sw("open"):
-        goto(page, settings.issste_url, what="la página del ISSSTE")
-        box = expect_visible(page, PORTAL.curp, what="campo CURP", timeout_s=timeout)
-        button = expect_visible(page, PORTAL.search, what="botón Buscar", timeout_s=timeout)
+        open_page(page, settings.issste_url, what="la página del ISSSTE", retry=retry)
+        expect_visible(page, PORTAL.curp, what="campo CURP", timeout_s=timeout)
+        expect_visible(page, PORTAL.search, what="botón Buscar", timeout_s=timeout)
     with sw("search"):
-        box.fill(curp)
-        button.click()
-        verdict, message = _wait_for_answer(page, settings.navigation_timeout_s)
+        verdict, message = retry(search, what="la búsqueda del ISSSTE")
     log.info("issste_answer", verdict=verdict, seconds=sw.timings["search"])
 
     if verdict == "not_found":
@@ -86,18 +96,20 @@ def run(ctx: CheckContext) -> Outcome:
             timings=sw.timings,
         )
 
+    def search_again() -> None:
+        # A failed download replaced the page: the link exists only on a search's answer.
+        open_page(page, settings.issste_url, what="la página del ISSSTE", retry=retry)
+        again, text = retry(search, what="la búsqueda del ISSSTE")
+        if again != "not_affiliated":
+            raise FlowError(f"El ISSSTE cambió su respuesta entre dos búsquedas: «{text}»")
+
     pdf_path = Path(ctx.work_dir) / "issste.pdf"
     with sw("pdf"):
-        link = expect_visible(page, PORTAL.download, what="botón Descargar", timeout_s=timeout)
-        try:
-            saved = download_by_click(page, link, pdf_path, timeout_s=settings.navigation_timeout_s)
-        except PlaywrightError as exc:
-            raise PortalUnavailable(f"La descarga del ISSSTE falló: {type(exc).__name__}") from exc
-        if not saved:
-            reason = unavailable_reason(page)
-            raise PortalUnavailable(
-                reason or "La descarga de la acreditación del ISSSTE no se completó."
-            )
+        retry(
+            lambda: _download(page, pdf_path, settings),
+            what="la descarga del ISSSTE",
+            recover=search_again,
+        )
     with sw("verify"):
         facts = read_constancia(pdf_path, portal="issste", curp=curp)
     status = Status(facts.result)
@@ -110,6 +122,31 @@ def run(ctx: CheckContext) -> Outcome:
         facts=facts,
         timings=sw.timings,
     )
+
+
+def _search(page: Page, curp: str, settings: Settings) -> tuple[str, str]:
+    """Type the CURP, press "Buscar" and wait for the answer (see ``_wait_for_answer``)."""
+    timeout = settings.element_timeout_s
+    box = expect_visible(page, PORTAL.curp, what="campo CURP", timeout_s=timeout)
+    button = expect_visible(page, PORTAL.search, what="botón Buscar", timeout_s=timeout)
+    box.fill(curp)
+    button.click()
+    return _wait_for_answer(page, settings.navigation_timeout_s)
+
+
+def _download(page: Page, dest: Path, settings: Settings) -> None:
+    """Click "Descargar" and save the PDF; a failure to get it is ``PortalUnavailable``."""
+    link = expect_visible(
+        page, PORTAL.download, what="botón Descargar", timeout_s=settings.element_timeout_s
+    )
+    try:
+        saved = download_by_click(page, link, dest, timeout_s=settings.navigation_timeout_s)
+    except PlaywrightError as exc:
+        raise PortalUnavailable(f"La descarga del ISSSTE falló: {type(exc).__name__}") from exc
+    if not saved:
+        raise PortalUnavailable(
+            unavailable_reason(page) or "La descarga de la acreditación del ISSSTE no se completó."
+        )
 
 
 def _wait_for_answer(page: Page, timeout_s: float) -> tuple[str, str]:

@@ -12,16 +12,23 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from flows.errors import PortalChanged, PortalUnavailable
+from worker.logs import mask_text
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page, Response
+
+    from worker.settings import Settings
+
+T = TypeVar("T")
 
 __all__ = [
     "UNAVAILABLE_MARKERS",
@@ -29,6 +36,8 @@ __all__ = [
     "page_text",
     "unavailable_reason",
     "goto",
+    "StepRetry",
+    "open_page",
     "navigating",
     "expect_visible",
     "first_visible",
@@ -105,6 +114,71 @@ def goto(page: Page, url: str, *, what: str) -> Response | None:
     return response
 
 
+@dataclass(frozen=True)
+class StepRetry:
+    """Retries of one idempotent step inside a check (policy as data: ``step_retries``,
+    ``step_backoff_s``). A flaky portal fails single responses, so repeating the one page load
+    or download that failed is far likelier to succeed than repeating the whole check — and,
+    on IMSS, costs none of the 2 daily queries per CURP."""
+
+    retries: int
+    """How many times a step is tried again after its first failure."""
+    backoff_s: float
+    """First pause; it doubles per retry."""
+    log: Any
+    """Where each retry is logged (``step_retry``)."""
+    sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings, log: Any) -> StepRetry:
+        return cls(retries=settings.step_retries, backoff_s=settings.step_backoff_s, log=log)
+
+    def __call__(
+        self, step: Callable[[], T], *, what: str, recover: Callable[[], object] | None = None
+    ) -> T:
+        """Run ``step``; while it raises ``PortalUnavailable`` and retries are left, wait, run
+        ``recover`` (which puts the page back where ``step`` starts; its own failure counts as
+        a failed try) and run ``step`` again. The last failure propagates: the engine then
+        retries the whole check. Any other error propagates at once."""
+        for retry in range(self.retries + 1):
+            try:
+                if retry and recover is not None:
+                    recover()
+                return step()
+            except PortalUnavailable as exc:
+                if retry >= self.retries:
+                    raise
+                self.log.info("step_retry", step=what, retry=retry + 1,
+                              reason=mask_text(str(exc)))
+                self.sleep(self.backoff_s * 2**retry)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def open_page(page: Page, url: str, *, what: str, retry: StepRetry) -> Response | None:
+    """``goto`` with step retries. When a redirect had taken the load elsewhere before it
+    failed, the retry re-opens where it landed: the redirecting request (a single-use link)
+    already did its work; only the page it led to failed."""
+    target = url
+
+    def load() -> Response | None:
+        nonlocal target
+        before = page.url
+        try:
+            return goto(page, target, what=what)
+        except PortalUnavailable:
+            landed = page.url
+            if landed not in (target, before) and _origin(landed) == _origin(target):
+                target = landed
+            raise
+
+    return retry(load, what=what)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
 @contextmanager
 def navigating(page: Page, *, what: str) -> Iterator[None]:
     """Wrap an action (a click, a submit) that makes the page navigate; the new page is checked
@@ -153,6 +227,10 @@ def first_visible(
         page.wait_for_timeout(poll_s * 1000)
 
 
+#: How long a download may still be announced after its navigation ended.
+_DOWNLOAD_GRACE_S = 1.0
+
+
 def download_by_click(page: Page, target: Locator, dest: Path, *, timeout_s: float) -> bool:
     """Click ``target`` and save the file it downloads to ``dest``; ``False`` if no download
     came within ``timeout_s`` or the page was replaced by another page (an error page) instead.
@@ -174,16 +252,24 @@ def download_by_click(page: Page, target: Locator, dest: Path, *, timeout_s: flo
         if frame == page.main_frame:
             replaced.append(frame.url)
 
+    def failed(request: Any) -> None:
+        # The click's navigation failed at the network level (no page replaces this one). A
+        # download also ends its navigation as "aborted", just before it is announced.
+        if request.is_navigation_request() and request.frame == page.main_frame:
+            replaced.append(request.url)
+
     page.on("download", collect)
     page.on("framenavigated", navigated)
+    page.on("requestfailed", failed)
     context.on("page", watch)
     try:
         target.click()
         deadline = time.monotonic() + timeout_s
         while not downloads and not replaced and time.monotonic() < deadline:
             page.wait_for_timeout(100)
-        if replaced and not downloads:
-            page.wait_for_timeout(500)  # a download may still be announced just after
+        grace = time.monotonic() + _DOWNLOAD_GRACE_S
+        while replaced and not downloads and time.monotonic() < grace:
+            page.wait_for_timeout(100)  # a download may still be announced just after
         if not downloads:
             return False
         downloads[0].save_as(dest)
@@ -191,6 +277,7 @@ def download_by_click(page: Page, target: Locator, dest: Path, *, timeout_s: flo
     finally:
         page.remove_listener("download", collect)
         page.remove_listener("framenavigated", navigated)
+        page.remove_listener("requestfailed", failed)
         context.remove_listener("page", watch)
 
 

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     """First retry delay; doubles per attempt, with full jitter."""
     retry_backoff_max_s: float = Field(120.0, ge=0)
     """Cap of one retry delay (kept far below the broker's visibility timeout)."""
+    step_retries: int = Field(3, ge=0, le=10)
+    """Retries, inside a check, of one idempotent portal step (a page load, the captcha image,
+    the confirmation link, a download) that answered 5xx or "Servicio no disponible"; only
+    when they run out does the whole check fail as transient (``retry_max``)."""
+    step_backoff_s: float = Field(0.5, ge=0)
+    """First pause before a step retry; doubles per retry."""
     task_time_limit_s: int = Field(600, ge=30)
     """Hard limit of one check; the task is killed and retried after it."""
     visibility_timeout_s: int = Field(3600, ge=5)

@@ -18,6 +18,7 @@ import structlog
 from stdnum.mx import curp as stdcurp
 
 from flows.base import Outcome, Person
+from flows.errors import TransientError, retry_delay, status_for
 from flows.mailbox import open_mailbox
 from flows.runner import run_check
 from worker.settings import Settings, load_settings
@@ -30,6 +31,7 @@ __all__ = [
     "fresh_curp",
     "flow_settings",
     "check",
+    "check_like_the_engine",
     "evidence_files",
 ]
 
@@ -117,6 +119,7 @@ def flow_settings(sandbox: Any, **overrides: Any) -> Settings:
         "element_timeout_s": 5,
         "navigation_timeout_s": 15,
         "mailbox_poll_s": 0.1,
+        "step_backoff_s": 0.05,
     }
     values.update(overrides)
     return load_settings(**values)
@@ -150,6 +153,25 @@ def check(
         )
     finally:
         mailbox.close()
+
+
+def check_like_the_engine(
+    browser: Any, portal: str, curp: str, settings: Settings, work_dir: Path, *,
+    solver: Any = None,
+) -> tuple[Outcome, int]:
+    """``check`` run again on a ``TransientError`` for as long as ``retry_delay`` (the engine's
+    one retry decision) allows, without its wait; ``(final outcome, runs)``. When the retries
+    run out the error's status is the outcome, as the engine records it."""
+    attempt = 0
+    while True:
+        try:
+            return check(browser, portal, curp, settings, work_dir / f"run{attempt}",
+                         solver=solver, attempt=attempt), attempt + 1
+        except TransientError as exc:
+            if retry_delay(exc, attempt, retry_max=settings.retry_max, backoff_s=0,
+                           backoff_max_s=0) is None:
+                return Outcome(status_for(exc), detail=str(exc)), attempt + 1
+        attempt += 1
 
 
 class _Watched:

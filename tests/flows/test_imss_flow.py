@@ -20,6 +20,7 @@ from tests.flows.flowkit import (
     OracleSolver,
     WrongSolver,
     check,
+    check_like_the_engine,
     evidence_files,
     flow_settings,
     fresh_curp,
@@ -341,3 +342,98 @@ def test_messages_map_to_statuses() -> None:
         t.IMSS_SEL_CAPTCHA_IMG, t.IMSS_SEL_CAPTCHA_REFRESH, t.IMSS_SEL_CAPTCHA,
         t.IMSS_SEL_CONTINUE, t.IMSS_SEL_VIEW_REPORT)
     assert p.mail1_subject in t.IMSS_MAIL1_SUBJECT and p.mail2_subject in t.IMSS_MAIL2_SUBJECT
+
+
+# --- a flaky portal (step retries) -------------------------------------------------------------
+
+
+def test_flaky_portals_give_every_check_right_within_the_daily_limit(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """With 30 % of responses failing on both portals, six IMSS checks retried as the engine
+    does all end with their right status, each CURP queried at most twice (the daily limit)."""
+    wanted = ["not_entitled", "entitled", "not_entitled", "entitled", "not_entitled",
+              "inconsistent"]
+    curps = [fresh_curp() for _ in wanted]
+    for curp, outcome in zip(curps, wanted, strict=True):
+        sandbox.set_person(curp, imss=outcome)
+    for portal in ("imss", "issste"):
+        sandbox.set_faults(portal, error_rate=0.3)
+    settings = flow_settings(sandbox)
+    expected = {"not_entitled": Status.NOT_ENTITLED, "entitled": Status.ENTITLED,
+                "inconsistent": Status.DATA_INCONSISTENT}
+    for curp, outcome in zip(curps, wanted, strict=True):
+        spy = BrowserSpy(browser)
+        result, _ = check_like_the_engine(spy, "imss", curp, settings, tmp_path / curp,
+                                          solver=OracleSolver(sandbox, spy))
+        assert result.status is expected[outcome], result.detail
+        if result.facts:
+            assert result.facts.curp == curp
+    queries = sandbox.stats("imss")["queries"]
+    assert all(1 <= queries[curp] <= 2 for curp in curps), queries
+
+
+def test_captcha_image_that_failed_to_load_is_refreshed(browser, sandbox, tmp_path: Path) -> None:
+    """A captcha image answered with HTTP 500 (a broken image, not a missing one) is refreshed
+    and the check goes on to its verdict — never portal_changed."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+    served: list[str] = []
+
+    def prepare(context) -> None:
+        def first_fails(route) -> None:
+            served.append(route.request.url)
+            if len(served) == 1:
+                route.fulfill(status=500, content_type="text/html", body="<h1>Error</h1>")
+            else:
+                route.continue_()
+
+        context.route("**" + t.IMSS_CAPTCHA_PATH + "*", first_fails)
+
+    outcome, solver = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert len(served) >= 2 and len(solver.solved) == 1  # the broken image was never solved
+
+
+def test_captcha_image_failing_every_time_is_portal_unavailable(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """A captcha servlet that keeps answering 500 is PortalUnavailable (retried later), not
+    portal_changed: the image element is there, the server is not."""
+
+    def prepare(context) -> None:
+        context.route("**" + t.IMSS_CAPTCHA_PATH + "*",
+                      lambda route: route.fulfill(status=500, body="<h1>Error</h1>"))
+
+    with pytest.raises(PortalUnavailable) as info:
+        _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare, step_retries=1)
+    assert "captcha" in str(info.value)
+    assert sandbox.stats("imss")["queries"] == {}
+
+
+def test_spent_link_whose_page_failed_gives_the_pdf_of_the_second_email(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """When the confirmation link uses its token but its answer fails (500), the retried link
+    says "Este token ya fue utilizado": the constancia comes from the second email, and the
+    CURP was queried once."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+    loads: list[int] = []
+
+    def prepare(context) -> None:
+        def spend_then_fail(route) -> None:
+            loads.append(1)
+            if len(loads) == 1:
+                route.fetch(max_redirects=0)  # the portal uses the token…
+                route.fulfill(status=500, content_type="text/html; charset=utf-8",
+                              body=f"<h1>{t.ERROR_TITLE}</h1>")  # …but its page fails
+            else:
+                route.continue_()
+
+        context.route("**" + t.IMSS_CONFIRM_PATH + "*", spend_then_fail)
+
+    outcome, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert outcome.extra["pdf_source"] == "email" and len(loads) == 2
+    assert sandbox.stats("imss")["queries"] == {curp: 1}

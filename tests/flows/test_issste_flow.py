@@ -11,7 +11,15 @@ from fixtures.population import SCENARIOS
 from flows import issste
 from flows.errors import PortalUnavailable
 from flows.steps import norm
-from tests.flows.flowkit import SHOTS, BrowserSpy, check, evidence_files, flow_settings, fresh_curp
+from tests.flows.flowkit import (
+    SHOTS,
+    BrowserSpy,
+    check,
+    check_like_the_engine,
+    evidence_files,
+    flow_settings,
+    fresh_curp,
+)
 from worker.statuses import Status
 
 pytestmark = pytest.mark.browser
@@ -158,3 +166,24 @@ def test_selectors_are_the_sandbox_contract() -> None:
     assert p.msg_not_affiliated in norm(t.ISSSTE_MSG_NOT_AFFILIATED)
     assert p.msg_failures[0] in norm(t.ISSSTE_MSG_SEARCH_FAILED)
     assert p.msg_curp_format in norm(t.ISSSTE_MSG_CURP_FORMAT)
+
+
+def test_flaky_portals_give_every_check_right(browser, sandbox, tmp_path: Path) -> None:
+    """With 30 % of responses failing on both portals (pages, the search request, downloads),
+    six ISSSTE checks retried as the engine does all end with their right status."""
+    wanted = ["not_affiliated", "affiliated", "not_affiliated", "not_found", "not_affiliated",
+              "affiliated"]
+    curps = [fresh_curp() for _ in wanted]
+    for curp, outcome in zip(curps, wanted, strict=True):
+        sandbox.set_person(curp, issste=outcome)
+    for portal in ("imss", "issste"):
+        sandbox.set_faults(portal, error_rate=0.3)
+    settings = flow_settings(sandbox)
+    expected = {"not_affiliated": Status.NOT_AFFILIATED, "affiliated": Status.AFFILIATED,
+                "not_found": Status.CURP_NOT_FOUND}
+    for curp, outcome in zip(curps, wanted, strict=True):
+        result, _ = check_like_the_engine(BrowserSpy(browser), "issste", curp, settings,
+                                          tmp_path / curp)
+        assert result.status is expected[outcome], result.detail
+        if result.facts:
+            assert result.facts.curp == curp
