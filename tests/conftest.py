@@ -61,7 +61,13 @@ def sandbox_session(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def sandbox(sandbox_session):
-    """The session's sandbox, reset (counters, tokens, overrides, clock) and with no faults."""
+    """The session's sandbox, reset (counters, tokens, overrides, clock), with no faults and an
+    empty mailbox (mail left by an earlier test must not satisfy or confuse this one)."""
     sandbox_session.reset()
     sandbox_session.clear_faults()
+    for sub in ("new", "cur", ".Claimed/new", ".Claimed/cur"):
+        folder = sandbox_session.maildir / sub
+        if folder.is_dir():
+            for message in folder.iterdir():
+                message.unlink(missing_ok=True)
     return sandbox_session

@@ -9,8 +9,11 @@ the last check. It returns a ``Decision``; the caller (task or pool) does the wa
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, time as dtime
 from pathlib import Path
@@ -54,10 +57,13 @@ class Engine:
     """One per process: holds the storage handle, the limiter and, lazily, the browser."""
 
     def __init__(self, settings: Settings, storage: Storage | None = None,
-                 limiter: Limiter | None = None) -> None:
+                 limiter: Limiter | None = None, lease_s: float | None = None) -> None:
         self.settings = settings
         self.storage = storage or Storage(settings.effective_database_url)
         self.limiter = limiter or NullLimiter()
+        #: Distributed mode leases a running check (a redelivered copy waits); the embedded
+        #: dispatcher never runs a check twice at once and resumes at once after a crash.
+        self.lease_s = lease_s
         self._captcha: Any = None
         self._mailbox: Any = None
 
@@ -91,9 +97,11 @@ class Engine:
             self.limiter.release(check.portal, token)
 
     def _execute(self, check_id: int, *, attempt: int, task_id: str | None) -> Decision:
-        started = self.storage.start_check(check_id, task_id)
+        started = self.storage.start_check(check_id, task_id, lease_s=self.lease_s)
         if started is None:
             return Decision(done=True)
+        if isinstance(started, float):  # another worker is running it right now
+            return Decision(done=False, retry_in=started, attempt=attempt, throttled=True)
         check, batch = started
         bound = log.bind(batch_id=batch.id, portal=check.portal, task_id=task_id,
                          check_id=check_id, attempt=attempt)
@@ -110,8 +118,19 @@ class Engine:
             if reused:
                 return Decision(done=True, status=reused)
 
-        work_dir = person_dir(batch.out_dir, check.curp)
+        home = person_dir(batch.out_dir, check.curp)
+        # The flow writes into a folder of its own; files reach the person's folder only when
+        # this run's result is the one recorded (a duplicate run never overwrites a PDF).
+        work_dir = home / f".intento-{uuid.uuid4().hex[:8]}"
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            return self._attempt(check, batch, work_dir, home, bound, attempt)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _attempt(self, check: Any, batch: Any, work_dir: Path, home: Path, bound: Any,
+                 attempt: int) -> Decision:
+        check_id = check.id
         t0 = time.monotonic()
         bound.info("check_started", curp=check.curp)
         try:
@@ -124,7 +143,7 @@ class Engine:
                 backoff_max_s=self.settings.retry_backoff_max_s,
             )
             message = mask_text(str(err)) or type(err).__name__
-            evidence = getattr(err, "evidence_path", None)
+            evidence = _keep(getattr(err, "evidence_path", None), work_dir, home)
             if delay is not None:
                 bound.warning("check_retry", error=message, retry_in=round(delay, 2),
                               error_type=type(err).__name__)
@@ -143,15 +162,20 @@ class Engine:
             return Decision(done=True, status=status.value)
 
         facts = _facts_json(outcome.facts)
-        evidence = outcome.extra.get("evidence")
+        evidence = _keep(outcome.extra.get("evidence"), work_dir, home)
         timings = dict(outcome.timings)
         timings.setdefault("total", round(time.monotonic() - t0, 3))
-        self._record(
-            check_id, batch.id, status=outcome.status, detail=outcome.detail,
-            pdf_path=outcome.pdf_path, facts=facts,
+        pdf = outcome.pdf_path
+        final_pdf = home / pdf.name if pdf else None
+        recorded = self.storage.record_result(
+            check_id, status=outcome.status.value, detail=outcome.detail,
+            pdf_path=final_pdf, pdf_sha256=_sha256(pdf) if pdf else None, facts=facts,
             evidence_path=Path(evidence) if evidence else None, timings=timings,
             valid_until=outcome.facts.valid_until if outcome.facts else None,
         )
+        if recorded and pdf and final_pdf:
+            os.replace(pdf, final_pdf)
+        self.finish_if_complete(batch.id)
         bound.info("check_done", status=outcome.status.value, seconds=timings.get("total"))
         return Decision(done=True, status=outcome.status.value)
 
@@ -220,6 +244,25 @@ class Engine:
             notify_batch(self.settings, self.storage, batch_id)
         except Exception:  # noqa: BLE001 - a mail problem must not undo a finished batch
             log.exception("notify_failed", batch_id=batch_id)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _keep(evidence: str | Path | None, work_dir: Path, home: Path) -> str | None:
+    """Move an attempt's evidence folder out of its scratch folder, next to the PDFs."""
+    if not evidence:
+        return None
+    source = Path(evidence)
+    if not source.exists() or not source.is_relative_to(work_dir):
+        return str(source) if source.exists() else None
+    target = home / "evidencia" / source.name
+    if target.exists():
+        target = target.with_name(f"{source.name}-{uuid.uuid4().hex[:6]}")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.move(str(source), target)
+    return str(target)
 
 
 def _facts_json(facts: Any) -> dict[str, Any] | None:

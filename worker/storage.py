@@ -32,6 +32,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    or_,
     select,
     update,
 )
@@ -152,6 +153,9 @@ class Check(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    """While a worker runs the check (distributed mode): a redelivered copy of the task waits
+    instead of running the flow a second time alongside it."""
 
 
 class Notification(Base):
@@ -311,16 +315,27 @@ class Storage:
         with self.session() as s:
             return s.get(Check, check_id)
 
-    def start_check(self, check_id: int, task_id: str | None) -> tuple[Check, Batch] | None:
-        """Mark a delivery of a check; ``None`` if it already has a status (nothing to do)."""
+    def start_check(self, check_id: int, task_id: str | None,
+                    lease_s: float | None = None) -> tuple[Check, Batch] | None | float:
+        """Mark a delivery of a check; ``None`` if it already has a status (nothing to do).
+
+        With ``lease_s``, the check is also leased to this caller; while another caller's lease
+        runs, the seconds left on it are returned instead (come back then).
+        """
+        now = utcnow()
         with self.session() as s:
-            res = s.execute(
-                update(Check).where(Check.id == check_id, Check.status.is_(None))
-                .values(deliveries=Check.deliveries + 1, task_id=task_id,
-                        started_at=func.coalesce(Check.started_at, utcnow()))
-            )
+            stmt = update(Check).where(Check.id == check_id, Check.status.is_(None))
+            values: dict[str, Any] = {"deliveries": Check.deliveries + 1, "task_id": task_id,
+                                      "started_at": func.coalesce(Check.started_at, now)}
+            if lease_s is not None:
+                stmt = stmt.where(or_(Check.lease_until.is_(None), Check.lease_until < now))
+                values["lease_until"] = now + timedelta(seconds=lease_s)
+            res = s.execute(stmt.values(**values))
             if res.rowcount != 1:
-                return None
+                current = s.get(Check, check_id)
+                if current is None or current.status is not None or current.lease_until is None:
+                    return None
+                return max(0.5, (current.lease_until - now).total_seconds())
             check = s.get(Check, check_id)
             batch = s.get(Batch, check.batch_id) if check else None
             if check is None or batch is None:
@@ -332,7 +347,8 @@ class Storage:
     def note_attempt(self, check_id: int, error: str) -> None:
         with self.session() as s:
             s.execute(update(Check).where(Check.id == check_id, Check.status.is_(None))
-                      .values(attempts=Check.attempts + 1, last_error=error[:2000]))
+                      .values(attempts=Check.attempts + 1, last_error=error[:2000],
+                              lease_until=None))
 
     def record_result(
         self,
@@ -341,6 +357,7 @@ class Storage:
         status: str,
         detail: str,
         pdf_path: Path | None = None,
+        pdf_sha256: str | None = None,
         facts: dict[str, Any] | None = None,
         evidence_path: Path | None = None,
         timings: dict[str, Any] | None = None,
@@ -349,7 +366,9 @@ class Storage:
         count_attempt: bool = True,
     ) -> bool:
         """Record the status of a check once; a second call (a redelivered task) is a no-op."""
-        sha = hashlib.sha256(pdf_path.read_bytes()).hexdigest() if pdf_path else None
+        sha = pdf_sha256
+        if sha is None and pdf_path is not None:
+            sha = hashlib.sha256(pdf_path.read_bytes()).hexdigest()
         now = utcnow()
         with self.session() as s:
             check = s.get(Check, check_id)
@@ -361,7 +380,7 @@ class Storage:
                     facts=facts, evidence_path=str(evidence_path) if evidence_path else None,
                     timings=timings, valid_until=valid_until, reused_from=reused_from,
                     attempts=Check.attempts + (1 if count_attempt else 0),
-                    finished_at=now,
+                    finished_at=now, lease_until=None,
                     duration_s=(now - started).total_seconds() if started else None,
                 )
             )

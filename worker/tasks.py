@@ -28,7 +28,9 @@ def engine() -> Engine:
 
             limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url), settings.rate_limit,
                                    settings.max_concurrency, settings.task_time_limit_s + 60)
-        _engine = Engine(settings, limiter=limiter)
+        # Redis redelivers an unacknowledged task after the visibility timeout: lease a running
+        # check that long, so a redelivered copy waits instead of running alongside.
+        _engine = Engine(settings, limiter=limiter, lease_s=settings.visibility_timeout_s)
     return _engine
 
 

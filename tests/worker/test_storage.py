@@ -131,3 +131,15 @@ def test_migrations_are_idempotent(storage: Storage) -> None:
 
         head = ScriptDirectory.from_config(alembic_config(storage.url)).get_current_head()
         assert c.execute(text("select version_num from alembic_version")).scalar() == head
+
+
+def test_a_leased_check_is_not_started_twice(storage: Storage, tmp_path: Path) -> None:
+    """While one worker holds the lease, a redelivered copy gets the seconds to wait."""
+    bid = _batch(storage, tmp_path)
+    cid = storage.pending_check_ids(bid)[0][0]
+    first = storage.start_check(cid, "t1", lease_s=60)
+    assert isinstance(first, tuple)
+    wait = storage.start_check(cid, "t2", lease_s=60)
+    assert isinstance(wait, float) and 50 < wait <= 60
+    storage.note_attempt(cid, "503")  # a retry releases the lease
+    assert isinstance(storage.start_check(cid, "t3", lease_s=60), tuple)
