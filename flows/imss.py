@@ -4,6 +4,10 @@ Information page → "Tramitar Constancia" → form (CURP, the per-CURP email tw
 the server's message → confirmation email → its link, in the same browser context → final
 page → the PDF from "Ver reporte" (else from the second email) → the verdict read from the PDF.
 
+A flaky portal (5xx, "Servicio no disponible", a broken captcha image) costs a retry of the one
+step that failed (``flows.steps.StepRetry``), not of the whole check: after the form is
+accepted, a whole-check retry would spend the second of the 2 daily queries per CURP.
+
 Every selector and portal text the flow depends on is in ``PORTAL`` below: when the portal
 changes, that is where the fix goes.
 """
@@ -150,10 +154,10 @@ def run(ctx: CheckContext) -> Outcome:
     solves = itertools.count(1)
     for attempt in range(1, settings.captcha_attempts + 1):
         submitted_at = time.time()
-        # A form whose sending failed (5xx) is done again with a fresh captcha: the failure
-        # came before the portal looked the CURP up (a 5xx is the front end's answer, like a
-        # load balancer's), so no daily query was spent; and repeating the whole check instead
-        # would cost the same query.
+        # A form whose sending failed (5xx, expired session) is done again with a fresh
+        # captcha. The sandbox's 5xx comes from its front (fixtures/faults.py), before the CURP
+        # lookup, so no daily query is spent; were a real portal's 5xx to come after the
+        # lookup, repeating the whole check instead would spend that same query.
         kind, message, key = retry(
             lambda: _send_form(
                 ctx, page, sw, retry, form_url, email, f"imss-{check_key}-{next(solves)}"

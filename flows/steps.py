@@ -3,6 +3,9 @@
 The one rule they implement: a page that did not load, answered 5xx or says the service is
 down is ``PortalUnavailable`` (retried); a page that loaded fine but lacks an element the flow
 expects is ``PortalChanged`` (the flow needs updating).
+
+``StepRetry`` repeats one idempotent step that was ``PortalUnavailable`` (``open_page`` is
+``goto`` under it) before the whole check is given back to the engine as transient.
 """
 
 from __future__ import annotations

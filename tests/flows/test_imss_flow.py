@@ -406,7 +406,7 @@ def test_captcha_image_failing_every_time_is_portal_unavailable(
                       lambda route: route.fulfill(status=500, body="<h1>Error</h1>"))
 
     with pytest.raises(PortalUnavailable) as info:
-        _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare, step_retries=1)
+        _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare, step_retries=0)
     assert "captcha" in str(info.value)
     assert sandbox.stats("imss")["queries"] == {}
 
