@@ -33,6 +33,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
     "--disable-dev-shm-usage",
+    # Debian's wrapper gives Chromium Google API keys, and with them it asks Google about the
+    # portals' forms (autofill), the account (GAIA) and component updates, despite the flags
+    # above (seen with strace; tests/test_trust_network.py). Pointing those services at a
+    # closed local port keeps every byte between us, the portals and the mailbox. (Not
+    # --disable-features: a second one would replace Playwright's own list.)
+    "--autofill-server-url=http://127.0.0.1:9/",
+    "--gaia-url=http://127.0.0.1:9/",
+    "--component-updater=url-source=http://127.0.0.1:9/",
 ]
 
 

@@ -3,8 +3,11 @@ e-mail address whole at debug level from any component, and leaves only owner-on
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -88,24 +91,34 @@ class Run:
     data: Path
     proc: subprocess.CompletedProcess[str]
     result: dict
+    connects: Path | None
+    """strace's record of every connect() of the run and its children (Chromium included)."""
+
+
+STRACE = shutil.which("strace")
 
 
 @pytest.fixture(scope="module")
 def sandbox_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """One whole batch on a private sandbox, JSON logs at debug level, permissive umask."""
+    """One whole batch on a private sandbox, JSON logs at debug level, permissive umask, every
+    connect() recorded (strace with a seccomp filter: only connect() is stopped, so it costs
+    little)."""
     tmp = tmp_path_factory.mktemp("privacy")
     sheet = _sheet(tmp / "altas.xlsx", [*synthetic_curps(3, seed=1010), INCONSISTENT])
     data = tmp / "data"
+    trace = tmp / "connect.trace" if STRACE else None
+    prefix = ([STRACE, "-f", "-qq", "-yy", "--seccomp-bpf", "-e", "trace=connect",
+               "-e", "signal=none", "-o", str(trace)] if STRACE else [])
     old = os.umask(0o022)
     try:
-        proc = subprocess.run([*CLI, "run", str(sheet.path), "--sandbox", "--json"],
+        proc = subprocess.run([*prefix, *CLI, "run", str(sheet.path), "--sandbox", "--json"],
                               env=_clean_env(CONSTANCIAS_DATA_DIR=str(data)), cwd=tmp,
-                              capture_output=True, text=True, timeout=240)
+                              capture_output=True, text=True, timeout=300)
     finally:
         os.umask(old)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out_lines = proc.stdout.strip().splitlines()
-    return Run(sheet, data, proc, json.loads(out_lines[-1]))
+    return Run(sheet, data, proc, json.loads(out_lines[-1]), trace)
 
 
 def test_sandbox_batch_logs_no_curp_or_email_at_debug(sandbox_run: Run) -> None:
@@ -147,8 +160,42 @@ def test_sandbox_batch_leaves_only_owner_only_files(sandbox_run: Run) -> None:
     assert {".pdf", ".html", ".png", ".zip", ".xlsx", ".db"} <= suffixes, suffixes
     assert "reporte.xlsx" in names and "trace.zip" in names
     assert any("sandbox-mail" in p.parts for p in files)
-    assert any("evidence" in p.parts for p in files)
+    assert "check.json" in names  # the evidence note of the failed IMSS check
     assert _open_modes(data) == []
+
+
+#: Chromium's IPv6 reachability probe: a UDP socket connect()ed to Google's public DNS to learn
+#: whether a global IPv6 route exists. A UDP connect() sends no packet.
+_NO_TRAFFIC = {("UDPv6", "2001:4860:4860::8888", 443)}
+_CONNECT_RE = re.compile(
+    r'connect\(\d+<(?P<proto>[A-Z]+v?6?)(?::[^>]*)?>, \{sa_family=AF_INET6?, '
+    r'sin6?_port=htons\((?P<port>\d+)\).*?(?:inet_addr\("(?P<v4>[^"]+)"\)|'
+    r'inet_pton\(AF_INET6, "(?P<v6>[^"]+)")')
+
+
+def _peers(trace: Path) -> set[tuple[str, str, int]]:
+    """(protocol, address, port) of every IP connect() in an ``strace -yy`` record."""
+    peers = set()
+    for line in trace.read_text(errors="replace").splitlines():
+        if match := _CONNECT_RE.search(line):
+            peers.add((match["proto"], match["v4"] or match["v6"], int(match["port"])))
+    return peers
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def test_sandbox_batch_talks_to_nobody_but_the_portals_and_the_mailbox(sandbox_run: Run) -> None:
+    """Every connection of a whole batch — Python, the Playwright driver, Chromium and its
+    helpers — goes to the sandbox on loopback: no DNS lookup, no Google service, nothing."""
+    assert sandbox_run.connects is not None, "strace is needed (scripts/setup.sh installs it)"
+    peers = _peers(sandbox_run.connects)
+    assert any(_is_loopback(addr) for _, addr, _ in peers), "strace recorded no connection"
+    elsewhere = {p for p in peers if not _is_loopback(p[1]) and p not in _NO_TRAFFIC}
+    assert elsewhere == set()
 
 
 # --- distributed: `constancias worker` (Celery) on a private Redis ---------------------------
@@ -185,8 +232,7 @@ def test_celery_worker_logs_no_curp_or_email_at_debug(tmp_path: Path, sandbox,
     env = _clean_env(CONSTANCIAS_BROKER_URL=redis_server.url, CONSTANCIAS_DATA_DIR=str(data),
                      CONSTANCIAS_IMSS_URL=sandbox.imss_url,
                      CONSTANCIAS_ISSSTE_URL=sandbox.issste_url,
-                     CONSTANCIAS_MAILBOX_URL=sandbox.mailbox_url,
-                     CONSTANCIAS_KEEP_TRACES="always")
+                     CONSTANCIAS_MAILBOX_URL=sandbox.mailbox_url)
     log_path = tmp_path / "worker.log"
     old = os.umask(0o022)
     try:
@@ -223,8 +269,7 @@ def test_celery_worker_logs_no_curp_or_email_at_debug(tmp_path: Path, sandbox,
     assert all(mask_curp(c) in text for c in sheet.curps)  # the engine did log these people
 
     assert _open_modes(data) == []
-    assert any(p.suffix == ".pdf" for p in data.rglob("*"))
-    assert any(p.name == "trace.zip" for p in data.rglob("*"))
+    assert {".pdf", ".xlsx", ".db"} <= {p.suffix for p in data.rglob("*")}
 
 
 # --- the masking step at the edges a whole run may not reach ----------------------------------
