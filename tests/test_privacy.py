@@ -25,6 +25,7 @@ from tests.people import synthetic_curps
 from tests.redis_server import RedisServer
 from worker.logs import mask_curp
 from worker.settings import load_settings
+from worker.statuses import Status
 
 pytestmark = [pytest.mark.browser]
 
@@ -264,8 +265,10 @@ def test_celery_worker_logs_no_curp_or_email_at_debug(tmp_path: Path, sandbox,
     # Celery's own lines were there to be checked: receipt, and success with its return value
     # (the status code, never a CURP).
     assert "Task constancias.check[" in text and " received" in text
-    succeeded = [line for line in worker_lines if "succeeded in" in line]
-    assert succeeded, "no Celery 'succeeded' line at debug level"
+    returned = re.findall(r"succeeded in [0-9.]+s: ([^\"]*)\"", text)
+    assert returned, "no Celery 'succeeded' line at debug level"
+    codes = {repr(s.value) for s in Status} | {"None"}
+    assert set(returned) <= codes, returned  # a status code (check) or None (finish_batch)
     assert all(mask_curp(c) in text for c in sheet.curps)  # the engine did log these people
 
     assert _open_modes(data) == []
