@@ -162,7 +162,9 @@ class Engine:
             return Decision(done=True, status=status.value)
 
         facts = _facts_json(outcome.facts)
-        evidence = _keep(outcome.extra.get("evidence"), work_dir, home)
+        trace = outcome.extra.get("trace")  # kept for done checks with KEEP_TRACES=always
+        evidence = _keep(outcome.extra.get("evidence") or (Path(trace).parent if trace else None),
+                         work_dir, home)
         timings = dict(outcome.timings)
         timings.setdefault("total", round(time.monotonic() - t0, 3))
         pdf = outcome.pdf_path

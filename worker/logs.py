@@ -123,7 +123,8 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
     root.setLevel(numeric)
     # Library warnings (openpyxl, Celery) become log records: masked, and JSON when asked.
     logging.captureWarnings(True)
-    for noisy in ("asyncio", "urllib3", "httpx", "httpcore", "mail.log", "PIL", "alembic"):
+    for noisy in ("asyncio", "urllib3", "httpx", "httpcore", "mail.log", "PIL", "alembic",
+                   "fontTools", "fpdf"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
