@@ -18,7 +18,7 @@ import base64
 import itertools
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
@@ -105,6 +105,10 @@ class ImssPortal:
 
 
 PORTAL = ImssPortal()
+
+#: Retries of the confirmation link, as a multiple of ``step_retries``: once the form is
+#: accepted, giving up means a whole-check retry, which spends the second of the day's 2 queries.
+CONFIRM_RETRY_FACTOR = 2
 
 #: How long to wait for the second email (which carries the same PDF) once the PDF came from
 #: "Ver reporte": only to claim it so it does not pile up in the mailbox; never fails a check.
@@ -201,7 +205,8 @@ def run(ctx: CheckContext) -> Outcome:
 
     confirmed_at = time.time()
     with sw("confirm"):
-        final_url = _confirm(page, link, retry, timeout, log)
+        patient = replace(retry, retries=retry.retries * CONFIRM_RETRY_FACTOR)
+        final_url = _confirm(page, link, patient, timeout, log)
 
     pdf_path = Path(ctx.work_dir) / "imss.pdf"
     facts = None

@@ -437,3 +437,29 @@ def test_spent_link_whose_page_failed_gives_the_pdf_of_the_second_email(
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
     assert outcome.extra["pdf_source"] == "email" and len(loads) == 2
     assert sandbox.stats("imss")["queries"] == {curp: 1}
+
+
+def test_confirmation_link_gets_extra_retries_before_spending_a_query(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """A confirmation link that answers 503 more often than step_retries allows is still tried
+    (it is unused until it works): the verdict comes with one daily query spent, not two."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+    loads: list[int] = []
+
+    def prepare(context) -> None:
+        def flaky(route) -> None:
+            loads.append(1)
+            if len(loads) <= 5:
+                route.fulfill(status=503, content_type="text/html; charset=utf-8",
+                              body=f"<h1>{t.UNAVAILABLE_TITLE}</h1>")
+            else:
+                route.continue_()
+
+        context.route("**" + t.IMSS_CONFIRM_PATH + "*", flaky)
+
+    outcome, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare, step_retries=3)
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert len(loads) == 6 and outcome.extra["pdf_source"] == "page"
+    assert sandbox.stats("imss")["queries"] == {curp: 1}
