@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/constancias demo
 
 test: setup
-	.venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check worker flows fixtures tests bench
