@@ -117,7 +117,7 @@ def _logged_in(url: str) -> httpx.Client:
 
 
 def _wait_done(client: httpx.Client, batch_id: str, setup: BrokerSetup,
-               timeout: float = 75) -> dict:
+               timeout: float = 150) -> dict:
     deadline = time.monotonic() + timeout
     state: dict = {}
     while time.monotonic() < deadline:
