@@ -15,7 +15,8 @@ import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, time as dtime
+from datetime import datetime
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
