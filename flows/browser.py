@@ -44,15 +44,22 @@ CHROMIUM_ARGS = [
 ]
 
 
+#: Debian's Chromium builds, lightest first. ``chromium-headless-shell`` (same source package,
+#: the "old headless" without the desktop browser's per-profile services) costs a sixth of the
+#: CPU of full ``chromium --headless`` for each fresh context and page — 0.35 s against 2.3 s
+#: measured here — and on a small machine the checks are CPU-bound (bench/throughput.py).
+DEBIAN_CHROMIUMS = ("/usr/bin/chromium-headless-shell", "/usr/bin/chromium")
+
+
 def chromium_executable(configured: str | None = None) -> str | None:
-    """The Chromium to launch: the configured one, else Debian's, else Playwright's own
-    (``None``: let Playwright find its bundled browser)."""
+    """The Chromium to launch: the configured one, else Debian's headless shell, else Debian's
+    chromium, else Playwright's own (``None``: let Playwright find its bundled browser)."""
     if configured:
         return configured
     env = os.environ.get("CONSTANCIAS_BROWSER_EXECUTABLE")
     if env:
         return env
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+    for candidate in (*DEBIAN_CHROMIUMS, shutil.which("chromium"), shutil.which("chromium-browser")):
         if candidate and os.path.exists(candidate):
             return candidate
     return None
@@ -81,7 +88,8 @@ def launch(executable: str | None = None, **kwargs: Any) -> tuple[Playwright, Br
     except Exception:
         pw.stop()
         raise
-    log.info("browser_started", browser_version=browser.version, pid=os.getpid())
+    log.info("browser_started", browser_version=browser.version,
+             executable=chromium_executable(executable) or "playwright", pid=os.getpid())
     return pw, browser
 
 

@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PORTAL", "ImssPortal", "run", "classify_message"]
 
+#: Polling of in-page waits, in ms (Playwright's default polls at every animation frame, which
+#: keeps the renderer and compositor busy for nothing).
+_POLL_MS = 50
+
 
 @dataclass(frozen=True)
 class ImssPortal:
@@ -348,6 +352,7 @@ def _captcha_image(page: Page, settings: Settings) -> bytes:
         page.wait_for_function(
             "sel => { const i = document.querySelector(sel); return !i || i.complete; }",
             arg=PORTAL.captcha_img,
+            polling=_POLL_MS,
             timeout=settings.navigation_timeout_s * 1000,
         )
         loaded = img.evaluate("i => i.naturalWidth > 0")
@@ -383,6 +388,7 @@ def _refresh_captcha(page: Page, form_url: str) -> None:
                 "([sel, old]) => { const i = document.querySelector(sel);"
                 " return i && i.getAttribute('src') !== old && i.complete; }",
                 arg=[PORTAL.captcha_img, old],
+                polling=_POLL_MS,
             )
             return
     except (PlaywrightTimeout, PlaywrightError):

@@ -65,7 +65,7 @@ def run_check(
     try:
         tracing = settings.keep_traces != "never"
         if tracing:
-            context.tracing.start(screenshots=True, snapshots=True)
+            context.tracing.start(screenshots=settings.trace_screenshots, snapshots=True)
         ctx = CheckContext(
             browser_context=context,
             person=person,

@@ -94,7 +94,8 @@ class Settings(BaseSettings):
 
     # --- browser and waits --------------------------------------------------------------
     browser_executable: str | None = None
-    """Chromium binary. Unset: Playwright's own, else ``/usr/bin/chromium``."""
+    """Chromium binary. Unset: ``/usr/bin/chromium-headless-shell``, else ``/usr/bin/chromium``,
+    else Playwright's own."""
     navigation_timeout_s: float = Field(30, gt=0)
     """One page load."""
     element_timeout_s: float = Field(10, gt=0)
@@ -105,6 +106,10 @@ class Settings(BaseSettings):
     """How often the mailbox is polled while waiting."""
     keep_traces: Literal["failed", "always", "never"] = "failed"
     """Playwright traces are recorded and kept for failed checks."""
+    trace_screenshots: bool = False
+    """Traces also film the page (a screencast): about 1.5 s more CPU per check. The DOM
+    snapshots they always hold, and the full-page screenshot of every failed check, usually
+    tell enough."""
 
     # --- schedule -----------------------------------------------------------------------
     recheck_cron: str = "0 2 * * *"
