@@ -63,7 +63,7 @@ class TreeMemory:
             rss = self.current()
             self.samples.append(rss)
             self.peak = max(self.peak, rss)
-            time.sleep(0.25)
+            time.sleep(1.0)
 
     def __enter__(self) -> TreeMemory:
         self._t.start()

@@ -59,7 +59,8 @@ def chromium_executable(configured: str | None = None) -> str | None:
     env = os.environ.get("CONSTANCIAS_BROWSER_EXECUTABLE")
     if env:
         return env
-    for candidate in (*DEBIAN_CHROMIUMS, shutil.which("chromium"), shutil.which("chromium-browser")):
+    on_path = (shutil.which("chromium"), shutil.which("chromium-browser"))
+    for candidate in (*DEBIAN_CHROMIUMS, *on_path):
         if candidate and os.path.exists(candidate):
             return candidate
     return None

@@ -193,8 +193,9 @@ def test_exactly_one_beat_and_workers_that_scale(compose) -> None:
 
 
 def test_dockerfile_builds_one_non_root_image_with_chromium_and_tesseract(dockerfile) -> None:
-    """Python slim, Debian's chromium (its headless shell) + tesseract-ocr + tini, a non-root user, constancias as
-    the entrypoint under tini, and every package of pyproject.toml copied in."""
+    """Python slim, Debian's chromium (its headless shell) + tesseract-ocr + tini, a non-root
+    user, constancias as the entrypoint under tini, and every package of pyproject.toml copied
+    in."""
     import tomllib
 
     [base] = [i.args for i in dockerfile if i.keyword == "FROM"]

@@ -396,3 +396,27 @@ def test_web_page_logs_no_curp_or_email_and_keeps_uploads_owner_only(tmp_path: P
     uploads = data / "uploads"
     assert any(p.suffix == ".xlsx" for p in uploads.rglob("*"))
     assert _open_modes(data) == []
+
+
+class _ExplodingQueue:
+    """A job queue whose ``get`` fails with a CURP and an email in the message."""
+
+    def get(self, timeout: float) -> None:
+        raise RuntimeError("no se pudo leer /datos/GODE561231HDFRRN09/imss.pdf de ana@empresa.mx")
+
+
+def test_embedded_child_crash_prints_a_masked_traceback(tmp_path: Path) -> None:
+    """An exception that escapes an embedded child (outside a check, where structlog masks)
+    is printed masked on stderr, and the child exits 1 rather than with Python's raw dump."""
+    code = (
+        "import os; from tests.test_privacy import _ExplodingQueue; "
+        "from worker.embedded import _child; from worker.settings import load_settings; "
+        f"s = load_settings(data_dir={str(tmp_path)!r}).model_dump(mode='json'); "
+        "_child(s, _ExplodingQueue(), None, os.getppid())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 1
+    assert "RuntimeError" in proc.stderr and "Traceback" in proc.stderr
+    assert "GODE561231HDFRRN09" not in proc.stderr and "ana@empresa.mx" not in proc.stderr
+    assert mask_curp("GODE561231HDFRRN09") in proc.stderr

@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,22 @@ class Progress:
 
 
 def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int) -> None:
+    """A child's whole life. Anything that escapes it would be printed by multiprocessing as a
+    raw traceback on stderr, where a CURP in a path or a message would appear whole: it is
+    printed masked instead, and the child exits 1 (the parent requeues its check)."""
+    try:
+        _child_loop(settings_data, jobs, results, parent)
+    except Exception:  # noqa: BLE001 - last resort: mask, then die like a crash
+        import traceback
+
+        from worker.logs import mask_text
+
+        sys.stderr.write(mask_text(traceback.format_exc()))
+        sys.stderr.flush()
+        sys.exit(1)
+
+
+def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int) -> None:
     # Children must not survive the parent, nor die on the terminal's Ctrl-C before it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from worker.logs import configure_logging
