@@ -24,7 +24,7 @@ def render_blocks(png: bytes, width: int = 72) -> str:
     height = max(2, round(img.height * width / img.width / 2) * 2)
     img = img.resize((width, height))
     px = img.load()
-    threshold = sum(img.getdata()) / (width * height) * 0.8  # ink is darker than the average
+    threshold = sum(img.tobytes()) / (width * height) * 0.8  # ink is darker than the average
     lines = []
     for y in range(0, height, 2):
         row = []
