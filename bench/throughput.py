@@ -95,6 +95,10 @@ def _one_check(args: tuple) -> str:
     settings = Settings(**settings_data)
     import structlog
 
+    from worker.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)  # this pool process's logs
+
     log = structlog.get_logger("bench")
     if fresh_browser:
         pw, browser = launch(settings.browser_executable)
@@ -175,8 +179,9 @@ def mode_celery(sb, curps, k, tmp) -> tuple[float, int]:
     worker = subprocess.Popen([*cli, "worker", "-c", str(k)], env=env, cwd=tmp,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # Warm up: wait for the worker to be ready (one tiny batch of one CURP, excluded).
-        warm = write_sheet(tmp / "warm.xlsx", synthetic_curps(1, seed=999))
+        # Warm up, excluded from the time: a batch of K ISSSTE checks, so that (as in the
+        # ceiling) every pool process has imported everything and launched its browser.
+        warm = write_sheet(tmp / "warm.xlsx", synthetic_curps(k, seed=999))
         bid = subprocess.run([*cli, "submit", str(warm), "--portals", "issste"], env=env, cwd=tmp,
                              capture_output=True, text=True, check=True).stdout.split()[-1]
         _wait(cli, env, tmp, bid)

@@ -292,7 +292,9 @@ def _send_form(
 
 def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -> None:
     """Fill every field (again after a refused captcha: the portal may clear them). The
-    confirmation is typed key by key: the portal blocks pasting into it."""
+    confirmation is typed key by key: the portal blocks pasting into it. Typing is the
+    costliest part of a check (a round trip and an input event per key), so a confirmation
+    the portal kept from the refused attempt is not typed again."""
     curp_box = expect_visible(page, PORTAL.curp, what="campo CURP", timeout_s=timeout)
     curp_box.fill(curp)
     curp_box.blur()
@@ -300,8 +302,9 @@ def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -
     confirm = expect_visible(
         page, PORTAL.email_confirm, what="campo confirmación de correo", timeout_s=timeout
     )
-    confirm.fill("")
-    confirm.press_sequentially(email)
+    if confirm.input_value() != email:
+        confirm.fill("")
+        confirm.press_sequentially(email)
     confirm.blur()
     expect_visible(page, PORTAL.captcha_input, what="campo captcha", timeout_s=timeout).fill(answer)
     # The page's own checks (email format, Gmail rule) show their message next to the field

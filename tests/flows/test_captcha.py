@@ -35,6 +35,19 @@ def test_ocr_reads_a_useful_share_of_normal_captchas() -> None:
     assert _success_rate("normal", 60, seed=202) >= 0.15
 
 
+def test_ocr_runs_tesseract_in_process_and_agrees_with_the_program() -> None:
+    """By default the solver uses libtesseract in this process (no program started per image);
+    on the same images it reads what the ``tesseract`` program reads, nearly always."""
+    import shutil
+
+    in_process, program = OcrSolver(), OcrSolver(tesseract_cmd=shutil.which("tesseract"))
+    assert in_process._lib is not None and program._lib is None
+    rng = random.Random(33)
+    images = [render(random_text(rng), "easy", rng) for _ in range(20)]
+    same = sum(in_process.solve(i, key="a") == program.solve(i, key="b") for i in images)
+    assert same >= 16, f"only {same}/20 readings agree"
+
+
 def test_ocr_answer_uses_only_the_captcha_alphabet() -> None:
     """Whatever Tesseract sees, the guess holds only characters the servlet draws."""
     rng = random.Random(9)
