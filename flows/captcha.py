@@ -153,10 +153,13 @@ class _LibTesseract:
     pixel (loading the LSTM model), against 0.02 s for a whole solve here — the same engine,
     the same model file, the same success rate (``bench/captcha.py``)."""
 
+    #: One loaded model per thread and configuration, shared by every solver of the thread
+    #: (a solver is made per check; loading costs as much as a dozen readings).
+    _apis = threading.local()
+
     def __init__(self, tessdata: str, alphabet: str) -> None:
         self.tessdata = tessdata
         self.alphabet = alphabet
-        self._local = threading.local()
 
     @classmethod
     def load(cls, alphabet: str) -> _LibTesseract | None:
@@ -174,13 +177,16 @@ class _LibTesseract:
     def read(self, image: Image.Image) -> str:
         import tesserocr
 
-        api = getattr(self._local, "api", None)
+        apis = getattr(self._apis, "by_config", None)
+        if apis is None:
+            apis = self._apis.by_config = {}
+        api = apis.get((self.tessdata, self.alphabet))
         if api is None:
             api = tesserocr.PyTessBaseAPI(
                 path=self.tessdata, lang="eng", psm=tesserocr.PSM.SINGLE_LINE
             )
             api.SetVariable("tessedit_char_whitelist", self.alphabet)
-            self._local.api = api
+            apis[(self.tessdata, self.alphabet)] = api
         api.SetImage(image)
         return api.GetUTF8Text()
 
