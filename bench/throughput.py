@@ -97,10 +97,6 @@ def _one_check(args: tuple) -> str:
     settings = Settings(**settings_data)
     import structlog
 
-    from worker.logs import configure_logging
-
-    configure_logging(settings.log_format, settings.log_level)  # this pool process's logs
-
     log = structlog.get_logger("bench")
     if fresh_browser:
         pw, browser = launch(settings.browser_executable)
@@ -140,10 +136,12 @@ def mode_ceiling(sb, curps, k, tmp) -> tuple[float, int]:
     data = settings.model_dump(mode="json")
     jobs = [(data, c, p, str(tmp / "ceiling"), False) for c, p in _jobs(curps)]
     start = time.monotonic()
-    with TreeMemory() as mem, ProcessPoolExecutor(k, mp_context=mp.get_context("spawn")) as pool:
+    with TreeMemory() as mem, ProcessPoolExecutor(k, mp_context=mp.get_context("spawn"),
+                                                  initializer=_warm, initargs=(data,)) as pool:
         # Warm the browsers so that the ceiling measures checks, like the others' steady state;
-        # the start (K processes, K browsers) is kept aside for the cold ceiling (b0).
-        list(pool.map(_warm, [data] * k))
+        # the start (K processes, K browsers) is kept aside for the cold ceiling (b0). K tasks
+        # submitted at once make the pool start all K processes; each warms in its initializer.
+        list(pool.map(abs, range(k)))
         t0 = time.monotonic()
         list(pool.map(_one_check, jobs))
         end = time.monotonic()
@@ -156,7 +154,11 @@ _STARTUP: dict[str, float] = {}
 
 
 def _warm(data: dict) -> None:
+    """A ceiling pool process's start: its logs at the configured level, its browser."""
     from flows.browser import shared_browser
+    from worker.logs import configure_logging
+
+    configure_logging(data["log_format"], data["log_level"])
 
     shared_browser(data.get("browser_executable"))
 

@@ -78,10 +78,11 @@ def launch(executable: str | None = None, **kwargs: Any) -> tuple[Playwright, Br
     """Start Playwright and a headless Chromium; the caller closes both."""
     from playwright.sync_api import sync_playwright
 
+    path = chromium_executable(executable)
     pw = sync_playwright().start()
     try:
         browser = pw.chromium.launch(
-            executable_path=chromium_executable(executable),
+            executable_path=path,
             headless=True,
             args=CHROMIUM_ARGS,
             **kwargs,
@@ -90,7 +91,7 @@ def launch(executable: str | None = None, **kwargs: Any) -> tuple[Playwright, Br
         pw.stop()
         raise
     log.info("browser_started", browser_version=browser.version,
-             executable=chromium_executable(executable) or "playwright", pid=os.getpid())
+             executable=path or "playwright", pid=os.getpid())
     return pw, browser
 
 
