@@ -53,6 +53,15 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(10)
 
+    def kill_and_lose_data(self) -> None:
+        """As a Redis without persistence after a crash: killed, its files gone."""
+        self.kill()
+        for item in self.workdir.iterdir():
+            if item.is_dir():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

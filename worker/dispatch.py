@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from worker.errors import UserError
 from worker.settings import Settings
 from worker.storage import Storage
 
-__all__ = ["enqueue_batch"]
+__all__ = ["BrokerUnavailable", "enqueue_batch"]
+
+
+class BrokerUnavailable(UserError):
+    """Redis did not take the batch's tasks; the batch itself is stored."""
 
 
 def enqueue_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
@@ -14,8 +21,23 @@ def enqueue_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
     from worker.tasks import check, finish_batch
 
     pending = storage.pending_check_ids(batch_id)
-    for check_id, _portal in pending:
-        check.apply_async(kwargs={"check_id": check_id, "attempt": 0})
-    if not pending:
-        finish_batch.apply_async(kwargs={"batch_id": batch_id})
+    # Due now: from here on the sweeper (worker/sweeper.py) watches that each one gets run.
+    storage.set_due([check_id for check_id, _portal in pending])
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    try:
+        for check_id, _portal in pending:
+            check.apply_async(kwargs={"check_id": check_id, "attempt": 0})
+        if not pending:
+            finish_batch.apply_async(kwargs={"batch_id": batch_id})
+    except (OperationalError, RedisError, OSError) as exc:
+        # Nothing is lost: the checks are stored and due, and the workers' sweeper sends
+        # whatever is missing from the queue once Redis answers again.
+        where = urlsplit(settings.broker_url or "")
+        raise BrokerUnavailable(
+            f"Redis no responde en {where.hostname}:{where.port or 6379} "
+            f"(CONSTANCIAS_BROKER_URL). El lote {batch_id} quedó guardado: los workers lo "
+            "enviarán cuando Redis vuelva."
+        ) from exc
     return len(pending)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -104,6 +105,12 @@ class Engine:
         if isinstance(started, float):  # another worker is running it right now
             return Decision(done=False, retry_in=started, attempt=attempt, throttled=True)
         check, batch = started
+        with _Heartbeat(self.storage, check_id, task_id, self.lease_s):
+            return self._run_started(check, batch, attempt=attempt, task_id=task_id)
+
+    def _run_started(self, check: Any, batch: Any, *, attempt: int,
+                     task_id: str | None) -> Decision:
+        check_id = check.id
         bound = log.bind(batch_id=batch.id, portal=check.portal, task_id=task_id,
                          check_id=check_id, attempt=attempt)
         # Deliveries that never reached an end (the worker died): stop a poison task.
@@ -247,6 +254,40 @@ class Engine:
             notify_batch(self.settings, self.storage, batch_id)
         except Exception:  # noqa: BLE001 - a mail problem must not undo a finished batch
             log.exception("notify_failed", batch_id=batch_id)
+
+
+class _Heartbeat:
+    """Renews a running check's lease every third of it, from a thread, while the flow runs
+    (distributed mode). If this process dies, the renewals stop and the lease runs out within
+    ``lease_s``: the sweeper (worker/sweeper.py) then sends the check again."""
+
+    def __init__(self, storage: Storage, check_id: int, task_id: str | None,
+                 lease_s: float | None) -> None:
+        self.storage, self.check_id, self.task_id = storage, check_id, task_id
+        self.lease_s = lease_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if self.lease_s:
+            self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        assert self.lease_s
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self.storage.renew_lease(self.check_id, self.task_id, self.lease_s):
+                    return  # recorded meanwhile (or no longer ours): nothing to keep
+            except Exception as exc:  # noqa: BLE001 - a missed renewal is retried next time
+                log.warning("lease_renewal_failed", check_id=self.check_id,
+                            error=mask_text(str(exc)))
 
 
 def _sha256(path: Path) -> str:

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     """Hard limit of one check; the task is killed and retried after it."""
     visibility_timeout_s: int = Field(3600, ge=5)
     """Redis redelivers an unacknowledged task after this; above the longest task."""
+    lease_s: int = Field(60, ge=5)
+    """Distributed mode: a running check is leased this long and the lease is renewed while the
+    flow runs (every third of it). A worker killed mid-check stops renewing, so its check is
+    free again within this time — not after the broker's visibility timeout."""
+    sweep_interval_s: int = Field(30, ge=1)
+    """Distributed mode: how often one of the workers looks for checks nobody will run (their
+    worker died, or Redis lost its queue) and sends them again."""
     worker_max_tasks_per_child: int = Field(200, ge=1)
     """Recycle a worker process (and its Chromium) after this many checks."""
     max_redeliveries: int = Field(3, ge=1)
@@ -183,6 +190,8 @@ class Settings(BaseSettings):
     def _backoff(self) -> Settings:
         if self.retry_backoff_max_s * 2 >= self.visibility_timeout_s:
             raise ValueError("retry_backoff_max_s debe ser menor que la mitad de visibility_timeout_s")
+        if self.lease_s >= self.visibility_timeout_s:
+            raise ValueError("lease_s debe ser menor que visibility_timeout_s")
         return self
 
     # --- derived ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ or two workers racing, change nothing the second time.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -155,7 +156,10 @@ class Check(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
     """While a worker runs the check (distributed mode): a redelivered copy of the task waits
-    instead of running the flow a second time alongside it."""
+    instead of running the flow a second time alongside it. Renewed while the flow runs."""
+    due_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """Distributed mode: when the broker task of this check is next due (sent, or a retry's
+    countdown). Past due, not leased and not in the queue: nobody will run it (the sweeper)."""
 
 
 class Notification(Base):
@@ -187,6 +191,24 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    """Id lists small enough for one ``IN (…)`` (SQLite caps bound parameters)."""
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+def _after_fork_in_child() -> None:
+    """A forked process (a Celery pool process) must not use its parent's pooled connections:
+    drop them without closing the parent's sockets (SQLAlchemy's multiprocessing recipe)."""
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Storage:
@@ -344,6 +366,54 @@ class Storage:
                 batch.state = "running"
             return check, batch
 
+    def renew_lease(self, check_id: int, task_id: str | None, lease_s: float) -> bool:
+        """Extend this caller's lease on a running check (the heartbeat); ``False`` when the
+        check has a status or another caller holds it now."""
+        with self.session() as s:
+            res = s.execute(update(Check).where(
+                Check.id == check_id, Check.status.is_(None), Check.task_id == task_id,
+                Check.lease_until.is_not(None),
+            ).values(lease_until=utcnow() + timedelta(seconds=lease_s)))
+            return res.rowcount == 1
+
+    def set_due(self, check_ids: list[int], in_s: float = 0.0) -> None:
+        """The broker task of these checks is due in ``in_s`` seconds (sent now, or retried)."""
+        due = utcnow() + timedelta(seconds=in_s)
+        with self.session() as s:
+            for chunk in _chunks(check_ids):
+                s.execute(update(Check).where(Check.id.in_(chunk), Check.status.is_(None))
+                          .values(due_at=due))
+
+    def orphans(self, *, grace_s: float, queue_empty: bool,
+                limit: int = 1000) -> list[tuple[int, int]]:
+        """``(check id, attempts)`` of broker checks nobody will run: a lease that ran out
+        (its worker died mid-check: the heartbeat stopped), or — only when the broker's queue
+        is empty, so it cannot be waiting there — a task overdue by ``grace_s`` with no lease
+        (its worker died holding it for a retry, or Redis lost it). Embedded checks never have
+        ``due_at`` and are never orphans. Sending an orphan twice is harmless (leases)."""
+        now = utcnow()
+        running = Check.lease_until.is_not(None) & (Check.lease_until < now)
+        condition = running
+        if queue_empty:
+            overdue = (Check.due_at.is_not(None) & (Check.due_at < now - timedelta(seconds=grace_s))
+                       & (Check.lease_until.is_(None) | (Check.lease_until < now)))
+            condition = running | overdue
+        with self.session() as s:
+            return [(i, a) for i, a in s.execute(
+                select(Check.id, Check.attempts).join(Batch, Batch.id == Check.batch_id)
+                .where(Check.status.is_(None), Batch.state != "done", condition)
+                .order_by(Check.id).limit(limit))]
+
+    def requeued(self, check_ids: list[int]) -> None:
+        """The sweeper sent these again: their expired leases are dropped and they are due now."""
+        now = utcnow()
+        with self.session() as s:
+            for chunk in _chunks(check_ids):
+                s.execute(update(Check).where(
+                    Check.id.in_(chunk), Check.status.is_(None),
+                    Check.lease_until.is_(None) | (Check.lease_until < now),
+                ).values(lease_until=None, due_at=now))
+
     def note_attempt(self, check_id: int, error: str) -> None:
         with self.session() as s:
             s.execute(update(Check).where(Check.id == check_id, Check.status.is_(None))
@@ -431,6 +501,15 @@ class Storage:
             s.execute(update(Batch).where(Batch.id == batch_id).values(
                 state="done", report_path=str(report_path) if report_path else None,
                 finished_at=utcnow()))
+
+    def unreported_complete_batches(self) -> list[str]:
+        """Batches whose checks all have a status but whose report nobody claimed (the worker
+        that recorded the last one died before it could)."""
+        pending = (select(Check.id).where(Check.batch_id == Batch.id, Check.status.is_(None))
+                   .exists())
+        with self.session() as s:
+            return list(s.scalars(select(Batch.id).where(
+                Batch.state.in_(("queued", "running")), ~pending)))
 
     def stale_reporting(self, older_than: timedelta) -> list[str]:
         """Batches stuck in ``reporting`` (the process writing the report died)."""

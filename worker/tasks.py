@@ -28,9 +28,10 @@ def engine() -> Engine:
 
             limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url), settings.rate_limit,
                                    settings.max_concurrency, settings.task_time_limit_s + 60)
-        # Redis redelivers an unacknowledged task after the visibility timeout: lease a running
-        # check that long, so a redelivered copy waits instead of running alongside.
-        _engine = Engine(settings, limiter=limiter, lease_s=settings.visibility_timeout_s)
+        # A redelivered copy of a running check's task (the worker was lost, or the visibility
+        # timeout passed) waits on the lease instead of running alongside. The lease is short
+        # and renewed while the flow runs, so a dead worker's check is free again soon.
+        _engine = Engine(settings, limiter=limiter, lease_s=settings.lease_s)
     return _engine
 
 
@@ -38,6 +39,8 @@ def engine() -> Engine:
 def check(self: Any, check_id: int, attempt: int = 0) -> str | None:
     decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id)
     if decision.retry_in is not None and not decision.done:
+        # Recorded so that the sweeper can tell a pending retry from a lost one.
+        engine().storage.set_due([check_id], decision.retry_in)
         raise self.retry(countdown=decision.retry_in, max_retries=None,
                          kwargs={"check_id": check_id, "attempt": decision.attempt})
     return decision.status
@@ -73,6 +76,26 @@ def _bind(task_id: str | None = None, task: Any = None, kwargs: Any = None, **_:
 @signals.task_postrun.connect
 def _unbind(**_: Any) -> None:
     structlog.contextvars.clear_contextvars()
+
+
+_sweeper: Any = None
+
+
+@signals.worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    """In the worker's main process: watch for checks nobody will run (worker/sweeper.py)."""
+    global _sweeper
+    if settings.broker_url and settings.broker_url.startswith("redis"):
+        from worker.sweeper import Sweeper
+
+        _sweeper = Sweeper(settings)
+        _sweeper.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
 
 
 @signals.worker_process_shutdown.connect

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,7 +43,10 @@ class Cluster:
             "CONSTANCIAS_ISSSTE_URL": sandbox.issste_url,
             "CONSTANCIAS_MAILBOX_URL": sandbox.mailbox_url,
             "CONSTANCIAS_LOG_FORMAT": "json",
-            "CONSTANCIAS_VISIBILITY_TIMEOUT_S": "45",
+            # The default visibility timeout (an hour): recovery from a lost worker or a lost
+            # queue must not wait for it. Short leases and sweeps keep the tests quick.
+            "CONSTANCIAS_LEASE_S": "15",
+            "CONSTANCIAS_SWEEP_INTERVAL_S": "3",
             "CONSTANCIAS_TASK_TIME_LIMIT_S": "120",
             "CONSTANCIAS_RETRY_BACKOFF_S": "0.5",
             "CONSTANCIAS_RETRY_BACKOFF_MAX_S": "4",
@@ -141,6 +145,71 @@ def test_worker_killed_mid_batch_loses_nothing(cluster: Cluster, sandbox) -> Non
     _wait_some_done(cluster, batch_id, 3)
     os.killpg(victim.pid, signal.SIGKILL)
     st = cluster.wait_done(batch_id, timeout=300)
+    _assert_complete_and_right(cluster, batch_id, curps, st)
+
+
+def test_pool_process_killed_mid_check_frees_its_check_within_the_lease(
+        cluster: Cluster, sandbox) -> None:
+    """kill -9 of the one pool process running a check (its worker lives on): Celery gives the
+    task back at once, and it runs again as soon as the dead process's lease runs out — not
+    an hour later (the visibility timeout)."""
+    import psutil
+
+    sandbox.set_faults("imss", latency_ms=300)
+    curps = synthetic_curps(4, seed=55)
+    worker = cluster.start_worker(2)
+    proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)))
+    batch_id = proc.stdout.strip().splitlines()[-1]
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        running = [c for c in cluster.storage().checks(batch_id)
+                   if c.status is None and c.lease_until is not None]
+        for child in psutil.Process(worker.pid).children():
+            if running and any("chrom" in g.name() or "node" in g.name()
+                               for g in child.children(recursive=True)):
+                victim = child
+                break
+        time.sleep(0.2)
+    assert victim is not None, "no pool process was running a check"
+    killed_at = time.monotonic()
+    victim.kill()
+    st = cluster.wait_done(batch_id, timeout=240)
+    _assert_complete_and_right(cluster, batch_id, curps, st)
+    assert time.monotonic() - killed_at < 200
+    assert any(c.deliveries >= 2 for c in cluster.storage().checks(batch_id))
+
+
+def test_redis_lost_with_its_data_mid_batch_completes(cluster: Cluster, sandbox) -> None:
+    """Redis crashes and comes back empty (no persistence): every queued task is gone. The
+    sweeper finds the checks nobody will run and sends them again; the batch completes."""
+    sandbox.set_faults("imss", latency_ms=200)
+    curps = synthetic_curps(6, seed=63)
+    cluster.start_worker(2)
+    proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)))
+    batch_id = proc.stdout.strip().splitlines()[-1]
+    _wait_some_done(cluster, batch_id, 2)
+    cluster.redis.kill_and_lose_data()
+    time.sleep(2)
+    cluster.redis.start()
+    st = cluster.wait_done(batch_id, timeout=300)
+    _assert_complete_and_right(cluster, batch_id, curps, st)
+
+
+def test_submit_while_redis_is_down_keeps_the_batch_and_it_runs_once_redis_is_back(
+        cluster: Cluster, sandbox) -> None:
+    """`submit` with Redis down: one Spanish line, exit 2, no traceback — and the batch is
+    stored; once Redis and a worker are up, the sweeper sends its checks and it completes."""
+    curps = synthetic_curps(2, seed=67)
+    cluster.redis.stop()
+    proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Redis no responde" in proc.stderr
+    batch_id = re.search(r"El lote (\w+) quedó guardado", proc.stderr).group(1)
+    cluster.redis.start()
+    cluster.start_worker(2)
+    st = cluster.wait_done(batch_id, timeout=240)
     _assert_complete_and_right(cluster, batch_id, curps, st)
 
 

@@ -143,3 +143,66 @@ def test_a_leased_check_is_not_started_twice(storage: Storage, tmp_path: Path) -
     assert isinstance(wait, float) and 50 < wait <= 60
     storage.note_attempt(cid, "503")  # a retry releases the lease
     assert isinstance(storage.start_check(cid, "t3", lease_s=60), tuple)
+
+
+def _expire_lease(storage: Storage, cid: int) -> None:
+    from sqlalchemy import update
+
+    from worker.storage import Check
+
+    with storage.session() as s:
+        s.execute(update(Check).where(Check.id == cid)
+                  .values(lease_until=utcnow() - timedelta(seconds=1)))
+
+
+def test_a_renewed_lease_keeps_the_check_and_only_its_holder_renews_it(
+        storage: Storage, tmp_path: Path) -> None:
+    bid = _batch(storage, tmp_path)
+    cid = storage.pending_check_ids(bid)[0][0]
+    assert isinstance(storage.start_check(cid, "t1", lease_s=5), tuple)
+    assert storage.renew_lease(cid, "t1", 60)
+    wait = storage.start_check(cid, "t2", lease_s=60)
+    assert isinstance(wait, float) and wait > 50  # the renewal, not the first 5 s, counts
+    assert not storage.renew_lease(cid, "someone-else", 60)
+    storage.record_result(cid, status="not_affiliated", detail="")
+    assert not storage.renew_lease(cid, "t1", 60)  # nothing to keep once recorded
+
+
+def test_orphans_are_dead_leases_and_overdue_tasks_never_queued_or_embedded_ones(
+        storage: Storage, tmp_path: Path) -> None:
+    """What the sweeper sends again: a check whose lease ran out (its worker died), and — when
+    the queue is empty — one overdue with no lease. Not a check running under a live lease,
+    not one due later (a retry's countdown), not an embedded one (never due), not a done one."""
+    bid = _batch(storage, tmp_path)
+    ids = [cid for cid, _ in storage.pending_check_ids(bid)]
+    assert len(ids) >= 4
+    dead, running, overdue, later = ids[:4]
+    embedded = storage.pending_check_ids(_batch(storage, tmp_path))[0][0]
+    storage.set_due(ids)
+    storage.start_check(dead, "t-dead", lease_s=60)
+    _expire_lease(storage, dead)
+    storage.start_check(running, "t-run", lease_s=60)
+    storage.set_due([overdue], -600)
+    storage.set_due([later], 600)
+    storage.start_check(embedded, "embedded-1")  # no lease, no due time
+    for cid in ids[4:]:
+        storage.record_result(cid, status="not_affiliated", detail="")
+
+    assert [c for c, _ in storage.orphans(grace_s=60, queue_empty=False)] == [dead]
+    assert sorted(c for c, _ in storage.orphans(grace_s=60, queue_empty=True)) == [dead, overdue]
+    # Sent again: due now and unleased, so neither is an orphan until overdue once more.
+    storage.requeued([dead, overdue])
+    assert storage.orphans(grace_s=60, queue_empty=True) == []
+    assert isinstance(storage.start_check(dead, "t-new", lease_s=60), tuple)
+    assert sorted(c for c, _ in storage.orphans(grace_s=0, queue_empty=True)) == [overdue]
+
+
+def test_a_batch_whose_checks_all_ended_without_a_report_is_found(
+        storage: Storage, tmp_path: Path) -> None:
+    bid = _batch(storage, tmp_path)
+    assert bid not in storage.unreported_complete_batches()
+    for cid, _ in storage.pending_check_ids(bid):
+        storage.record_result(cid, status="not_affiliated", detail="")
+    assert bid in storage.unreported_complete_batches()
+    assert storage.claim_report(bid)
+    assert bid not in storage.unreported_complete_batches()

@@ -39,9 +39,14 @@ class BatchRunner:
 
     def start(self, batch_id: str) -> None:
         if not self.settings.embedded:
-            from worker.dispatch import enqueue_batch
+            from worker.dispatch import BrokerUnavailable, enqueue_batch
 
-            n = enqueue_batch(self.settings, self.storage, batch_id)
+            try:
+                n = enqueue_batch(self.settings, self.storage, batch_id)
+            except BrokerUnavailable as err:
+                # The batch is stored and its checks due: the workers' sweeper sends them.
+                log.warning("web_batch_not_enqueued", batch_id=batch_id, error=str(err))
+                return
             log.info("web_batch_enqueued", batch_id=batch_id, checks=n)
             return
         with self._lock:
