@@ -23,8 +23,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # when the worker is lost (storage caps redeliveries of a poison check).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # An exception escaping the engine (database or Redis down) leaves the task
-        # unacknowledged, so it comes back; storage caps how often (max_redeliveries).
+        # An exception escaping the engine (database or Redis down) makes Celery drop the
+        # message (reject, no requeue); a hard time limit requeues it. Either way the check
+        # keeps no status, and the sweeper (worker/sweeper.py) sends it again; storage caps
+        # how often a check may crash (max_redeliveries).
         "task_acks_on_failure_or_timeout": False,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit_s,

@@ -20,15 +20,17 @@ def enqueue_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
     already has a status is skipped by the engine."""
     from worker.tasks import check, finish_batch
 
-    pending = storage.pending_check_ids(batch_id)
+    pending = storage.pending_attempts(batch_id)
     # Due now: from here on the sweeper (worker/sweeper.py) watches that each one gets run.
-    storage.set_due([check_id for check_id, _portal in pending])
+    storage.set_due([check_id for check_id, _attempts in pending])
     from kombu.exceptions import OperationalError
     from redis.exceptions import RedisError
 
     try:
-        for check_id, _portal in pending:
-            check.apply_async(kwargs={"check_id": check_id, "attempt": 0})
+        for check_id, attempts in pending:
+            # At the attempt it is at (a batch resumed after failed attempts): an older attempt
+            # number would be taken for a stale copy and dropped.
+            check.apply_async(kwargs={"check_id": check_id, "attempt": attempts})
         if not pending:
             finish_batch.apply_async(kwargs={"batch_id": batch_id})
     except (OperationalError, RedisError, OSError) as exc:

@@ -99,7 +99,9 @@ class Engine:
             self.limiter.release(check.portal, token)
 
     def _execute(self, check_id: int, *, attempt: int, task_id: str | None) -> Decision:
-        started = self.storage.start_check(check_id, task_id, lease_s=self.lease_s)
+        # Distributed: a task carries its attempt, so a late copy of one already run is dropped.
+        started = self.storage.start_check(check_id, task_id, lease_s=self.lease_s,
+                                           attempt=attempt if self.lease_s else None)
         if started is None:
             return Decision(done=True)
         if isinstance(started, float):  # another worker is running it right now
@@ -155,7 +157,8 @@ class Engine:
             if delay is not None:
                 bound.warning("check_retry", error=message, retry_in=round(delay, 2),
                               error_type=type(err).__name__)
-                self.storage.note_attempt(check_id, message)
+                self.storage.note_attempt(check_id, message,
+                                          due_in=delay if self.lease_s else None)
                 return Decision(done=False, retry_in=delay, attempt=attempt + 1)
             status = status_for(err) if isinstance(err, FlowError) else Status.ERROR
             if isinstance(err, TransientError) or not isinstance(err, FlowError):

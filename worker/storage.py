@@ -90,6 +90,8 @@ class Batch(Base):
     out_dir: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|reporting|done
     report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reporting_since: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When the report was claimed: a claim far older than a task may last is a dead writer's."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
@@ -337,25 +339,35 @@ class Storage:
         with self.session() as s:
             return s.get(Check, check_id)
 
-    def start_check(self, check_id: int, task_id: str | None,
-                    lease_s: float | None = None) -> tuple[Check, Batch] | None | float:
-        """Mark a delivery of a check; ``None`` if it already has a status (nothing to do).
+    def start_check(self, check_id: int, task_id: str | None, lease_s: float | None = None,
+                    attempt: int | None = None) -> tuple[Check, Batch] | None | float:
+        """Mark a delivery of a check; ``None`` if there is nothing to do: it already has a
+        status, or (with ``attempt``) it has already run that attempt — this delivery is a
+        stale copy (a task sent again while the first was only late), whose run would spend
+        a portal query for nothing.
 
         With ``lease_s``, the check is also leased to this caller; while another caller's lease
-        runs, the seconds left on it are returned instead (come back then).
+        runs, the seconds left on it are returned instead (come back then). Without (the
+        embedded engine), the check stops being a broker task (``due_at`` cleared).
         """
         now = utcnow()
         with self.session() as s:
             stmt = update(Check).where(Check.id == check_id, Check.status.is_(None))
             values: dict[str, Any] = {"deliveries": Check.deliveries + 1, "task_id": task_id,
                                       "started_at": func.coalesce(Check.started_at, now)}
+            if attempt is not None:
+                stmt = stmt.where(Check.attempts <= attempt)
             if lease_s is not None:
                 stmt = stmt.where(or_(Check.lease_until.is_(None), Check.lease_until < now))
                 values["lease_until"] = now + timedelta(seconds=lease_s)
+            else:
+                values["due_at"] = None
             res = s.execute(stmt.values(**values))
             if res.rowcount != 1:
                 current = s.get(Check, check_id)
                 if current is None or current.status is not None or current.lease_until is None:
+                    return None
+                if attempt is not None and current.attempts > attempt:
                     return None
                 return max(0.5, (current.lease_until - now).total_seconds())
             check = s.get(Check, check_id)
@@ -384,15 +396,17 @@ class Storage:
                 s.execute(update(Check).where(Check.id.in_(chunk), Check.status.is_(None))
                           .values(due_at=due))
 
-    def orphans(self, *, grace_s: float, queue_empty: bool,
+    def orphans(self, *, grace_s: float, queue_empty: bool, lease_margin_s: float = 0.0,
                 limit: int = 1000) -> list[tuple[int, int]]:
         """``(check id, attempts)`` of broker checks nobody will run: a lease that ran out
         (its worker died mid-check: the heartbeat stopped), or — only when the broker's queue
         is empty, so it cannot be waiting there — a task overdue by ``grace_s`` with no lease
         (its worker died holding it for a retry, or Redis lost it). Embedded checks never have
-        ``due_at`` and are never orphans. Sending an orphan twice is harmless (leases)."""
+        ``due_at`` and are never orphans. A lease counts as run out ``lease_margin_s`` after
+        its end (clocks of different machines, a renewal delayed by a slow database)."""
         now = utcnow()
-        running = Check.lease_until.is_not(None) & (Check.lease_until < now)
+        running = (Check.lease_until.is_not(None)
+                   & (Check.lease_until < now - timedelta(seconds=lease_margin_s)))
         condition = running
         if queue_empty:
             overdue = (Check.due_at.is_not(None) & (Check.due_at < now - timedelta(seconds=grace_s))
@@ -404,21 +418,40 @@ class Storage:
                 .where(Check.status.is_(None), Batch.state != "done", condition)
                 .order_by(Check.id).limit(limit))]
 
-    def requeued(self, check_ids: list[int]) -> None:
-        """The sweeper sent these again: their expired leases are dropped and they are due now."""
+    def requeue(self, check_ids: list[int]) -> list[int]:
+        """Before the sweeper sends these again: drop their run-out leases and make them due
+        now. Returns those still to send (not recorded or leased again meanwhile)."""
         now = utcnow()
+        taken: list[int] = []
         with self.session() as s:
-            for chunk in _chunks(check_ids):
-                s.execute(update(Check).where(
-                    Check.id.in_(chunk), Check.status.is_(None),
+            for check_id in check_ids:
+                res = s.execute(update(Check).where(
+                    Check.id == check_id, Check.status.is_(None),
                     Check.lease_until.is_(None) | (Check.lease_until < now),
                 ).values(lease_until=None, due_at=now))
+                if res.rowcount == 1:
+                    taken.append(check_id)
+        return taken
 
-    def note_attempt(self, check_id: int, error: str) -> None:
+    def pending_attempts(self, batch_id: str) -> list[tuple[int, int]]:
+        """``(check id, attempts)`` of a batch's checks without a status: what to send."""
+        with self.session() as s:
+            return [(i, a) for i, a in s.execute(
+                select(Check.id, Check.attempts).where(Check.batch_id == batch_id,
+                                                       Check.status.is_(None))
+                .order_by(Check.id))]
+
+    def note_attempt(self, check_id: int, error: str, due_in: float | None = None) -> None:
+        """An attempt failed and will be retried; with ``due_in`` (distributed mode) its retry
+        is due then — in the same write that drops the lease, so the sweeper never sees the
+        check unleased and overdue in between."""
+        values: dict[str, Any] = {"attempts": Check.attempts + 1, "last_error": error[:2000],
+                                  "lease_until": None}
+        if due_in is not None:
+            values["due_at"] = utcnow() + timedelta(seconds=due_in)
         with self.session() as s:
             s.execute(update(Check).where(Check.id == check_id, Check.status.is_(None))
-                      .values(attempts=Check.attempts + 1, last_error=error[:2000],
-                              lease_until=None))
+                      .values(**values))
 
     def record_result(
         self,
@@ -493,7 +526,7 @@ class Storage:
                 return False
             res = s.execute(update(Batch).where(Batch.id == batch_id,
                                                 Batch.state.in_(("queued", "running")))
-                            .values(state="reporting"))
+                            .values(state="reporting", reporting_since=utcnow()))
             return res.rowcount == 1
 
     def finish_batch(self, batch_id: str, report_path: Path | None) -> None:
@@ -511,12 +544,17 @@ class Storage:
             return list(s.scalars(select(Batch.id).where(
                 Batch.state.in_(("queued", "running")), ~pending)))
 
-    def stale_reporting(self, older_than: timedelta) -> list[str]:
-        """Batches stuck in ``reporting`` (the process writing the report died)."""
+    def reclaim_stale_reports(self, older_than_s: float) -> list[str]:
+        """Batches whose report claim is older than any task may last (the process writing it
+        died): back to ``running``, so that the next claim writes it. Their ids."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
         with self.session() as s:
-            cutoff = utcnow() - older_than
-            return list(s.scalars(select(Batch.id).where(Batch.state == "reporting",
-                                                         Batch.created_at < cutoff)))
+            stale = list(s.scalars(select(Batch.id).where(Batch.state == "reporting",
+                                                          Batch.reporting_since < cutoff)))
+            return [batch_id for batch_id in stale if s.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.state == "reporting",
+                                    Batch.reporting_since < cutoff)
+                .values(state="running", reporting_since=None)).rowcount == 1]
 
     # --- people -------------------------------------------------------------------------
     def set_active(self, curps: list[str], active: bool) -> int:

@@ -10,13 +10,16 @@ Storage knows better: a running check's lease is renewed while its flow runs (wo
 and every broker task's due time is recorded (worker/dispatch.py, worker/tasks.py). One worker
 at a time (a Redis lock), every ``sweep_interval_s``, sends a new task for each check
 
-* whose lease ran out: its worker died mid-check; or
+* whose lease ran out (by half a lease more, for clocks and slow renewals): its worker died
+  mid-check; or
 * that is overdue by ``lease_s + sweep_interval_s`` with no lease, when the queue is empty (so
   its task is not waiting there): its worker died holding it for a retry, or Redis lost it;
 
-and finishes batches whose checks all ended but whose report nobody claimed (a worker died in
-between). A check sent twice is harmless: the engine skips it once it has a status, and its
-lease keeps two copies from running the flow at once.
+and finishes batches whose checks all ended but whose report nobody claimed, or whose claim is
+older than a task may last (a worker died in between, or while writing it). A check sent twice
+is harmless: the engine skips it once it has a status, its lease keeps two copies from running
+the flow at once, and a copy of an attempt already run is dropped (the task carries its
+attempt), so a late copy never spends a portal query.
 """
 
 from __future__ import annotations
@@ -53,15 +56,18 @@ def sweep_once(settings: Settings, storage: Storage, client: Any,
     if not client.set(LOCK_KEY, os.getpid(), nx=True, ex=max(1, settings.sweep_interval_s - 1)):
         return []
     empty = queue_length(client) == 0
-    found = storage.orphans(grace_s=settings.lease_s + settings.sweep_interval_s,
-                            queue_empty=empty)
-    ids = [check_id for check_id, _attempts in found]
+    found = dict(storage.orphans(grace_s=settings.lease_s + settings.sweep_interval_s,
+                                 queue_empty=empty, lease_margin_s=settings.lease_s / 2))
     # Recorded before sending: if the broker fails now, they are overdue again next time.
-    storage.requeued(ids)
-    for check_id, attempts in found:
-        send_check(check_id, attempts)
+    ids = storage.requeue(list(found))
+    for check_id in ids:
+        # With the attempt it is at: a late copy of an earlier attempt is then a stale one.
+        send_check(check_id, found[check_id])
     if ids:
         log.warning("checks_requeued", count=len(ids), queue_empty=empty)
+    for batch_id in storage.reclaim_stale_reports(settings.task_time_limit_s + 60):
+        log.warning("batch_report_reclaimed", batch_id=batch_id)
+        send_finish(batch_id)
     if empty:
         for batch_id in storage.unreported_complete_batches():
             log.warning("batch_finish_requeued", batch_id=batch_id)

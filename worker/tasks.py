@@ -86,7 +86,13 @@ def _start_sweeper(**_: Any) -> None:
     """In the worker's main process: watch for checks nobody will run (worker/sweeper.py)."""
     global _sweeper
     if settings.broker_url and settings.broker_url.startswith("redis"):
+        from sqlalchemy.orm import configure_mappers
+
         from worker.sweeper import Sweeper
+
+        # Before any thread: a pool process forked while a thread configures the mappers
+        # would inherit their lock held.
+        configure_mappers()
 
         _sweeper = Sweeper(settings)
         _sweeper.start()

@@ -160,16 +160,20 @@ def test_pool_process_killed_mid_check_frees_its_check_within_the_lease(
     worker = cluster.start_worker(2)
     proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)))
     batch_id = proc.stdout.strip().splitlines()[-1]
+    def has_a_page_open(process: psutil.Process) -> bool:
+        # A pool process keeps its browser between checks, but a page (a renderer) only
+        # while it runs one.
+        try:
+            return any("--type=renderer" in " ".join(g.cmdline())
+                       for g in process.children(recursive=True))
+        except psutil.NoSuchProcess:
+            return False
+
     victim = None
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:
-        running = [c for c in cluster.storage().checks(batch_id)
-                   if c.status is None and c.lease_until is not None]
-        for child in psutil.Process(worker.pid).children():
-            if running and any("chrom" in g.name() or "node" in g.name()
-                               for g in child.children(recursive=True)):
-                victim = child
-                break
+        victim = next((c for c in psutil.Process(worker.pid).children() if has_a_page_open(c)),
+                      None)
         time.sleep(0.2)
     assert victim is not None, "no pool process was running a check"
     killed_at = time.monotonic()

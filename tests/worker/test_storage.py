@@ -191,7 +191,7 @@ def test_orphans_are_dead_leases_and_overdue_tasks_never_queued_or_embedded_ones
     assert [c for c, _ in storage.orphans(grace_s=60, queue_empty=False)] == [dead]
     assert sorted(c for c, _ in storage.orphans(grace_s=60, queue_empty=True)) == [dead, overdue]
     # Sent again: due now and unleased, so neither is an orphan until overdue once more.
-    storage.requeued([dead, overdue])
+    assert storage.requeue([dead, overdue, running]) == [dead, overdue]  # running: leased
     assert storage.orphans(grace_s=60, queue_empty=True) == []
     assert isinstance(storage.start_check(dead, "t-new", lease_s=60), tuple)
     assert sorted(c for c, _ in storage.orphans(grace_s=0, queue_empty=True)) == [overdue]
@@ -206,3 +206,40 @@ def test_a_batch_whose_checks_all_ended_without_a_report_is_found(
     assert bid in storage.unreported_complete_batches()
     assert storage.claim_report(bid)
     assert bid not in storage.unreported_complete_batches()
+
+
+def test_a_late_copy_of_an_attempt_already_run_is_dropped(storage: Storage, tmp_path: Path) -> None:
+    """Distributed tasks carry their attempt: once attempt 0 has run (and failed), a copy of
+    attempt 0 (sent again while the first was only late) starts nothing; attempt 1 does."""
+    bid = _batch(storage, tmp_path)
+    cid = storage.pending_check_ids(bid)[0][0]
+    assert isinstance(storage.start_check(cid, "t1", lease_s=60, attempt=0), tuple)
+    storage.note_attempt(cid, "503", due_in=5)
+    assert storage.get_check(cid).due_at > utcnow()  # the retry is due, in the same write
+    assert storage.start_check(cid, "t1-copy", lease_s=60, attempt=0) is None
+    assert isinstance(storage.start_check(cid, "t2", lease_s=60, attempt=1), tuple)
+    assert storage.get_check(cid).deliveries == 2  # the stale copy was not a delivery
+
+
+def test_the_embedded_engine_takes_a_check_out_of_the_sweepers_sight(
+        storage: Storage, tmp_path: Path) -> None:
+    """A batch sent to the cluster and resumed by `constancias run`: once the embedded engine
+    starts a check (no lease), it is no longer a broker task the sweeper would send."""
+    bid = _batch(storage, tmp_path)
+    cid = storage.pending_check_ids(bid)[0][0]
+    storage.set_due([cid], -3600)
+    assert [c for c, _ in storage.orphans(grace_s=0, queue_empty=True)] == [cid]
+    storage.start_check(cid, "embedded-1")
+    assert cid not in [c for c, _ in storage.orphans(grace_s=0, queue_empty=True)]
+
+
+def test_a_report_claim_older_than_a_task_may_last_is_reclaimed(
+        storage: Storage, tmp_path: Path) -> None:
+    bid = _batch(storage, tmp_path)
+    for cid, _ in storage.pending_check_ids(bid):
+        storage.record_result(cid, status="not_affiliated", detail="")
+    assert storage.claim_report(bid)
+    assert storage.reclaim_stale_reports(3600) == []  # its writer may still be at it
+    assert not storage.claim_report(bid)
+    assert storage.reclaim_stale_reports(0) == [bid]  # dead writer: claimable again
+    assert storage.claim_report(bid)
