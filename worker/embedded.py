@@ -97,6 +97,9 @@ def run_embedded(
 ) -> None:
     """Run every pending check of a batch to a status, then make sure the report exists."""
     k = max(1, concurrency or settings.concurrency)
+    # A run killed while it wrote the report left the claim behind: this run writes it.
+    if storage.reclaim_report(batch_id):
+        log.warning("embedded_report_reclaimed", batch_id=batch_id)
     pending = storage.pending_check_ids(batch_id)
     ctx = mp.get_context("spawn")
     jobs: Any = ctx.Queue()

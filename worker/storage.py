@@ -544,6 +544,13 @@ class Storage:
             return list(s.scalars(select(Batch.id).where(
                 Batch.state.in_(("queued", "running")), ~pending)))
 
+    def reclaim_report(self, batch_id: str) -> bool:
+        """An unfinished report claim of this batch goes back to ``running`` (the embedded
+        engine, the batch's only runner, resuming after its writer was killed)."""
+        with self.session() as s:
+            return s.execute(update(Batch).where(Batch.id == batch_id, Batch.state == "reporting")
+                             .values(state="running", reporting_since=None)).rowcount == 1
+
     def reclaim_stale_reports(self, older_than_s: float) -> list[str]:
         """Batches whose report claim is older than any task may last (the process writing it
         died): back to ``running``, so that the next claim writes it. Their ids."""

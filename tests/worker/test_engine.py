@@ -155,3 +155,24 @@ def test_killed_embedded_run_resumes_without_requerying(sandbox, tmp_path: Path)
         assert sandbox.stats(portal)["queries"][curp] == queries_at_kill[portal][curp] == 1
     for r in out["results"]:
         assert r["status"] == expected(r["curp"])[r["portal"]]
+
+
+def test_a_run_killed_while_writing_the_report_writes_it_when_started_again(tmp_path: Path) -> None:
+    """Every check ended, the report was claimed, and the process died before writing it: the
+    next `run` of the batch writes it (no browser needed: nothing is left to check)."""
+    settings = load_settings(data_dir=tmp_path / "data", concurrency=2)
+    storage = open_storage(settings)
+    curps = synthetic_curps(2, seed=91)
+    batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "h.xlsx", curps),
+                                ["issste"])
+    for check_id, _portal in storage.pending_check_ids(batch_id):
+        storage.record_result(check_id, status="not_affiliated", detail="Sin afiliación.")
+    assert storage.claim_report(batch_id)  # ... and the writer dies here
+    assert storage.get_batch(batch_id).state == "reporting"
+
+    execute_batch(settings, storage, batch_id)
+
+    batch = storage.get_batch(batch_id)
+    assert batch.state == "done" and batch.report_path
+    rows = list(load_workbook(batch.report_path)["Detalle"].iter_rows(values_only=True))
+    assert {r for row in rows for r in row if r in curps} == set(curps)
