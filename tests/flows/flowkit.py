@@ -97,16 +97,25 @@ class WrongSolver:
 
 
 def fresh_curp(rng: random.Random | None = None) -> str:
-    """A structurally valid CURP no other test uses (its own daily limit, its own email)."""
+    """A structurally valid CURP no other test uses (its own daily limit, its own email),
+    whose query the portals accept: RENAPO knows it and IMSS finds no inconsistency (the
+    sandbox gives 5 % of CURPs one of those, which sends no email — a test that needs such an
+    outcome sets it with ``sandbox.set_person``)."""
+    from fixtures.population import person_for
+
     rng = rng or random.Random()
     letters = "BCDFGHJKLMNPRSTVZ"
-    first = rng.choice(letters) + rng.choice("AEIOU") + rng.choice(letters) + rng.choice(letters)
-    birth = f"{rng.randint(60, 99):02d}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
-    body = first + birth + rng.choice("HM") + "DF" + "".join(rng.choice("BCDFGHJKLMNPRSTVZ")
-                                                           for _ in range(3)) + "0"
-    curp = body + stdcurp.calc_check_digit(body)
-    stdcurp.validate(curp)
-    return curp
+    while True:
+        first = (rng.choice(letters) + rng.choice("AEIOU") + rng.choice(letters)
+                 + rng.choice(letters))
+        birth = f"{rng.randint(60, 99):02d}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+        body = first + birth + rng.choice("HM") + "DF" + "".join(
+            rng.choice("BCDFGHJKLMNPRSTVZ") for _ in range(3)) + "0"
+        curp = body + stdcurp.calc_check_digit(body)
+        stdcurp.validate(curp)
+        person = person_for(curp)
+        if person and person.imss in ("not_entitled", "entitled") and person.issste != "not_found":
+            return curp
 
 
 def flow_settings(sandbox: Any, **overrides: Any) -> Settings:

@@ -176,3 +176,43 @@ def test_a_run_killed_while_writing_the_report_writes_it_when_started_again(tmp_
     assert batch.state == "done" and batch.report_path
     rows = list(load_workbook(batch.report_path)["Detalle"].iter_rows(values_only=True))
     assert {r for row in rows for r in row if r in curps} == set(curps)
+
+
+def test_a_killed_embedded_child_is_replaced_and_its_check_done_once(sandbox, tmp_path: Path) -> None:
+    """kill -9 of one of `constancias run`'s child processes while it runs a check: the run
+    starts another child, the check runs again, and the batch ends complete and right, one
+    stored result per (CURP, portal)."""
+    import psutil
+
+    sandbox.set_faults("imss", latency_ms=300)
+    curps = synthetic_curps(4, seed=47)
+    sheet = write_sheet(tmp_path / "altas.xlsx", curps)
+    env = _env(sandbox, tmp_path, CONSTANCIAS_CONCURRENCY="2")
+    proc = subprocess.Popen([*CLI, "run", str(sheet), "--json"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+    def has_a_page_open(process: psutil.Process) -> bool:
+        try:
+            return any("--type=renderer" in " ".join(g.cmdline())
+                       for g in process.children(recursive=True))
+        except psutil.NoSuchProcess:
+            return False
+
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        victim = next((c for c in psutil.Process(proc.pid).children() if has_a_page_open(c)),
+                      None)
+        time.sleep(0.2)
+    assert victim is not None, "no child was running a check"
+    victim.kill()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    results = json.loads(out)["results"]
+    assert sorted((r["curp"], r["portal"]) for r in results) == sorted(
+        (c, p) for c in curps for p in ("imss", "issste"))
+    for r in results:
+        assert r["status"] == expected(r["curp"])[r["portal"]], r
+    with sqlite3.connect(tmp_path / "data" / "constancias.db") as c:
+        assert c.execute("select max(deliveries) from checks").fetchone()[0] >= 2
+        assert c.execute("select count(*) from checks where status is null").fetchone()[0] == 0
