@@ -41,6 +41,7 @@ class BrokerSetup:
     web: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
     logs: Path
+    redis: RedisServer
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -85,6 +86,9 @@ def broker_setup(tmp_path: Path, sandbox) -> Iterator[BrokerSetup]:
         "CONSTANCIAS_MAILBOX_URL": sandbox.mailbox_url,
         "CONSTANCIAS_WEB_PASSWORD": PASSWORD,
         "CONSTANCIAS_LOG_FORMAT": "json",
+        # Quick recovery of what Redis did not take (the sweeper), for the Redis-down test.
+        "CONSTANCIAS_LEASE_S": "15",
+        "CONSTANCIAS_SWEEP_INTERVAL_S": "3",
     })
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -101,7 +105,8 @@ def broker_setup(tmp_path: Path, sandbox) -> Iterator[BrokerSetup]:
             procs.append(web)
         url = f"http://127.0.0.1:{port}"
         _wait_listening(url, web, logs / "web.log")
-        yield BrokerSetup(url=url, data_dir=data_dir, web=web, worker=worker, logs=logs)
+        yield BrokerSetup(url=url, data_dir=data_dir, web=web, worker=worker, logs=logs,
+                          redis=redis)
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -114,6 +119,17 @@ def _logged_in(url: str) -> httpx.Client:
     r = client.post("/entrar", data={"password": PASSWORD, "csrf": token})
     assert r.status_code == 303, r.text
     return client
+
+
+def _upload(client: httpx.Client, sheet: Path) -> str:
+    """Upload a sheet; the URL of its findings page."""
+    token = csrf_from(client.get("/").text)
+    r = client.post("/subir", data={"csrf": token},
+                    files={"hoja": (sheet.name, sheet.read_bytes(),
+                                    "application/vnd.openxmlformats-officedocument"
+                                    ".spreadsheetml.sheet")})
+    assert r.status_code == 303, r.text
+    return r.headers["location"]
 
 
 def _wait_done(client: httpx.Client, batch_id: str, setup: BrokerSetup,
@@ -142,13 +158,7 @@ def test_web_page_hands_the_batch_to_the_celery_worker(broker_setup: BrokerSetup
     sheet = write_sheet(tmp_path / "altas broker.xlsx", curps)
     client = _logged_in(setup.url)
     with contextlib.closing(client):
-        token = csrf_from(client.get("/").text)
-        r = client.post("/subir", data={"csrf": token},
-                        files={"hoja": (sheet.name, sheet.read_bytes(),
-                                        "application/vnd.openxmlformats-officedocument"
-                                        ".spreadsheetml.sheet")})
-        assert r.status_code == 303, r.text
-        findings_url = r.headers["location"]
+        findings_url = _upload(client, sheet)
         findings = client.get(findings_url)
         assert findings.status_code == 200
         r = client.post(findings_url + "/procesar",
@@ -194,3 +204,28 @@ def test_web_page_hands_the_batch_to_the_celery_worker(broker_setup: BrokerSetup
     web_log = (setup.logs / "web.log").read_text()
     assert "web_batch_enqueued" in web_log
     assert "web_batch_started" not in web_log
+
+
+def test_processing_while_redis_is_down_keeps_the_batch_and_it_runs_once_redis_is_back(
+        broker_setup: BrokerSetup, tmp_path: Path) -> None:
+    """"Procesar" with Redis down: no error page — the batch is stored and shown, and once
+    Redis is back the workers' sweeper sends its checks and it completes."""
+    setup = broker_setup
+    curps = synthetic_curps(1, seed=107)
+    sheet = write_sheet(tmp_path / "altas.xlsx", curps)
+    client = _logged_in(setup.url)
+    with contextlib.closing(client):
+        findings_url = _upload(client, sheet)
+        findings = client.get(findings_url)
+        setup.redis.stop()
+        r = client.post(findings_url + "/procesar",
+                        data={"csrf": csrf_from(findings.text), "portales": ["issste"]})
+        assert r.status_code == 303, r.text
+        batch_id = r.headers["location"].rsplit("/", 1)[-1]
+        page = client.get(f"/lotes/{batch_id}")
+        assert page.status_code == 200
+        assert client.get(f"/lotes/{batch_id}/estado").json()["done"] == 0
+        setup.redis.start()
+        state = _wait_done(client, batch_id, setup, timeout=180)
+        assert state["total"] == state["done"] == 1
+    assert "web_batch_not_enqueued" in (setup.logs / "web.log").read_text()
