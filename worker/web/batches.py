@@ -101,8 +101,10 @@ async def batch_page(request: Request) -> Response:
     if batch is None:
         return not_found(request, "Ese lote no existe.")
     st = web(request)
+    broker_down = batch.state != "done" and await run_in_threadpool(st.runner.broker_down)
     return render(request, "batch.html", {
         "nav": "lotes", "batch": batch, "state": _state(request, batch),
+        "broker_down": broker_down,
         "lines": _table(request, batch), "columns": list(batch.columns or [])[:_EXTRA_SHOWN],
         "can_resume": st.runner.can_resume(batch.id, batch.state),
         "resumed": request.query_params.get("reanudado") == "1",

@@ -8,6 +8,7 @@ checks go to the Celery workers and the page only watches storage.
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 
@@ -27,6 +28,27 @@ class BatchRunner:
         self.storage = storage
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        self._broker_seen: tuple[float, bool] = (0.0, False)
+
+    def broker_down(self) -> bool:
+        """With a broker: Redis does not answer (asked at most every 5 s, half a second
+        each). Embedded: never."""
+        if self.settings.embedded:
+            return False
+        at, down = self._broker_seen
+        if time.monotonic() - at < 5:
+            return down
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.settings.broker_url or "",
+                                          socket_connect_timeout=0.5, socket_timeout=0.5)
+            down = not client.ping()
+            client.close()
+        except (redis.RedisError, OSError):
+            down = True
+        self._broker_seen = (time.monotonic(), down)
+        return down
 
     def running(self, batch_id: str) -> bool:
         with self._lock:

@@ -224,8 +224,10 @@ def test_processing_while_redis_is_down_keeps_the_batch_and_it_runs_once_redis_i
         batch_id = r.headers["location"].rsplit("/", 1)[-1]
         page = client.get(f"/lotes/{batch_id}")
         assert page.status_code == 200
+        assert 'id="aviso-cola"' in page.text and "Redis" in page.text  # says why it waits
         assert client.get(f"/lotes/{batch_id}/estado").json()["done"] == 0
         setup.redis.start()
         state = _wait_done(client, batch_id, setup, timeout=180)
         assert state["total"] == state["done"] == 1
+        assert 'id="aviso-cola"' not in client.get(f"/lotes/{batch_id}").text
     assert "web_batch_not_enqueued" in (setup.logs / "web.log").read_text()
