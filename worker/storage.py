@@ -317,10 +317,14 @@ class Storage:
 
     def pending_check_ids(self, batch_id: str) -> list[tuple[int, str]]:
         """(check id, portal) of the checks of a batch that have no status yet."""
+        return self._pending(batch_id, Check.portal)
+
+    def _pending(self, batch_id: str, column: Any) -> list[tuple[int, Any]]:
+        """(check id, ``column``) of a batch's checks without a status, in id order."""
         with self.session() as s:
-            return [(i, p) for i, p in s.execute(
-                select(Check.id, Check.portal).where(Check.batch_id == batch_id,
-                                                     Check.status.is_(None))
+            return [(i, v) for i, v in s.execute(
+                select(Check.id, column).where(Check.batch_id == batch_id,
+                                               Check.status.is_(None))
                 .order_by(Check.id))]
 
     def progress(self, batch_id: str) -> dict[str, dict[str, int]]:
@@ -435,11 +439,7 @@ class Storage:
 
     def pending_attempts(self, batch_id: str) -> list[tuple[int, int]]:
         """``(check id, attempts)`` of a batch's checks without a status: what to send."""
-        with self.session() as s:
-            return [(i, a) for i, a in s.execute(
-                select(Check.id, Check.attempts).where(Check.batch_id == batch_id,
-                                                       Check.status.is_(None))
-                .order_by(Check.id))]
+        return self._pending(batch_id, Check.attempts)
 
     def note_attempt(self, check_id: int, error: str, due_in: float | None = None) -> None:
         """An attempt failed and will be retried; with ``due_in`` (distributed mode) its retry

@@ -19,6 +19,7 @@ from openpyxl import load_workbook
 from pypdf import PdfReader
 
 from tests.people import expected, synthetic_curps, write_sheet
+from tests.processes import child_running_a_check
 from tests.redis_server import RedisServer
 from worker.settings import load_settings
 from worker.storage import Storage
@@ -153,28 +154,12 @@ def test_pool_process_killed_mid_check_frees_its_check_within_the_lease(
     """kill -9 of the one pool process running a check (its worker lives on): Celery gives the
     task back at once, and it runs again as soon as the dead process's lease runs out — not
     an hour later (the visibility timeout)."""
-    import psutil
-
     sandbox.set_faults("imss", latency_ms=300)
     curps = synthetic_curps(4, seed=55)
     worker = cluster.start_worker(2)
     proc = cluster.cli("submit", str(write_sheet(cluster.tmp / "h.xlsx", curps)))
     batch_id = proc.stdout.strip().splitlines()[-1]
-    def has_a_page_open(process: psutil.Process) -> bool:
-        # A pool process keeps its browser between checks, but a page (a renderer) only
-        # while it runs one.
-        try:
-            return any("--type=renderer" in " ".join(g.cmdline())
-                       for g in process.children(recursive=True))
-        except psutil.NoSuchProcess:
-            return False
-
-    victim = None
-    deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline:
-        victim = next((c for c in psutil.Process(worker.pid).children() if has_a_page_open(c)),
-                      None)
-        time.sleep(0.2)
+    victim = child_running_a_check(worker.pid)
     assert victim is not None, "no pool process was running a check"
     killed_at = time.monotonic()
     victim.kill()

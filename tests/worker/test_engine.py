@@ -16,6 +16,7 @@ from openpyxl import load_workbook
 from pypdf import PdfReader
 
 from tests.people import expected, synthetic_curps, write_sheet
+from tests.processes import child_running_a_check
 from worker.commands import execute_batch, sandbox_settings
 from worker.service import batch_status, open_storage, prepare_batch
 from worker.settings import load_settings
@@ -182,8 +183,6 @@ def test_a_killed_embedded_child_is_replaced_and_its_check_done_once(sandbox, tm
     """kill -9 of one of `constancias run`'s child processes while it runs a check: the run
     starts another child, the check runs again, and the batch ends complete and right, one
     stored result per (CURP, portal)."""
-    import psutil
-
     sandbox.set_faults("imss", latency_ms=300)
     curps = synthetic_curps(4, seed=47)
     sheet = write_sheet(tmp_path / "altas.xlsx", curps)
@@ -191,19 +190,7 @@ def test_a_killed_embedded_child_is_replaced_and_its_check_done_once(sandbox, tm
     proc = subprocess.Popen([*CLI, "run", str(sheet), "--json"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
-    def has_a_page_open(process: psutil.Process) -> bool:
-        try:
-            return any("--type=renderer" in " ".join(g.cmdline())
-                       for g in process.children(recursive=True))
-        except psutil.NoSuchProcess:
-            return False
-
-    victim = None
-    deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        victim = next((c for c in psutil.Process(proc.pid).children() if has_a_page_open(c)),
-                      None)
-        time.sleep(0.2)
+    victim = child_running_a_check(proc.pid)
     assert victim is not None, "no child was running a check"
     victim.kill()
     out, err = proc.communicate(timeout=300)
