@@ -166,6 +166,10 @@ def _wait_for_answer(page: Page, timeout_s: float) -> tuple[str, str]:
         if failed and PORTAL.msg_not_affiliated not in normalised:
             raise PortalUnavailable(f"El ISSSTE no pudo hacer la consulta: «{message}»")
         verdict = norm(_visible_text(page, PORTAL.verdict))
+        if verdict in (PORTAL.verdict_not_affiliated, PORTAL.verdict_affiliated):
+            # The page's script may have rendered the answer between the two reads above
+            # (verdict first, then its message): read the message again, now that it is there.
+            message = _visible_text(page, PORTAL.message)
         if verdict == PORTAL.verdict_not_affiliated:
             return "not_affiliated", message
         if verdict == PORTAL.verdict_affiliated or PORTAL.msg_affiliated in normalised:
