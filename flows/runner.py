@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from worker.settings import Settings
 
-__all__ = ["run_check", "new_check_context"]
+__all__ = ["run_check", "new_check_context", "trace_snapshots"]
 
 _LOCALE = "es-MX"
 
@@ -64,8 +64,9 @@ def run_check(
     context = new_check_context(browser, settings)
     try:
         tracing = settings.keep_traces != "never"
+        snapshots = tracing and trace_snapshots(settings, attempt)
         if tracing:
-            context.tracing.start(screenshots=settings.trace_screenshots, snapshots=True)
+            context.tracing.start(screenshots=settings.trace_screenshots, snapshots=snapshots)
         ctx = CheckContext(
             browser_context=context,
             person=person,
@@ -79,7 +80,8 @@ def run_check(
         try:
             outcome = flow(ctx)
         except TransientError as exc:
-            path = _keep_evidence(context, work_dir, portal, attempt, exc.status, exc, tracing)
+            path = _keep_evidence(context, work_dir, portal, attempt, exc.status, exc, tracing,
+                                  snapshots)
             exc.evidence_path = path  # type: ignore[attr-defined]
             log.warning(
                 "check_transient_failure",
@@ -99,7 +101,7 @@ def run_check(
             )
         if outcome.status.status_class is not StatusClass.DONE or error is not None:
             path = _keep_evidence(
-                context, work_dir, portal, attempt, outcome.status, error, tracing
+                context, work_dir, portal, attempt, outcome.status, error, tracing, snapshots
             )
             outcome.extra["evidence"] = str(path)
             log.warning(
@@ -125,6 +127,13 @@ def run_check(
             log.debug("context_close_failed", error=mask_text(str(exc)))
 
 
+def trace_snapshots(settings: Settings, attempt: int) -> bool:
+    """Whether this attempt's trace records DOM snapshots (``TRACE_SNAPSHOTS``)."""
+    if settings.trace_snapshots == "retries":
+        return attempt > 0
+    return settings.trace_snapshots == "always"
+
+
 def _keep_evidence(
     context: BrowserContext,
     work_dir: Path,
@@ -133,6 +142,7 @@ def _keep_evidence(
     status: Status,
     error: BaseException | None,
     tracing: bool,
+    snapshots: bool,
 ) -> Path:
     dest = evidence_dir(work_dir, portal, attempt)
     save_pages(context, dest)
@@ -146,6 +156,7 @@ def _keep_evidence(
         error=type(error).__name__ if error else None,
         message=str(error) if error else "",
         pages=[mask_text(p.url) for p in context.pages],
+        trace_snapshots=snapshots if tracing else None,
     )
     return dest
 

@@ -113,10 +113,16 @@ class Settings(BaseSettings):
     """How often the mailbox is polled while waiting."""
     keep_traces: Literal["failed", "always", "never"] = "failed"
     """Playwright traces are recorded and kept for failed checks."""
+    trace_snapshots: Literal["retries", "always", "never"] = "retries"
+    """When traces also hold DOM snapshots (the page before and after every action, to browse
+    in ``playwright show-trace``). They are most of a trace's cost — about a fifth of a check's
+    CPU — so by default only a retried check (attempt 2 on, where failures gather) records them,
+    as Playwright's own ``trace: "on-first-retry"``. Every trace holds the actions, their
+    timings and the network with its bodies; every failed check also keeps the screenshot and
+    HTML of its pages."""
     trace_screenshots: bool = False
     """Traces also film the page (a screencast): about 1.5 s more CPU per check. The DOM
-    snapshots they always hold, and the full-page screenshot of every failed check, usually
-    tell enough."""
+    snapshots and the full-page screenshot of every failed check usually tell enough."""
 
     # --- schedule -----------------------------------------------------------------------
     recheck_cron: str = "0 2 * * *"

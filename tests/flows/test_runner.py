@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ class _Unused:
         raise AssertionError("not used")
 
 
-def _run(browser, tmp_path: Path, portal: str, **settings: object) -> Outcome:
+def _run(browser, tmp_path: Path, portal: str, attempt: int = 2, **settings: object) -> Outcome:
     return run_check(
         browser,
         portal,
@@ -96,7 +97,7 @@ def _run(browser, tmp_path: Path, portal: str, **settings: object) -> Outcome:
         captcha=_Unused(),
         mailbox=_Unused(),
         log=structlog.get_logger(),
-        attempt=2,
+        attempt=attempt,
     )
 
 
@@ -175,6 +176,31 @@ def test_always_keeps_the_trace_of_a_verdict(browser, tmp_path: Path) -> None:
     outcome = _run(browser, tmp_path, "t-verdict", keep_traces="always")
     assert Path(outcome.extra["trace"]).name == "trace.zip"
     assert Path(outcome.extra["trace"]).stat().st_size > 0
+
+
+def _trace_events(folder: Path) -> list[dict]:
+    with zipfile.ZipFile(folder / "trace.zip") as archive:
+        text = archive.read("trace.trace").decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("setting", "attempt", "snapshots"),
+    [("retries", 0, False), ("retries", 1, True), ("always", 0, True), ("never", 3, False)],
+)
+def test_trace_snapshots_follow_the_setting(
+    browser, tmp_path: Path, setting: str, attempt: int, snapshots: bool
+) -> None:
+    """TRACE_SNAPSHOTS: DOM snapshots on retries by default (or always, or never); every trace
+    still records the actions, and check.json says which kind it is."""
+    outcome = _run(browser, tmp_path, "t-changed", attempt=attempt, trace_snapshots=setting)
+    folder = Path(outcome.extra["evidence"])
+    events = _trace_events(folder)
+    kinds = {event.get("type") for event in events}
+    assert ("frame-snapshot" in kinds) is snapshots
+    assert any(event.get("method") == "setContent" for event in events)
+    note = json.loads((folder / "check.json").read_text("utf-8"))
+    assert note["trace_snapshots"] is snapshots
 
 
 def test_unknown_portal_is_refused(browser, tmp_path: Path) -> None:
