@@ -290,33 +290,59 @@ def _send_form(
 
 
 
+#: Reads the form in one round trip: each field's value, or ``None`` when it is missing or not
+#: visible (then ``expect_visible`` waits for it and names it), and the page's own field errors.
+_FORM_STATE_JS = """sels => {
+  const shown = e => !!e && e.getClientRects().length > 0
+                     && getComputedStyle(e).visibility !== "hidden";
+  const fields = sels.fields.map(s => {
+    const e = document.querySelector(s);
+    return shown(e) ? e.value : null;
+  });
+  const errors = Array.from(document.querySelectorAll(sels.errors))
+    .filter(shown).map(e => e.innerText.trim()).filter(t => t);
+  return {fields, errors};
+}"""
+
+
+def _form_state(page: Page) -> tuple[list[str | None], list[str]]:
+    fields = [PORTAL.curp, PORTAL.email, PORTAL.email_confirm, PORTAL.captcha_input]
+    state = page.evaluate(_FORM_STATE_JS, {"fields": fields, "errors": PORTAL.field_error})
+    return state["fields"], state["errors"]
+
+
 def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -> None:
-    """Fill every field (again after a refused captcha: the portal may clear them). The
-    confirmation is typed key by key: the portal blocks pasting into it. Typing is the
-    costliest part of a check (a round trip and an input event per key), so a confirmation
-    the portal kept from the refused attempt is not typed again."""
-    curp_box = expect_visible(page, PORTAL.curp, what="campo CURP", timeout_s=timeout)
-    curp_box.fill(curp)
-    curp_box.blur()
-    expect_visible(page, PORTAL.email, what="campo correo", timeout_s=timeout).fill(email)
-    confirm = expect_visible(
-        page, PORTAL.email_confirm, what="campo confirmación de correo", timeout_s=timeout
-    )
-    if confirm.input_value() != email:
+    """Fill every field that does not already hold its value (after a refused captcha the
+    portal keeps CURP and emails, but it may clear them). The confirmation is typed key by key:
+    the portal blocks pasting into it. Every call is a round trip to the browser, and a check
+    refills the form once per captcha attempt, so the form is read in one call and only what
+    differs is written."""
+    expect_visible(page, PORTAL.curp, what="campo CURP", timeout_s=timeout)
+    values, _ = _form_state(page)
+    names = ("campo CURP", "campo correo", "campo confirmación de correo", "campo captcha")
+    selectors = (PORTAL.curp, PORTAL.email, PORTAL.email_confirm, PORTAL.captcha_input)
+    for value, what, selector in zip(values, names, selectors, strict=True):
+        if value is None:  # missing or hidden: wait for it, else it is portal_changed
+            expect_visible(page, selector, what=what, timeout_s=timeout)
+    if values[0] != curp:
+        curp_box = page.locator(PORTAL.curp).first
+        curp_box.fill(curp)
+        curp_box.blur()
+    if values[1] != email:
+        page.locator(PORTAL.email).first.fill(email)
+    if values[2] != email:
+        confirm = page.locator(PORTAL.email_confirm).first
         confirm.fill("")
         confirm.press_sequentially(email)
-    confirm.blur()
-    expect_visible(page, PORTAL.captcha_input, what="campo captcha", timeout_s=timeout).fill(answer)
+        confirm.blur()
+    page.locator(PORTAL.captcha_input).first.fill(answer)
     # The page's own checks (email format, Gmail rule) show their message next to the field
     # and keep the form from being sent: report it instead of waiting for a navigation.
-    field_errors = page.locator(PORTAL.field_error)
-    for i in range(field_errors.count()):
-        item = field_errors.nth(i)
-        text = item.inner_text().strip() if item.is_visible() else ""
-        if text:
-            known, status = classify_message(text)
-            if known and status is not None:
-                raise _ClientRefusal(status, text)
+    _, errors = _form_state(page)
+    for text in errors:
+        known, status = classify_message(text)
+        if known and status is not None:
+            raise _ClientRefusal(status, text)
 
 
 class _ClientRefusal(FlowError):
@@ -343,39 +369,52 @@ def _read_answer(page: Page, timeout: float) -> tuple[str, str]:
     return kind, text
 
 
+#: Waits in the page until the captcha image has loaded (``complete``; a broken image is complete
+#: too, with ``naturalWidth`` 0), then returns it drawn onto a canvas at its natural size: one
+#: round trip. ``"tainted"`` when the canvas may not be read (an image from another origin).
+_CAPTCHA_JS = """sel => {
+  const i = document.querySelector(sel);
+  if (!i) return {state: "missing"};
+  if (!i.complete) return null;
+  if (!(i.naturalWidth > 0)) return {state: "broken"};
+  try {
+    const c = document.createElement("canvas");
+    c.width = i.naturalWidth; c.height = i.naturalHeight;
+    c.getContext("2d").drawImage(i, 0, 0);
+    return {state: "ok", data: c.toDataURL("image/png")};
+  } catch (e) {
+    return {state: "tainted"};
+  }
+}"""
+
+
 def _captcha_image(page: Page, settings: Settings) -> bytes:
-    """The captcha exactly as the browser received it: drawn onto a canvas at its natural size
-    (fetching the servlet again would change the session's answer). An image that failed to
-    load (the servlet answered 5xx) is ``PortalUnavailable``: a refresh gives another one."""
+    """The captcha exactly as the browser received it (fetching the servlet again would change
+    the session's answer). An image that failed to load (the servlet answered 5xx) is
+    ``PortalUnavailable``: a refresh gives another one."""
     img = expect_visible(
         page, PORTAL.captcha_img, what="imagen del captcha", timeout_s=settings.element_timeout_s
     )
     try:
-        # ``complete`` is also true for a broken image; ``naturalWidth`` tells them apart.
-        page.wait_for_function(
-            "sel => { const i = document.querySelector(sel); return !i || i.complete; }",
+        handle = page.wait_for_function(
+            _CAPTCHA_JS,
             arg=PORTAL.captcha_img,
             polling=_POLL_MS,
             timeout=settings.navigation_timeout_s * 1000,
         )
-        loaded = img.evaluate("i => i.naturalWidth > 0")
+        found = handle.json_value()
     except PlaywrightTimeout as exc:
         raise PortalUnavailable("La imagen del captcha del IMSS no terminó de cargar.") from exc
     except PlaywrightError as exc:  # the page navigated away meanwhile
         raise PortalUnavailable(f"La imagen del captcha del IMSS no se pudo leer: {exc}") from exc
-    if not loaded:
-        raise PortalUnavailable(f"La imagen del captcha del IMSS no cargó ({PORTAL.captcha_img}).")
-    try:
-        data_url = img.evaluate(
-            """i => { const c = document.createElement('canvas');
-                      c.width = i.naturalWidth; c.height = i.naturalHeight;
-                      c.getContext('2d').drawImage(i, 0, 0);
-                      return c.toDataURL('image/png'); }"""
-        )
-        return base64.b64decode(data_url.split(",", 1)[1])
-    except PlaywrightError:
-        # A tainted canvas (image from another origin): the rendered pixels will do.
-        return img.screenshot()
+    state = found.get("state")
+    if state == "ok":
+        return base64.b64decode(found["data"].split(",", 1)[1])
+    if state == "tainted":
+        return img.screenshot()  # the rendered pixels will do
+    if state == "missing":
+        raise PortalUnavailable("La imagen del captcha del IMSS desapareció de la página.")
+    raise PortalUnavailable(f"La imagen del captcha del IMSS no cargó ({PORTAL.captcha_img}).")
 
 
 def _refresh_captcha(page: Page, form_url: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from flows.base import CheckContext, Outcome
 from flows.errors import FlowError, PortalChanged, PortalUnavailable
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 __all__ = ["PORTAL", "IssstePortal", "run"]
+
+#: Polling of in-page waits, in ms (as in flows.imss).
+_POLL_MS = 100
 
 
 @dataclass(frozen=True)
@@ -149,14 +153,34 @@ def _download(page: Page, dest: Path, settings: Settings) -> None:
         )
 
 
+#: The answer's texts as the page shows them (``""`` when hidden or missing), returned as soon
+#: as they differ from ``last``: the flow waits in the page, not in a loop of round trips.
+_ANSWER_JS = """([sels, last]) => {
+  const text = s => {
+    const e = document.querySelector(s);
+    const shown = !!e && e.getClientRects().length > 0
+                  && getComputedStyle(e).visibility !== "hidden";
+    return shown ? e.innerText.split(/\\s+/).filter(Boolean).join(" ") : "";
+  };
+  const now = sels.map(text);
+  return now.some((t, i) => t !== last[i]) ? now : null;
+}"""
+
+#: How long the flow waits in the page for the answer to change before it looks for a "down"
+#: page again (a navigation away also ends the wait).
+_RECHECK_MS = 1000
+
+
 def _wait_for_answer(page: Page, timeout_s: float) -> tuple[str, str]:
     """Wait for the search to answer: ``(verdict, message)`` with verdict ``not_affiliated``,
-    ``affiliated`` or ``not_found``. The answer is rendered by the page's script, so this polls
-    for the result box or a known message."""
+    ``affiliated`` or ``not_found``. The answer is rendered by the page's script: the flow
+    waits in the page for the message or the verdict to change, then reads them."""
     deadline = time.monotonic() + timeout_s
-    message = ""
+    message = verdict_text = ""
+    seen: list[str | None] = [None, None]  # nothing seen yet: the first read returns at once
     while True:
-        message = _visible_text(page, PORTAL.message)
+        message, verdict_text = _answer_texts(page, seen, deadline)
+        seen = [message, verdict_text]
         normalised = norm(message)
         if PORTAL.msg_not_found in normalised:
             return "not_found", message
@@ -165,23 +189,22 @@ def _wait_for_answer(page: Page, timeout_s: float) -> tuple[str, str]:
         failed = any(fragment in normalised for fragment in PORTAL.msg_failures)
         if failed and PORTAL.msg_not_affiliated not in normalised:
             raise PortalUnavailable(f"El ISSSTE no pudo hacer la consulta: «{message}»")
-        verdict = norm(_visible_text(page, PORTAL.verdict))
-        if verdict in (PORTAL.verdict_not_affiliated, PORTAL.verdict_affiliated):
-            # The page's script may have rendered the answer between the two reads above
-            # (verdict first, then its message): read the message again, now that it is there.
+        verdict = norm(verdict_text)
+        if verdict in (PORTAL.verdict_not_affiliated, PORTAL.verdict_affiliated) and not message:
+            # A page whose script shows the verdict first and its message a moment later.
             message = _visible_text(page, PORTAL.message)
+            normalised = norm(message)
         if verdict == PORTAL.verdict_not_affiliated:
             return "not_affiliated", message
         if verdict == PORTAL.verdict_affiliated or PORTAL.msg_affiliated in normalised:
             return "affiliated", message
         if verdict:
-            raise FlowError(f"Dictamen desconocido del ISSSTE: «{verdict}»")
+            raise FlowError(f"Dictamen desconocido del ISSSTE: «{verdict_text}»")
         reason = unavailable_reason(page)
         if reason:
             raise PortalUnavailable(reason)
         if time.monotonic() >= deadline:
             break
-        page.wait_for_timeout(100)
     if message:
         raise FlowError(f"Mensaje desconocido del ISSSTE: «{message}»")
     if not (page.locator(PORTAL.result).count() or page.locator(PORTAL.message).count()):
@@ -190,6 +213,25 @@ def _wait_for_answer(page: Page, timeout_s: float) -> tuple[str, str]:
             f"({PORTAL.result} / {PORTAL.message})."
         )
     raise PortalUnavailable(f"El ISSSTE no respondió la búsqueda en {timeout_s:g} s.")
+
+
+def _answer_texts(page: Page, seen: list[str | None], deadline: float) -> tuple[str, str]:
+    """``(message, verdict)`` once either differs from ``seen`` (at once on the first call), or
+    as they were after ``_RECHECK_MS`` without a change. A page that navigated meanwhile (an
+    error page replaced it) reads as empty; the caller then looks for a "down" page."""
+    wait_ms = max(1.0, min(_RECHECK_MS, (deadline - time.monotonic()) * 1000))
+    try:
+        handle = page.wait_for_function(
+            _ANSWER_JS, arg=[[PORTAL.message, PORTAL.verdict], seen],
+            polling=_POLL_MS, timeout=wait_ms,
+        )
+        message, verdict = handle.json_value()
+        return message, verdict
+    except PlaywrightTimeout:
+        return seen[0] or "", seen[1] or ""
+    except PlaywrightError:
+        time.sleep(_POLL_MS / 1000)  # navigating: the next round reads the new page
+        return "", ""
 
 
 def _visible_text(page: Page, selector: str) -> str:

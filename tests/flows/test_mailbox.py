@@ -201,11 +201,26 @@ def imap_box(dovecot: Dovecot) -> Iterator[Mailbox]:
     box.close()
 
 
+def _login(dovecot: Dovecot, patience_s: float = 15.0) -> imaplib.IMAP4:
+    """A logged-in client; a busy Dovecot answers "[UNAVAILABLE] Temporary authentication
+    failure" while its auth process catches up (seen on a loaded machine): try again."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        conn = imaplib.IMAP4(dovecot.host, dovecot.port)
+        try:
+            conn.login(dovecot.user, dovecot.password)
+            return conn
+        except imaplib.IMAP4.error as exc:
+            conn.shutdown()
+            if "UNAVAILABLE" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _folder_message_ids(dovecot: Dovecot, folder: str) -> Counter[str]:
     """Message-IDs now in an IMAP folder (with repeats), read by a separate client."""
-    conn = imaplib.IMAP4(dovecot.host, dovecot.port)
+    conn = _login(dovecot)
     try:
-        conn.login(dovecot.user, dovecot.password)
         conn.select(f'"{folder}"', readonly=True)
         typ, data = conn.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
         ids: Counter[str] = Counter()
@@ -585,9 +600,8 @@ def test_imss_flow_reads_both_emails_over_imap(browser, dovecot, imap_sandbox, t
 
 def _folder_recipients(dovecot: Dovecot, folder: str) -> Counter[str]:
     """Delivered-To addresses of the messages now in an IMAP folder."""
-    conn = imaplib.IMAP4(dovecot.host, dovecot.port)
+    conn = _login(dovecot)
     try:
-        conn.login(dovecot.user, dovecot.password)
         conn.select(f'"{folder}"', readonly=True)
         typ, data = conn.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (DELIVERED-TO)])")
         found: Counter[str] = Counter()
