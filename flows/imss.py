@@ -66,7 +66,9 @@ _POLL_MS = 50
 @dataclass(frozen=True)
 class ImssPortal:
     """Selectors and texts of the IMSS portal (SPEC §3, verbatim). Messages are matched on
-    normalised fragments (lower case, no accents), so "válido"/"valido" both match."""
+    normalised fragments (lower case, no accents), so "válido"/"valido" both match. The form's
+    and the captcha's selectors are plain CSS: they are read inside the page
+    (``document.querySelector``); only ``info_link`` uses Playwright's ``:has-text``."""
 
     info_link: str = "a:has-text('Tramitar Constancia')"
     form: str = "#registroAseguradoDatosBasicosForm"

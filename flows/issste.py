@@ -45,7 +45,8 @@ _POLL_MS = 100
 @dataclass(frozen=True)
 class IssstePortal:
     """Selectors and texts of the ISSSTE portal. Texts are normalised fragments (lower case,
-    no accents)."""
+    no accents). Selectors are plain CSS: the answer is read inside the page
+    (``document.querySelector``)."""
 
     curp: str = "#txtCurp"
     search: str = "#btnBuscar"
@@ -230,6 +231,8 @@ def _answer_texts(page: Page, seen: list[str | None], deadline: float) -> tuple[
     except PlaywrightTimeout:
         return seen[0] or "", seen[1] or ""
     except PlaywrightError:
+        if page.is_closed():
+            raise
         time.sleep(_POLL_MS / 1000)  # navigating: the next round reads the new page
         return "", ""
 

@@ -2,7 +2,8 @@
 
 The parent process dispatches a batch's checks to K child processes, forked from a clean fork
 server that has only imported the modules a check needs (``spawn`` where there is no fork
-server): Playwright never crosses a fork, and the K children do not import everything K times. Each child runs the very ``Engine.execute`` the Celery task runs, with one
+server): Playwright never crosses a fork, and the K children do not import everything K
+times. Each child runs the very ``Engine.execute`` the Celery task runs, with one
 browser of its own. The parent enforces the per-portal rate limit and concurrency cap, waits
 out retry delays, shows progress, and replaces a child that dies (its check runs again).
 Everything is recorded in storage as it happens: an interrupted run, started again with the
@@ -40,10 +41,17 @@ class Progress:
     retrying: int = 0
 
 
-def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int) -> None:
+def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
+           environ: dict[str, str] | None = None) -> None:
     """A child's whole life. Anything that escapes it would be printed by multiprocessing as a
     raw traceback on stderr, where a CURP in a path or a message would appear whole: it is
-    printed masked instead, and the child exits 1 (the parent requeues its check)."""
+    printed masked instead, and the child exits 1 (the parent requeues its check).
+
+    ``environ`` is the parent's environment when it started the child: a fork server keeps the
+    one it was started with, and a long-lived parent (the web page) may have changed since."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     try:
         _child_loop(settings_data, jobs, results, parent)
     except Exception:  # noqa: BLE001 - last resort: mask, then die like a crash
@@ -85,6 +93,26 @@ def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: 
     from flows.browser import close_shared
 
     close_shared()
+
+
+def _make_sure_it_ended(process: Any) -> None:
+    """A child that looks ended really is, before its check runs again elsewhere. With a fork
+    server, the parent learns of a child's end from the server: were the server itself killed,
+    every child would look ended while still running its check (two runs of one check would
+    then spend two IMSS queries). Such a child is killed (its browser and driver end with it:
+    Playwright's driver leaves when its pipe closes)."""
+    try:
+        with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return  # it has ended (or this system has no /proc: a spawned child is watched directly)
+    if state in ("Z", "X"):
+        return  # ended, not yet reaped
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+        log.warning("embedded_child_lost_from_view", pid=process.pid)
+    except (ProcessLookupError, PermissionError):
+        pass  # ended meanwhile
 
 
 def _parent_alive(parent: int) -> bool:
@@ -135,7 +163,8 @@ def run_embedded(
     parent = os.getpid()
 
     def spawn() -> Any:
-        p = ctx.Process(target=_child, args=(data, jobs, results, parent), daemon=True)
+        p = ctx.Process(target=_child, args=(data, jobs, results, parent, dict(os.environ)),
+                        daemon=True)
         p.start()
         return p
 
@@ -179,6 +208,7 @@ def run_embedded(
             # A child that died (OOM, a crash, kill -9): its check goes back in line.
             for i, p in enumerate(procs):
                 if not p.is_alive():
+                    _make_sure_it_ended(p)
                     cid = running_on.pop(p.pid, None)
                     if cid is not None and cid in inflight:
                         portal, attempt = inflight.pop(cid)

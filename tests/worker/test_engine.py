@@ -11,12 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from openpyxl import load_workbook
 from pypdf import PdfReader
 
 from tests.people import expected, synthetic_curps, write_sheet
-from tests.processes import child_running_a_check
+from tests.processes import child_running_a_check, fork_server_of
 from worker.commands import execute_batch, sandbox_settings
 from worker.service import batch_status, open_storage, prepare_batch
 from worker.settings import load_settings
@@ -203,3 +204,53 @@ def test_a_killed_embedded_child_is_replaced_and_its_check_done_once(sandbox, tm
     with sqlite3.connect(tmp_path / "data" / "constancias.db") as c:
         assert c.execute("select max(deliveries) from checks").fetchone()[0] >= 2
         assert c.execute("select count(*) from checks where status is null").fetchone()[0] == 0
+
+
+def test_a_killed_fork_server_ends_its_children_and_the_run_completes(
+    sandbox, tmp_path: Path
+) -> None:
+    """kill -9 of the fork server the embedded children come from: the run cannot watch those
+    children any more, so it ends them (their checks must not run twice at once) and goes on
+    with new children; the batch ends complete and right, one stored result per check."""
+    sandbox.set_faults("imss", latency_ms=300)
+    sandbox.set_faults("issste", latency_ms=300)
+    curps = synthetic_curps(4, seed=53)
+    sheet = write_sheet(tmp_path / "altas.xlsx", curps)
+    env = _env(sandbox, tmp_path, CONSTANCIAS_CONCURRENCY="2")
+    proc = subprocess.Popen([*CLI, "run", str(sheet), "--json"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            text=True)
+
+    assert child_running_a_check(proc.pid) is not None, "no child was running a check"
+    server = fork_server_of(proc.pid)
+    assert server is not None, "the embedded children do not come from a fork server"
+    old_children = server.children()
+    assert old_children
+    server.kill()
+    assert _all_end(old_children, within_s=15), "children of the killed fork server still run"
+
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "embedded_child_lost_from_view" in err
+    results = json.loads(out)["results"]
+    assert sorted((r["curp"], r["portal"]) for r in results) == sorted(
+        (c, p) for c in curps for p in ("imss", "issste"))
+    for r in results:
+        assert r["status"] == expected(r["curp"])[r["portal"]], r
+
+
+def _all_end(processes: list[psutil.Process], within_s: float) -> bool:
+    """Whether every process ends (exits, or is a zombie not yet reaped) within the time."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        running = []
+        for p in processes:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    running.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not running:
+            return True
+        time.sleep(0.2)
+    return False
