@@ -36,6 +36,7 @@ from flows.errors import (
 )
 from flows.pdf import InvalidConstancia, read_constancia
 from flows.steps import (
+    SHOWN_JS,
     StepRetry,
     Stopwatch,
     download_by_click,
@@ -295,8 +296,7 @@ def _send_form(
 #: Reads the form in one round trip: each field's value, or ``None`` when it is missing or not
 #: visible (then ``expect_visible`` waits for it and names it), and the page's own field errors.
 _FORM_STATE_JS = """sels => {
-  const shown = e => !!e && e.getClientRects().length > 0
-                     && getComputedStyle(e).visibility !== "hidden";
+  const shown = SHOWN_JS;
   const fields = sels.fields.map(s => {
     const e = document.querySelector(s);
     return shown(e) ? e.value : null;
@@ -304,7 +304,7 @@ _FORM_STATE_JS = """sels => {
   const errors = Array.from(document.querySelectorAll(sels.errors))
     .filter(shown).map(e => e.innerText.trim()).filter(t => t);
   return {fields, errors};
-}"""
+}""".replace("SHOWN_JS", SHOWN_JS)
 
 
 def _form_state(page: Page) -> tuple[list[str | None], list[str]]:

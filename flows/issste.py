@@ -20,6 +20,7 @@ from flows.base import CheckContext, Outcome
 from flows.errors import FlowError, PortalChanged, PortalUnavailable
 from flows.pdf import read_constancia
 from flows.steps import (
+    SHOWN_JS,
     StepRetry,
     Stopwatch,
     download_by_click,
@@ -157,15 +158,14 @@ def _download(page: Page, dest: Path, settings: Settings) -> None:
 #: The answer's texts as the page shows them (``""`` when hidden or missing), returned as soon
 #: as they differ from ``last``: the flow waits in the page, not in a loop of round trips.
 _ANSWER_JS = """([sels, last]) => {
+  const shown = SHOWN_JS;
   const text = s => {
     const e = document.querySelector(s);
-    const shown = !!e && e.getClientRects().length > 0
-                  && getComputedStyle(e).visibility !== "hidden";
-    return shown ? e.innerText.split(/\\s+/).filter(Boolean).join(" ") : "";
+    return shown(e) ? e.innerText.split(/\\s+/).filter(Boolean).join(" ") : "";
   };
   const now = sels.map(text);
   return now.some((t, i) => t !== last[i]) ? now : null;
-}"""
+}""".replace("SHOWN_JS", SHOWN_JS)
 
 #: How long the flow waits in the page for the answer to change before it looks for a "down"
 #: page again (a navigation away also ends the wait).

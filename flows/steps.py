@@ -46,7 +46,13 @@ __all__ = [
     "first_visible",
     "download_by_click",
     "Stopwatch",
+    "SHOWN_JS",
 ]
+
+#: In-page reads (``page.evaluate``) decide visibility as Playwright's ``is_visible`` does: a
+#: non-empty box and not ``visibility: hidden``. A JS arrow function of one element (or null).
+SHOWN_JS = ('e => !!e && e.getClientRects().length > 0 '
+            '&& getComputedStyle(e).visibility !== "hidden"')
 
 #: Texts (normalised: lower case, no accents) of pages that mean "try again later".
 #: Shared by both portals: the government frameworks show the same kinds of pages.
