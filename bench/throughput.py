@@ -31,8 +31,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.people import synthetic_curps, write_sheet  # noqa: E402
-from worker.settings import load_settings  # noqa: E402
+# Nothing heavy at the top: the engine's children import this file again as their main
+# module (multiprocessing does that with a script), and what a bench imports there would be
+# charged to (c) — the `constancias` command the children of a real run import is tiny.
 
 
 class TreeMemory:
@@ -78,6 +79,7 @@ class TreeMemory:
 
 def _settings(sb, tmp: Path, **extra):
     from worker.commands import sandbox_settings
+    from worker.settings import load_settings
 
     base = load_settings(data_dir=tmp / "data", rate_limit_imss=100000, rate_limit_issste=100000,
                          max_concurrency_imss=64, max_concurrency_issste=64, **extra)
@@ -164,6 +166,7 @@ def _warm(data: dict) -> None:
 
 
 def mode_embedded(sb, curps, k, tmp) -> tuple[float, int]:
+    from tests.people import write_sheet
     from worker.embedded import run_embedded
     from worker.service import open_storage, prepare_batch
 
@@ -178,6 +181,7 @@ def mode_embedded(sb, curps, k, tmp) -> tuple[float, int]:
 
 
 def mode_celery(sb, curps, k, tmp) -> tuple[float, int]:
+    from tests.people import synthetic_curps, write_sheet
     from tests.redis_server import RedisServer
 
     redis = RedisServer(tmp / "redis")
@@ -187,7 +191,8 @@ def mode_celery(sb, curps, k, tmp) -> tuple[float, int]:
                 "CONSTANCIAS_IMSS_URL": sb.imss_url, "CONSTANCIAS_ISSSTE_URL": sb.issste_url,
                 "CONSTANCIAS_MAILBOX_URL": sb.mailbox_url, "CONSTANCIAS_LOG_LEVEL": "warning",
                 "CONSTANCIAS_RATE_LIMIT_IMSS": "100000", "CONSTANCIAS_RATE_LIMIT_ISSSTE": "100000",
-                "CONSTANCIAS_MAX_CONCURRENCY_IMSS": "64", "CONSTANCIAS_MAX_CONCURRENCY_ISSSTE": "64"})
+                "CONSTANCIAS_MAX_CONCURRENCY_IMSS": "64",
+                "CONSTANCIAS_MAX_CONCURRENCY_ISSSTE": "64"})
     cli = [sys.executable, "-m", "worker.cli"]
     worker = subprocess.Popen([*cli, "worker", "-c", str(k)], env=env, cwd=tmp,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -226,13 +231,15 @@ def _wait(cli, env, tmp, bid) -> None:
 
 def growth(sb, n_checks: int, k: int, tmp: Path) -> None:
     """RSS of the embedded engine's process tree after the first tenth vs at the end."""
+    from tests.people import synthetic_curps, write_sheet
     from worker.embedded import run_embedded
     from worker.service import open_storage, prepare_batch
 
     settings = _settings(sb, tmp, concurrency=k)
     storage = open_storage(settings)
     curps = synthetic_curps(n_checks // 2, seed=4242)
-    batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp / "g.xlsx", curps), ["imss", "issste"])
+    batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp / "g.xlsx", curps),
+                                ["imss", "issste"])
     samples: list[tuple[int, int]] = []
     mem = TreeMemory()
 
@@ -267,6 +274,8 @@ def main() -> None:
     if args.quiet:
         from worker.logs import configure_logging
 
+        # Every mode's processes alike (the Celery workers always log warnings only).
+        os.environ["CONSTANCIAS_LOG_LEVEL"] = "warning"
         configure_logging("console", "warning")
     from fixtures.sandbox import start_sandbox
 
@@ -277,6 +286,8 @@ def main() -> None:
         if args.growth:
             growth(sb, args.growth, args.k, tmp)
             return
+        from tests.people import synthetic_curps
+
         curps = synthetic_curps(args.people, seed=1234)
         modes = {"a": ("naive sequential, browser per check", mode_naive),
                  "b": (f"ceiling: flows in {args.k} processes", mode_ceiling),

@@ -117,23 +117,45 @@ def test_pdf_comes_from_the_second_email_when_ver_reporte_fails(
     assert outcome.facts.curp == curp
 
 
-def test_form_is_filled_with_the_confirmation_typed(browser, sandbox) -> None:
-    """The flow fills CURP, email and the typed confirmation; the page's own checks accept
-    them (pasting would have been refused)."""
+@pytest.mark.parametrize("strict", [False, True], ids=["paste-blocked", "keystrokes-only"])
+def test_form_is_filled_and_the_confirmation_accepted(browser, sandbox, strict: bool) -> None:
+    """The flow fills CURP, email and the confirmation, and the page's own checks accept them.
+    The confirmation is written at once, which the paste block lets through (no key events);
+    a portal that only takes keystrokes (``keystrokes_only``) clears it with its paste message,
+    and the flow then types it, one key event per character."""
+    sandbox.set_faults("imss", keystrokes_only=strict)
     curp = fresh_curp()
     address = flow_settings(sandbox).email_for(curp)
     context = browser.new_context(locale="es-MX")
     try:
         page = context.new_page()
         page.goto(sandbox.imss_origin + t.IMSS_FORM_PATH)
+        page.evaluate("""sel => { window.keydowns = 0; document.querySelector(sel)
+            .addEventListener("keydown", () => { window.keydowns += 1; }); }""",
+                      t.IMSS_SEL_EMAIL_CONFIRM)
         imss._fill_form(page, curp, address, "Ab3dE", timeout=5)
         assert page.input_value(t.IMSS_SEL_CURP) == curp
         assert page.input_value(t.IMSS_SEL_EMAIL_CONFIRM) == address
         assert page.locator(t.IMSS_SEL_FIELD_ERROR).count() == 0
+        keydowns = page.evaluate("window.keydowns")
+        assert keydowns >= len(address) if strict else keydowns == 0
         SHOTS.mkdir(exist_ok=True)
         page.screenshot(path=SHOTS / "imss-1-form-filled.png", full_page=True)
     finally:
         context.close()
+
+
+def test_portal_that_only_takes_keystrokes_still_gives_the_verdict(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """With a confirmation field that refuses anything not typed, the whole check still ends
+    with its verdict (not email_rejected for an emptied field)."""
+    sandbox.set_faults("imss", keystrokes_only=True)
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+    outcome, _ = _run(browser, sandbox, tmp_path, curp)
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert outcome.facts.curp == curp
 
 
 # --- refusals ---------------------------------------------------------------------------------
