@@ -37,6 +37,7 @@ from flows.errors import (
 from flows.pdf import InvalidConstancia, read_constancia
 from flows.steps import (
     SHOWN_JS,
+    InPage,
     StepRetry,
     Stopwatch,
     download_by_click,
@@ -69,9 +70,11 @@ class ImssPortal:
     """Selectors and texts of the IMSS portal (SPEC §3, verbatim). Messages are matched on
     normalised fragments (lower case, no accents), so "válido"/"valido" both match. The form's
     and the captcha's selectors are plain CSS: they are read inside the page
-    (``document.querySelector``); only ``info_link`` uses Playwright's ``:has-text``."""
+    (``document.querySelector``, flows.steps.InPage); the information page's link is the
+    ``info_link`` whose text contains ``info_link_text``."""
 
-    info_link: str = "a:has-text('Tramitar Constancia')"
+    info_link: str = "a"
+    info_link_text: str = "Tramitar Constancia"
     form: str = "#registroAseguradoDatosBasicosForm"
     curp: str = "#registroCurp"
     email: str = "#correoInput"
@@ -149,9 +152,8 @@ def run(ctx: CheckContext) -> Outcome:
 
     with sw("open"):
         open_page(page, settings.imss_url, what="la página informativa del IMSS", retry=retry)
-        link = expect_visible(
-            page, PORTAL.info_link, what="liga Tramitar Constancia", timeout_s=timeout
-        )
+        link = expect_visible(page, PORTAL.info_link, text=PORTAL.info_link_text,
+                              what="liga Tramitar Constancia", timeout_s=timeout)
         href = link.get_attribute("href")
         if not href:
             raise PortalChanged("La liga «Tramitar Constancia» no tiene destino (href).")
@@ -333,14 +335,14 @@ def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -
         if value is None:  # missing or hidden: wait for it, else it is portal_changed
             expect_visible(page, selector, what=what, timeout_s=timeout)
     if values[0] != curp:
-        curp_box = page.locator(PORTAL.curp).first
+        curp_box = InPage(page, PORTAL.curp)
         curp_box.fill(curp)
         curp_box.blur()
     if values[1] != email:
-        page.locator(PORTAL.email).first.fill(email)
+        InPage(page, PORTAL.email).fill(email)
     if values[2] != email:
         _write_confirmation(page, email, typed=False)
-    page.locator(PORTAL.captcha_input).first.fill(answer)
+    InPage(page, PORTAL.captcha_input).fill(answer)
     values, errors = _form_state(page)
     if values[2] != email or any(PORTAL.paste_refused in norm(text) for text in errors):
         _write_confirmation(page, email, typed=True)
@@ -356,7 +358,7 @@ def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -
 def _write_confirmation(page: Page, email: str, *, typed: bool) -> None:
     """The email confirmation, written at once or (``typed``) key by key, then left (the
     portal checks it on ``change``)."""
-    confirm = page.locator(PORTAL.email_confirm).first
+    confirm = InPage(page, PORTAL.email_confirm)
     if typed:
         confirm.fill("")
         confirm.press_sequentially(email)
@@ -440,8 +442,8 @@ def _captcha_image(page: Page, settings: Settings) -> bytes:
 def _refresh_captcha(page: Page, form_url: str) -> None:
     """A new captcha image: the refresh icon, else loading the form again (a failed load shows
     up as a missing image, which the next captcha step reports)."""
-    img = page.locator(PORTAL.captcha_img).first
-    refresh = page.locator(PORTAL.captcha_refresh).first
+    img = InPage(page, PORTAL.captcha_img)
+    refresh = InPage(page, PORTAL.captcha_refresh)
     try:
         if img.count() and refresh.count() and refresh.is_visible():
             old = img.get_attribute("src")

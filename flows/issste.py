@@ -21,6 +21,7 @@ from flows.errors import FlowError, PortalChanged, PortalUnavailable
 from flows.pdf import read_constancia
 from flows.steps import (
     SHOWN_JS,
+    InPage,
     StepRetry,
     Stopwatch,
     download_by_click,
@@ -81,7 +82,7 @@ def run(ctx: CheckContext) -> Outcome:
     def search() -> tuple[str, str]:
         # Searching is idempotent (no daily limit on ISSSTE): a failed search is made again,
         # on the same page when it is still there (its script clears the old answer).
-        if not page.locator(PORTAL.curp).first.is_visible():
+        if not _shown(page, PORTAL.curp):
             goto(page, settings.issste_url, what="la página del ISSSTE")
         return _search(page, curp, settings)
 
@@ -208,7 +209,7 @@ def _wait_for_answer(page: Page, timeout_s: float) -> tuple[str, str]:
             break
     if message:
         raise FlowError(f"Mensaje desconocido del ISSSTE: «{message}»")
-    if not (page.locator(PORTAL.result).count() or page.locator(PORTAL.message).count()):
+    if not (InPage(page, PORTAL.result).count() or InPage(page, PORTAL.message).count()):
         raise PortalChanged(
             f"La página del ISSSTE no tiene dónde mostrar el resultado "
             f"({PORTAL.result} / {PORTAL.message})."
@@ -238,10 +239,14 @@ def _answer_texts(page: Page, seen: list[str | None], deadline: float) -> tuple[
 
 
 def _visible_text(page: Page, selector: str) -> str:
-    locator = page.locator(selector).first
     try:
-        if locator.count() and locator.is_visible():
-            return " ".join(locator.inner_text().split())
-    except PlaywrightError:
-        pass
-    return ""
+        return InPage(page, selector).visible_text()
+    except PlaywrightError:  # navigating
+        return ""
+
+
+def _shown(page: Page, selector: str) -> bool:
+    try:
+        return InPage(page, selector).is_visible()
+    except PlaywrightError:  # navigating
+        return False

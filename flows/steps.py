@@ -47,6 +47,7 @@ __all__ = [
     "download_by_click",
     "Stopwatch",
     "SHOWN_JS",
+    "InPage",
 ]
 
 #: In-page reads (``page.evaluate``) decide visibility as Playwright's ``is_visible`` does: a
@@ -84,7 +85,7 @@ def norm(text: str) -> str:
 def page_text(page: Page) -> str:
     """The visible text of the page (empty if the page is gone or still navigating)."""
     try:
-        return page.locator("body").inner_text(timeout=2000)
+        return page.evaluate("() => document.body ? document.body.innerText : ''") or ""
     except PlaywrightError:
         return ""
 
@@ -204,43 +205,197 @@ def navigating(page: Page, *, what: str) -> Iterator[None]:
     _raise_if_unavailable(page, response)
 
 
-def expect_visible(page: Page, selector: str, *, what: str, timeout_s: float) -> Locator:
-    """The first element matching ``selector`` once visible; missing after ``timeout_s`` is
-    ``PortalChanged`` naming it — unless the page turned out to be a "down" page."""
-    locator = page.locator(selector).first
+def expect_visible(page: Page, selector: str, *, what: str, timeout_s: float,
+                   text: str | None = None) -> InPage:
+    """The first element matching ``selector`` (and containing ``text``) once visible; missing
+    after ``timeout_s`` is ``PortalChanged`` naming it — unless the page turned out to be a
+    "down" page."""
+    element = InPage(page, selector, text)
     try:
-        locator.wait_for(state="visible", timeout=timeout_s * 1000)
+        element.wait_visible(timeout_s)
     except PlaywrightTimeout as exc:
         _raise_if_unavailable(page, None)
         raise PortalChanged(
-            f"No se encontró el elemento esperado «{what}» ({selector}) en {_path(page.url)}"
+            f"No se encontró el elemento esperado «{what}» ({element}) en {_path(page.url)}"
         ) from exc
-    return locator
+    return element
+
+
+#: Polling of in-page waits, in ms (Playwright's default polls at every animation frame, which
+#: keeps the renderer and compositor busy for nothing).
+_POLL_MS = 50
+
+#: Which of ``[[name, css], …]`` shows first (its name), or null.
+_FIRST_SHOWN_JS = """cands => {
+  const shown = SHOWN_JS;
+  for (const [name, css] of cands) {
+    if (shown(document.querySelector(css))) return name;
+  }
+  return null;
+}""".replace("SHOWN_JS", SHOWN_JS)
 
 
 def first_visible(
-    page: Page, candidates: dict[str, str], *, timeout_s: float, poll_s: float = 0.1
-) -> tuple[str, Locator] | None:
-    """Wait until one of ``{name: selector}`` is visible; its name and locator, or ``None``."""
+    page: Page, candidates: dict[str, str], *, timeout_s: float
+) -> tuple[str, InPage] | None:
+    """Wait until one of ``{name: css}`` is visible; its name and element, or ``None``."""
+    arg = [[name, css] for name, css in candidates.items()]
+    name = _wait_in_page(page, _FIRST_SHOWN_JS, arg, timeout_s)
+    return (name, InPage(page, candidates[name])) if name else None
+
+
+def _wait_in_page(page: Page, js: str, arg: Any, timeout_s: float) -> Any:
+    """``js(arg)`` once truthy, waiting in the page (polled every 50 ms) up to ``timeout_s``;
+    ``None`` on timeout. Read at once first: most waits are over before they start, and an
+    in-page wait costs more than a read. A document replaced meanwhile is read again."""
     deadline = time.monotonic() + timeout_s
     while True:
-        for name, selector in candidates.items():
-            locator = page.locator(selector).first
-            try:
-                if locator.is_visible():
-                    return name, locator
-            except PlaywrightError:
-                pass  # navigating: try again on the next round
-        if time.monotonic() >= deadline:
+        try:
+            found = page.evaluate(js, arg)
+            if found:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            return page.wait_for_function(js, arg=arg, polling=_POLL_MS,
+                                          timeout=left * 1000).json_value()
+        except PlaywrightTimeout:
             return None
-        page.wait_for_timeout(poll_s * 1000)
+        except PlaywrightError:
+            # The page navigated between two reads (its context was destroyed): read again.
+            if page.is_closed() or time.monotonic() >= deadline:
+                raise
+            time.sleep(_POLL_MS / 1000)
+
+
+#: ``FIND(css, text)``: the first element matching ``css`` (whose text contains ``text``, when
+#: given: Playwright's ``:has-text``, case and spacing aside), or null.
+_FIND_JS = r"""(css, text) => {
+  const all = document.querySelectorAll(css);
+  if (text === null) return all[0] || null;
+  const want = text.replace(/\s+/g, " ").toLowerCase();
+  for (const e of all) {
+    const own = (e.innerText || e.textContent || "").replace(/\s+/g, " ").toLowerCase();
+    if (own.includes(want)) return e;
+  }
+  return null;
+}"""
+
+
+def _on_element(body: str) -> str:
+    """A page function of ``[css, text, …args]`` whose ``body`` sees ``e`` (the element or
+    null), ``shown`` and ``args``."""
+    return (f"([css, text, ...args]) => {{ const find = {_FIND_JS}; const shown = {SHOWN_JS};"
+            f" const e = find(css, text); {body} }}")
+
+
+#: Where to click ``e``: scrolled into view, the centre of its box if the element itself (or
+#: one of its children) is what is there — not covered, not disabled; else null.
+_CLICK_POINT = ("""
+  if (!shown(e) || e.disabled) return null;
+  let r = e.getBoundingClientRect();
+  if (r.top < 0 || r.left < 0 || r.bottom > innerHeight || r.right > innerWidth) {
+    e.scrollIntoView({block: "center", inline: "center", behavior: "instant"});
+    r = e.getBoundingClientRect();
+  }
+  const x = r.left + r.width / 2, y = r.top + r.height / 2;
+  const hit = document.elementFromPoint(x, y);
+  return hit && (hit === e || e.contains(hit)) ? {x, y} : null;""")
+
+#: Focus ``e`` and select its text, as ``Locator.fill`` does first; false if it cannot be.
+_FOCUS = ("""
+  if (!shown(e) || e.disabled || e.readOnly) return false;
+  e.focus();
+  if (typeof e.select === "function") e.select();
+  return document.activeElement === e;""")
+
+
+class InPage:
+    """An element read in the page's own JavaScript (one ``evaluate`` per call) and driven by
+    real input events (``page.mouse``, ``page.keyboard``), for the few ``Locator`` methods the
+    flows use, with their meaning.
+
+    Why not a ``Locator``: its first use in a document loads Playwright's selector engine into
+    that document — about 37 ms of CPU, measured — and a check loads 5 to 10 documents, so it
+    was a sixth of a check's CPU. ``click`` and ``fill`` keep Playwright's checks where they
+    matter (visible, enabled, not covered, scrolled into view); when one fails they hand over
+    to the ``Locator``, which waits and reports exactly as before."""
+
+    def __init__(self, page: Page, css: str, text: str | None = None) -> None:
+        self.page, self.css, self.text = page, css, text
+
+    def __str__(self) -> str:
+        return f"{self.css}:has-text('{self.text}')" if self.text is not None else self.css
+
+    def _eval(self, body: str, *args: Any) -> Any:
+        return self.page.evaluate(_on_element(body), [self.css, self.text, *args])
+
+    def locator(self) -> Locator:
+        """The same element as a Playwright ``Locator`` (fallbacks, screenshots)."""
+        return self.page.locator(str(self)).first
+
+    def count(self) -> int:
+        return int(self._eval("return e ? 1 : 0;"))
+
+    def is_visible(self) -> bool:
+        return bool(self._eval("return shown(e);"))
+
+    def wait_visible(self, timeout_s: float) -> None:
+        """Until it is visible; ``PlaywrightTimeout`` after ``timeout_s``."""
+        if not _wait_in_page(self.page, _on_element("return shown(e);"),
+                             [self.css, self.text], timeout_s):
+            raise PlaywrightTimeout(f"{self} no se mostró en {timeout_s:g} s")
+
+    def get_attribute(self, name: str) -> str | None:
+        return self._eval("return e ? e.getAttribute(args[0]) : null;", name)
+
+    def inner_text(self) -> str:
+        return self._eval("return e ? e.innerText : '';") or ""
+
+    def visible_text(self) -> str:
+        """Its text, spaces collapsed, when it is shown; else ``""``."""
+        text = self._eval("return shown(e) ? e.innerText : '';") or ""
+        return " ".join(text.split())
+
+    def click(self) -> None:
+        point = self._eval(_CLICK_POINT)
+        if point is None:
+            self.locator().click()  # Playwright waits until it can, or says why not
+            return
+        self.page.mouse.click(point["x"], point["y"])
+
+    def fill(self, value: str) -> None:
+        """Like ``Locator.fill``: focus, select what is there, write ``value`` as one input."""
+        if not self._focus():
+            self.locator().fill(value)
+            return
+        if value:
+            self.page.keyboard.insert_text(value)
+        else:
+            self.page.keyboard.press("Delete")
+
+    def press_sequentially(self, text: str) -> None:
+        """Focus, then one key press per character (keydown, keypress, input, keyup)."""
+        if not self._focus():
+            self.locator().press_sequentially(text)
+            return
+        self.page.keyboard.type(text)
+
+    def blur(self) -> None:
+        self._eval("if (e) e.blur();")
+
+    def screenshot(self, **kwargs: Any) -> bytes:
+        return self.locator().screenshot(**kwargs)
+
+    def _focus(self) -> bool:
+        return bool(self._eval(_FOCUS))
 
 
 #: How long a download may still be announced after its navigation ended.
 _DOWNLOAD_GRACE_S = 1.0
 
 
-def download_by_click(page: Page, target: Locator, dest: Path, *, timeout_s: float) -> bool:
+def download_by_click(page: Page, target: InPage, dest: Path, *, timeout_s: float) -> bool:
     """Click ``target`` and save the file it downloads to ``dest``; ``False`` if no download
     came within ``timeout_s`` or the page was replaced by another page (an error page) instead.
 
