@@ -83,11 +83,21 @@ def norm(text: str) -> str:
 
 
 def page_text(page: Page) -> str:
-    """The visible text of the page (empty if the page is gone or still navigating)."""
-    try:
-        return page.evaluate("() => document.body ? document.body.innerText : ''") or ""
-    except PlaywrightError:
-        return ""
+    """The visible text of the page (empty if the page is gone or still navigating). A page
+    being replaced, or without a body yet, is given up to 2 s to load and read again."""
+    for attempt in range(2):
+        try:
+            text = page.evaluate("() => document.body ? document.body.innerText : null")
+            if text is not None:
+                return str(text)
+        except PlaywrightError:
+            pass
+        if attempt == 0:
+            try:
+                page.wait_for_load_state("domcontentloaded", timeout=2000)
+            except PlaywrightError:
+                return ""
+    return ""
 
 
 def unavailable_reason(page: Page, response: Response | None = None) -> str | None:
@@ -262,9 +272,12 @@ def _wait_in_page(page: Page, js: str, arg: Any, timeout_s: float) -> Any:
         except PlaywrightTimeout:
             return None
         except PlaywrightError:
-            # The page navigated between two reads (its context was destroyed): read again.
-            if page.is_closed() or time.monotonic() >= deadline:
+            # The page navigated between two reads (its context was destroyed): read again —
+            # until the deadline, which is a timeout like any other (the caller maps it).
+            if page.is_closed():
                 raise
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(_POLL_MS / 1000)
 
 
@@ -290,9 +303,11 @@ def _on_element(body: str) -> str:
 
 
 #: Where to click ``e``: scrolled into view, the centre of its box if the element itself (or
-#: one of its children) is what is there — not covered, not disabled; else null.
+#: one of its children) is what is there — not covered, not disabled (itself, by a disabled
+#: fieldset, or ``aria-disabled``); else null. Unlike ``Locator.click`` it does not wait for the
+#: box to stop moving: the portals' buttons do not animate.
 _CLICK_POINT = ("""
-  if (!shown(e) || e.disabled) return null;
+  if (!shown(e) || e.matches(":disabled") || e.closest('[aria-disabled="true"]')) return null;
   let r = e.getBoundingClientRect();
   if (r.top < 0 || r.left < 0 || r.bottom > innerHeight || r.right > innerWidth) {
     e.scrollIntoView({block: "center", inline: "center", behavior: "instant"});
@@ -304,7 +319,7 @@ _CLICK_POINT = ("""
 
 #: Focus ``e`` and select its text, as ``Locator.fill`` does first; false if it cannot be.
 _FOCUS = ("""
-  if (!shown(e) || e.disabled || e.readOnly) return false;
+  if (!shown(e) || e.matches(":disabled") || e.readOnly) return false;
   e.focus();
   if (typeof e.select === "function") e.select();
   return document.activeElement === e;""")
@@ -313,7 +328,8 @@ _FOCUS = ("""
 class InPage:
     """An element read in the page's own JavaScript (one ``evaluate`` per call) and driven by
     real input events (``page.mouse``, ``page.keyboard``), for the few ``Locator`` methods the
-    flows use, with their meaning.
+    flows use, with their meaning. They run in the page's own JavaScript world (as the flows'
+    other reads do), not in Playwright's isolated one.
 
     Why not a ``Locator``: its first use in a document loads Playwright's selector engine into
     that document — about 37 ms of CPU, measured — and a check loads 5 to 10 documents, so it
@@ -335,6 +351,7 @@ class InPage:
         return self.page.locator(str(self)).first
 
     def count(self) -> int:
+        """1 if the element exists, else 0 (the flows ask only whether there is one)."""
         return int(self._eval("return e ? 1 : 0;"))
 
     def is_visible(self) -> bool:
@@ -375,7 +392,8 @@ class InPage:
             self.page.keyboard.press("Delete")
 
     def press_sequentially(self, text: str) -> None:
-        """Focus, then one key press per character (keydown, keypress, input, keyup)."""
+        """Focus (selecting what is there, so it is typed over: the flows empty the field
+        first), then one key press per character (keydown, keypress, input, keyup)."""
         if not self._focus():
             self.locator().press_sequentially(text)
             return

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from flows.errors import PortalChanged
-from flows.steps import InPage, expect_visible, first_visible
+from flows.steps import InPage, expect_visible, first_visible, page_text
 
 pytestmark = pytest.mark.browser
 
@@ -107,3 +107,30 @@ def test_expect_visible_and_first_visible_wait_in_the_page(page) -> None:
     assert expect_visible(page, "a", text="Tramitar", what="liga", timeout_s=1).count() == 1
     with pytest.raises(PortalChanged, match=r"a:has-text\('Descargar'\)"):
         expect_visible(page, "a", text="Descargar", what="liga Descargar", timeout_s=0.3)
+
+
+def test_button_disabled_by_its_fieldset_is_not_clicked(page) -> None:
+    """A button disabled through its fieldset is handed to Playwright, which waits for it to
+    be enabled (and times out here) instead of a click that would do nothing."""
+    page.set_content("""<fieldset disabled><button id="b" type="button">Buscar</button>
+        </fieldset><script>window.events = []; document.getElementById("b")
+        .addEventListener("click", () => events.push("click"));</script>""")
+    page.set_default_timeout(500)
+    with pytest.raises(Exception, match="(?i)timeout"):
+        InPage(page, "#b").click()
+    assert page.evaluate("events") == []
+
+
+def test_waits_and_reads_on_a_page_that_keeps_reloading(page) -> None:
+    """A page replaced again and again (a notice that refreshes itself): the reads
+    ride over the navigations, a missing element is PortalChanged after its timeout — never a
+    raw Playwright error — and the page's text is read."""
+    html = """<!doctype html><p id="siempre">Aviso del portal</p>
+        <script>setTimeout(() => location.reload(), 80)</script>"""
+    page.route("http://portal.test/**",
+               lambda route: route.fulfill(body=html, content_type="text/html"))
+    page.goto("http://portal.test/")
+    assert expect_visible(page, "#siempre", what="aviso", timeout_s=5).count() in (0, 1)
+    with pytest.raises(PortalChanged, match="#nunca"):
+        expect_visible(page, "#nunca", what="campo", timeout_s=1)
+    assert any("Aviso del portal" in page_text(page) for _ in range(5))
