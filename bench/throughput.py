@@ -274,7 +274,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="warnings only in the logs")
     ap.add_argument("--latency-ms", type=int, default=300)
     ap.add_argument("--modes", default="abcd")
-    ap.add_argument("--naive-people", type=int, default=10,
+    ap.add_argument("--naive-people", type=int, default=20,
                     help="the naive mode is slow; its rate varies with the captchas drawn")
     ap.add_argument("--growth", type=int, default=0)
     args = ap.parse_args()
