@@ -36,6 +36,7 @@ from flows.errors import (
 )
 from flows.pdf import InvalidConstancia, read_constancia
 from flows.steps import (
+    POLL_MS,
     SHOWN_JS,
     InPage,
     StepRetry,
@@ -59,10 +60,6 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 __all__ = ["PORTAL", "ImssPortal", "run", "classify_message"]
-
-#: Polling of in-page waits, in ms (Playwright's default polls at every animation frame, which
-#: keeps the renderer and compositor busy for nothing).
-_POLL_MS = 50
 
 
 @dataclass(frozen=True)
@@ -421,7 +418,7 @@ def _captcha_image(page: Page, settings: Settings) -> bytes:
         handle = page.wait_for_function(
             _CAPTCHA_JS,
             arg=PORTAL.captcha_img,
-            polling=_POLL_MS,
+            polling=POLL_MS,
             timeout=settings.navigation_timeout_s * 1000,
         )
         found = handle.json_value()
@@ -452,7 +449,7 @@ def _refresh_captcha(page: Page, form_url: str) -> None:
                 "([sel, old]) => { const i = document.querySelector(sel);"
                 " return i && i.getAttribute('src') !== old && i.complete; }",
                 arg=[PORTAL.captcha_img, old],
-                polling=_POLL_MS,
+                polling=POLL_MS,
             )
             return
     except (PlaywrightTimeout, PlaywrightError):

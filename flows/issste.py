@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PORTAL", "IssstePortal", "run"]
 
-#: Polling of in-page waits, in ms (as in flows.imss).
+#: Polling of the in-page wait for the answer, in ms (an answer takes a round trip or more).
 _POLL_MS = 100
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "Stopwatch",
     "SHOWN_JS",
     "InPage",
+    "POLL_MS",
 ]
 
 #: In-page reads (``page.evaluate``) decide visibility as Playwright's ``is_visible`` does: a
@@ -233,16 +234,8 @@ def expect_visible(page: Page, selector: str, *, what: str, timeout_s: float,
 
 #: Polling of in-page waits, in ms (Playwright's default polls at every animation frame, which
 #: keeps the renderer and compositor busy for nothing).
-_POLL_MS = 50
+POLL_MS = 50
 
-#: Which of ``[[name, css], …]`` shows first (its name), or null.
-_FIRST_SHOWN_JS = """cands => {
-  const shown = SHOWN_JS;
-  for (const [name, css] of cands) {
-    if (shown(document.querySelector(css))) return name;
-  }
-  return null;
-}""".replace("SHOWN_JS", SHOWN_JS)
 
 
 def first_visible(
@@ -267,7 +260,7 @@ def _wait_in_page(page: Page, js: str, arg: Any, timeout_s: float) -> Any:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            return page.wait_for_function(js, arg=arg, polling=_POLL_MS,
+            return page.wait_for_function(js, arg=arg, polling=POLL_MS,
                                           timeout=left * 1000).json_value()
         except PlaywrightTimeout:
             return None
@@ -278,7 +271,7 @@ def _wait_in_page(page: Page, js: str, arg: Any, timeout_s: float) -> Any:
                 raise
             if time.monotonic() >= deadline:
                 return None
-            time.sleep(_POLL_MS / 1000)
+            time.sleep(POLL_MS / 1000)
 
 
 #: ``FIND(css, text)``: the first element matching ``css`` (whose text contains ``text``, when
@@ -293,6 +286,12 @@ _FIND_JS = r"""(css, text) => {
   }
   return null;
 }"""
+
+
+#: Which of ``[[name, css], …]`` shows first (its name), or null.
+_FIRST_SHOWN_JS = (f"cands => {{ const find = {_FIND_JS}; const shown = {SHOWN_JS};"
+                   " for (const [name, css] of cands) { if (shown(find(css, null))) return name; }"
+                   " return null; }")
 
 
 def _on_element(body: str) -> str:
