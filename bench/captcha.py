@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures.captcha_image import random_text, render  # noqa: E402
 from flows.captcha import OcrSolver  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from worker.core.settings import Settings  # noqa: E402
 
 
 def measure(difficulty: str, n: int, seed: int) -> tuple[list[bool], list[float]]:

@@ -78,8 +78,8 @@ class TreeMemory:
 
 
 def _settings(sb, tmp: Path, **extra):
-    from worker.commands import sandbox_settings
-    from worker.settings import load_settings
+    from worker.core.settings import load_settings
+    from worker.interfaces.commands import sandbox_settings
 
     base = load_settings(data_dir=tmp / "data", rate_limit_imss=100000, rate_limit_issste=100000,
                          max_concurrency_imss=64, max_concurrency_issste=64, **extra)
@@ -94,7 +94,7 @@ def _one_check(args: tuple) -> str:
     from flows.captcha import make_solver
     from flows.mailbox import open_mailbox
     from flows.runner import run_check
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
     settings = Settings(**settings_data)
     import structlog
@@ -158,7 +158,7 @@ _STARTUP: dict[str, float] = {}
 def _warm(data: dict) -> None:
     """A ceiling pool process's start: its logs at the configured level, its browser."""
     from flows.browser import shared_browser
-    from worker.logs import configure_logging
+    from worker.core.logs import configure_logging
 
     configure_logging(data["log_format"], data["log_level"])
 
@@ -167,8 +167,8 @@ def _warm(data: dict) -> None:
 
 def mode_embedded(sb, curps, k, tmp) -> tuple[float, int]:
     from tests.people import write_sheet
-    from worker.embedded import run_embedded
-    from worker.service import open_storage, prepare_batch
+    from worker.engine.embedded import run_embedded
+    from worker.services.batches import open_storage, prepare_batch
 
     settings = _settings(sb, tmp, concurrency=k)
     storage = open_storage(settings)
@@ -193,7 +193,7 @@ def mode_celery(sb, curps, k, tmp) -> tuple[float, int]:
                 "CONSTANCIAS_RATE_LIMIT_IMSS": "100000", "CONSTANCIAS_RATE_LIMIT_ISSSTE": "100000",
                 "CONSTANCIAS_MAX_CONCURRENCY_IMSS": "64",
                 "CONSTANCIAS_MAX_CONCURRENCY_ISSSTE": "64"})
-    cli = [sys.executable, "-m", "worker.cli"]
+    cli = [sys.executable, "-m", "worker.interfaces.cli"]
     worker = subprocess.Popen([*cli, "worker", "-c", str(k)], env=env, cwd=tmp,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -219,7 +219,7 @@ def mode_celery(sb, curps, k, tmp) -> tuple[float, int]:
 def _wait(cli, env, tmp, bid) -> None:
     # Poll the database directly: a `constancias status` process per poll would steal CPU
     # from the workers on a small machine and bias the measurement against Celery.
-    from worker.storage import Storage
+    from worker.storage.repository import Storage
 
     storage = Storage(f"sqlite:///{Path(env['CONSTANCIAS_DATA_DIR']).resolve() / 'constancias.db'}")
     while True:
@@ -232,8 +232,8 @@ def _wait(cli, env, tmp, bid) -> None:
 def growth(sb, n_checks: int, k: int, tmp: Path) -> None:
     """RSS of the embedded engine's process tree early in a run vs late in it."""
     from tests.people import synthetic_curps, write_sheet
-    from worker.embedded import run_embedded
-    from worker.service import open_storage, prepare_batch
+    from worker.engine.embedded import run_embedded
+    from worker.services.batches import open_storage, prepare_batch
 
     settings = _settings(sb, tmp, concurrency=k)
     storage = open_storage(settings)
@@ -279,7 +279,7 @@ def main() -> None:
     ap.add_argument("--growth", type=int, default=0)
     args = ap.parse_args()
     if args.quiet:
-        from worker.logs import configure_logging
+        from worker.core.logs import configure_logging
 
         # Every mode's processes alike (the Celery workers always log warnings only).
         os.environ["CONSTANCIAS_LOG_LEVEL"] = "warning"

@@ -11,12 +11,12 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 __all__ = ["Person", "PdfFacts", "Outcome", "CheckContext", "CaptchaSolver", "Mailbox", "Flow"]
 

@@ -39,7 +39,7 @@ from flows.errors import CaptchaUnsolved
 
 if TYPE_CHECKING:
     from flows.base import CaptchaSolver
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 __all__ = [
     "OcrSolver",

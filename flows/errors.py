@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 __all__ = [
     "FlowError",

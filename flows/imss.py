@@ -51,13 +51,13 @@ from flows.steps import (
     page_text,
     unavailable_reason,
 )
-from worker.logs import mask_text
-from worker.statuses import Status
+from worker.core.logs import mask_text
+from worker.core.statuses import Status
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, Response
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 __all__ = ["PORTAL", "ImssPortal", "run", "classify_message"]
 

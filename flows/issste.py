@@ -31,12 +31,12 @@ from flows.steps import (
     open_page,
     unavailable_reason,
 )
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 __all__ = ["PORTAL", "IssstePortal", "run"]
 

@@ -40,8 +40,8 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from flows.errors import EmailNotReceived
-from worker.errors import ConfigError
-from worker.logs import mask_email, mask_text
+from worker.core.errors import ConfigError
+from worker.core.logs import mask_email, mask_text
 
 __all__ = [
     "MailMessage",

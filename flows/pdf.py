@@ -24,8 +24,8 @@ from pypdf.errors import PyPdfError
 
 from flows.base import PdfFacts
 from flows.errors import PermanentError
-from worker.logs import mask_curp
-from worker.statuses import Status
+from worker.core.logs import mask_curp
+from worker.core.statuses import Status
 
 __all__ = ["InvalidConstancia", "read_constancia", "pdf_text"]
 

@@ -15,13 +15,13 @@ from flows import get_flow
 from flows.base import CaptchaSolver, CheckContext, Mailbox, Outcome, Person
 from flows.errors import FlowError, TransientError
 from flows.evidence import evidence_dir, save_pages, save_trace, write_note
-from worker.logs import mask_text
-from worker.statuses import Status, StatusClass
+from worker.core.logs import mask_text
+from worker.core.statuses import Status, StatusClass
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 __all__ = ["run_check", "new_check_context", "trace_snapshots"]
 

@@ -24,12 +24,12 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from flows.errors import PortalChanged, PortalUnavailable
-from worker.logs import mask_text
+from worker.core.logs import mask_text
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page, Response
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ import pytest
 from fixtures.captcha_image import random_text, render
 from flows.captcha import ManualSolver, OcrSolver, answer, make_solver, pending, safe_key
 from flows.errors import CaptchaUnsolved
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 
 def _success_rate(difficulty: str, n: int, seed: int) -> float:

@@ -11,7 +11,7 @@ from flows.errors import (
     retry_delay,
     status_for,
 )
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 POLICY = {"retry_max": 4, "backoff_s": 2.0, "backoff_max_s": 30.0}
 

@@ -13,8 +13,8 @@ import flows
 from flows.base import CheckContext, Outcome, Person
 from flows.errors import PortalChanged, PortalUnavailable
 from flows.runner import run_check
-from worker.settings import load_settings
-from worker.statuses import Status
+from worker.core.settings import load_settings
+from worker.core.statuses import Status
 
 pytestmark = pytest.mark.browser
 

@@ -1,0 +1,1 @@
+"""The core every layer may use: statuses, settings, errors, logs, text."""

@@ -1,0 +1,1 @@
+"""The engine: one check, the limits, the embedded and Celery executors."""

@@ -1,0 +1,327 @@
+"""The body of one check, shared by the Celery task and the embedded pool.
+
+``Engine.execute(check_id, attempt)`` deserialises nothing but an id: it reads the check from
+storage, skips it if it already has a status (a redelivered or duplicated task changes nothing),
+reuses today's verdict for the same CURP and portal when there is one, otherwise runs the flow in
+this process's browser, records the result once, and produces the batch's report when this was
+the last check. It returns a ``Decision``; the caller (task or pool) does the waiting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from flows.errors import FlowError, TransientError, retry_delay, status_for
+from worker.core.logs import mask_text
+from worker.core.settings import Settings
+from worker.core.statuses import REUSABLE, Status
+from worker.engine.limits import Limiter, NullLimiter
+from worker.storage.repository import Storage
+
+__all__ = ["Decision", "Engine", "person_dir"]
+
+log = structlog.get_logger("constancias.engine")
+
+#: How long a check waits when the politeness limits refuse it a slot.
+THROTTLE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the caller does next with a check."""
+
+    done: bool
+    retry_in: float | None = None
+    """Seconds to wait before running it again (with ``attempt``)."""
+    attempt: int = 0
+    throttled: bool = False
+    status: str | None = None
+
+
+def person_dir(out_dir: str | Path, curp: str) -> Path:
+    """Per-person folder of a batch's output (PDFs and evidence)."""
+    return Path(out_dir) / "constancias" / curp
+
+
+class Engine:
+    """One per process: holds the storage handle, the limiter and, lazily, the browser."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None,
+                 limiter: Limiter | None = None, lease_s: float | None = None) -> None:
+        self.settings = settings
+        self.storage = storage or Storage(settings.effective_database_url)
+        self.limiter = limiter or NullLimiter()
+        #: Distributed mode leases a running check (a redelivered copy waits); the embedded
+        #: dispatcher never runs a check twice at once and resumes at once after a crash.
+        self.lease_s = lease_s
+        self._captcha: Any = None
+        self._mailbox: Any = None
+
+    # --- collaborators, created on first use (after any fork) ----------------------------
+    def _solver(self) -> Any:
+        if self._captcha is None:
+            from flows.captcha import make_solver
+
+            self._captcha = make_solver(self.settings)
+        return self._captcha
+
+    def _mail(self) -> Any:
+        if self._mailbox is None:
+            from flows.mailbox import open_mailbox
+
+            self._mailbox = open_mailbox(self.settings.effective_mailbox_url,
+                                         poll_s=self.settings.mailbox_poll_s)
+        return self._mailbox
+
+    # --- the check ------------------------------------------------------------------------
+    def execute(self, check_id: int, *, attempt: int = 0, task_id: str | None = None) -> Decision:
+        check = self.storage.get_check(check_id)
+        if check is None or check.status is not None:
+            return Decision(done=True, status=check.status if check else None)
+        token = self.limiter.acquire(check.portal)
+        if token is None:
+            return Decision(done=False, retry_in=THROTTLE_WAIT_S, attempt=attempt, throttled=True)
+        try:
+            return self._execute(check_id, attempt=attempt, task_id=task_id)
+        finally:
+            self.limiter.release(check.portal, token)
+
+    def _execute(self, check_id: int, *, attempt: int, task_id: str | None) -> Decision:
+        # Distributed: a task carries its attempt, so a late copy of one already run is dropped.
+        started = self.storage.start_check(check_id, task_id, lease_s=self.lease_s,
+                                           attempt=attempt if self.lease_s else None)
+        if started is None:
+            return Decision(done=True)
+        if isinstance(started, float):  # another worker is running it right now
+            return Decision(done=False, retry_in=started, attempt=attempt, throttled=True)
+        check, batch = started
+        with _Heartbeat(self.storage, check_id, task_id, self.lease_s):
+            return self._run_started(check, batch, attempt=attempt, task_id=task_id)
+
+    def _run_started(self, check: Any, batch: Any, *, attempt: int,
+                     task_id: str | None) -> Decision:
+        check_id = check.id
+        bound = log.bind(batch_id=batch.id, portal=check.portal, task_id=task_id,
+                         check_id=check_id, attempt=attempt)
+        # Deliveries that never reached an end (the worker died): stop a poison task.
+        crashes = check.deliveries - 1 - check.attempts
+        if crashes >= self.settings.max_redeliveries:
+            bound.error("check_abandoned", crashes=crashes)
+            self._record(check_id, batch.id, status=Status.ERROR,
+                         detail=f"La consulta se interrumpió {crashes} veces; se abandonó.")
+            return Decision(done=True, status=Status.ERROR.value)
+
+        if batch.kind != "recheck":
+            reused = self._reuse(check, batch.out_dir, bound)
+            if reused:
+                return Decision(done=True, status=reused)
+
+        home = person_dir(batch.out_dir, check.curp)
+        # The flow writes into a folder of its own; files reach the person's folder only when
+        # this run's result is the one recorded (a duplicate run never overwrites a PDF).
+        work_dir = home / f".intento-{uuid.uuid4().hex[:8]}"
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            return self._attempt(check, batch, work_dir, home, bound, attempt)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _attempt(self, check: Any, batch: Any, work_dir: Path, home: Path, bound: Any,
+                 attempt: int) -> Decision:
+        check_id = check.id
+        t0 = time.monotonic()
+        bound.info("check_started", curp=check.curp)
+        try:
+            outcome = self._run_flow(check.portal, check.curp, work_dir, bound, attempt)
+        except Exception as err:  # noqa: BLE001 - every failure becomes a status or a retry
+            delay = retry_delay(
+                err if isinstance(err, FlowError) else TransientError(str(err)),
+                attempt, retry_max=self.settings.retry_max,
+                backoff_s=self.settings.retry_backoff_s,
+                backoff_max_s=self.settings.retry_backoff_max_s,
+            )
+            message = mask_text(str(err)) or type(err).__name__
+            evidence = _keep(getattr(err, "evidence_path", None), work_dir, home)
+            if delay is not None:
+                bound.warning("check_retry", error=message, retry_in=round(delay, 2),
+                              error_type=type(err).__name__)
+                self.storage.note_attempt(check_id, message,
+                                          due_in=delay if self.lease_s else None)
+                return Decision(done=False, retry_in=delay, attempt=attempt + 1)
+            status = status_for(err) if isinstance(err, FlowError) else Status.ERROR
+            if isinstance(err, TransientError) or not isinstance(err, FlowError):
+                detail = _gave_up_detail(status, str(err), attempt)
+            else:
+                detail = str(err)
+            bound.warning("check_failed", status=status.value, error=message,
+                          error_type=type(err).__name__)
+            self._record(check_id, batch.id, status=status, detail=detail,
+                         evidence_path=Path(evidence) if evidence else None,
+                         timings={"total": round(time.monotonic() - t0, 3)})
+            return Decision(done=True, status=status.value)
+
+        facts = _facts_json(outcome.facts)
+        trace = outcome.extra.get("trace")  # kept for done checks with KEEP_TRACES=always
+        evidence = _keep(outcome.extra.get("evidence") or (Path(trace).parent if trace else None),
+                         work_dir, home)
+        timings = dict(outcome.timings)
+        timings.setdefault("total", round(time.monotonic() - t0, 3))
+        pdf = outcome.pdf_path
+        final_pdf = home / pdf.name if pdf else None
+        recorded = self.storage.record_result(
+            check_id, status=outcome.status.value, detail=outcome.detail,
+            pdf_path=final_pdf, pdf_sha256=_sha256(pdf) if pdf else None, facts=facts,
+            evidence_path=Path(evidence) if evidence else None, timings=timings,
+            valid_until=outcome.facts.valid_until if outcome.facts else None,
+        )
+        if recorded and pdf and final_pdf:
+            os.replace(pdf, final_pdf)
+        self.finish_if_complete(batch.id)
+        bound.info("check_done", status=outcome.status.value, seconds=timings.get("total"))
+        return Decision(done=True, status=outcome.status.value)
+
+    def _run_flow(self, portal: str, curp: str, work_dir: Path, bound: Any, attempt: int) -> Any:
+        from flows.base import Person
+        from flows.browser import shared_browser
+        from flows.runner import run_check
+
+        browser = shared_browser(self.settings.browser_executable)
+        return run_check(browser, portal, Person(curp=curp), self.settings, work_dir,
+                         captcha=self._solver(), mailbox=self._mail(), log=bound,
+                         attempt=attempt)
+
+    def _reuse(self, check: Any, out_dir: str, bound: Any) -> str | None:
+        """Reuse today's verdict (Mexico City day) for this CURP and portal, PDF copied."""
+        today = datetime.combine(datetime.now(self.settings.tz).date(), dtime.min,
+                                 tzinfo=self.settings.tz)
+        prior = self.storage.reusable_result(check.curp, check.portal, today,
+                                             frozenset(s.value for s in REUSABLE))
+        if prior is None or prior.id == check.id:
+            return None
+        pdf: Path | None = None
+        if prior.pdf_path:
+            source = Path(prior.pdf_path)
+            if not source.is_file():
+                return None  # the earlier PDF is gone: query again
+            pdf = person_dir(out_dir, check.curp) / source.name
+            pdf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if source.resolve() != pdf.resolve():
+                shutil.copy2(source, pdf)
+        self._record(check.id, check.batch_id, status=Status(prior.status),
+                     detail=prior.detail, pdf_path=pdf, facts=prior.facts,
+                     valid_until=prior.valid_until, reused_from=prior.id,
+                     count_attempt=False, timings=prior.timings)
+        bound.info("check_reused", status=prior.status, from_check=prior.id)
+        return prior.status
+
+    def _record(self, check_id: int, batch_id: str, *, status: Status, detail: str,
+                **fields: Any) -> None:
+        self.storage.record_result(check_id, status=status.value, detail=detail, **fields)
+        self.finish_if_complete(batch_id)
+
+    # --- the batch ------------------------------------------------------------------------
+    def finish_if_complete(self, batch_id: str) -> Path | None:
+        """Write the report exactly once, when every check of the batch has a status."""
+        if not self.storage.claim_report(batch_id):
+            return None
+        from worker.report.data import build_report
+
+        try:
+            path = build_report(self.settings, self.storage, batch_id)
+        except Exception:
+            log.exception("report_failed", batch_id=batch_id)
+            self.storage.finish_batch(batch_id, None)
+            return None
+        self.storage.finish_batch(batch_id, path)
+        log.info("batch_done", batch_id=batch_id, report=str(path))
+        self._notify(batch_id)
+        return path
+
+    def _notify(self, batch_id: str) -> None:
+        """E-mail a re-check's changes to HR (once each; worker/engine/notify.py). Never fails the batch."""
+        try:
+            from worker.engine.notify import notify_batch
+
+            notify_batch(self.settings, self.storage, batch_id)
+        except Exception:  # noqa: BLE001 - a mail problem must not undo a finished batch
+            log.exception("notify_failed", batch_id=batch_id)
+
+
+class _Heartbeat:
+    """Renews a running check's lease every third of it, from a thread, while the flow runs
+    (distributed mode). If this process dies, the renewals stop and the lease runs out within
+    ``lease_s``: the sweeper (worker/engine/sweeper.py) then sends the check again."""
+
+    def __init__(self, storage: Storage, check_id: int, task_id: str | None,
+                 lease_s: float | None) -> None:
+        self.storage, self.check_id, self.task_id = storage, check_id, task_id
+        self.lease_s = lease_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if self.lease_s:
+            self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        assert self.lease_s
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self.storage.renew_lease(self.check_id, self.task_id, self.lease_s):
+                    return  # recorded meanwhile (or no longer ours): nothing to keep
+            except Exception as exc:  # noqa: BLE001 - a missed renewal is retried next time
+                log.warning("lease_renewal_failed", check_id=self.check_id,
+                            error=mask_text(str(exc)))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _keep(evidence: str | Path | None, work_dir: Path, home: Path) -> str | None:
+    """Move an attempt's evidence folder out of its scratch folder, next to the PDFs."""
+    if not evidence:
+        return None
+    source = Path(evidence)
+    if not source.exists() or not source.is_relative_to(work_dir):
+        return str(source) if source.exists() else None
+    target = home / "evidencia" / source.name
+    if target.exists():
+        target = target.with_name(f"{source.name}-{uuid.uuid4().hex[:6]}")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.move(str(source), target)
+    return str(target)
+
+
+def _facts_json(facts: Any) -> dict[str, Any] | None:
+    if facts is None:
+        return None
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(facts).items()}
+
+
+def _gave_up_detail(status: Status, message: str, attempt: int) -> str:
+    tries = attempt + 1
+    base = {
+        Status.PORTAL_UNAVAILABLE: "El portal no respondió",
+        Status.CAPTCHA_UNSOLVED: "No se resolvió el captcha",
+    }.get(status, "Falló la consulta")
+    return f"{base} tras {tries} intento(s): {message}".strip()

@@ -1,0 +1,234 @@
+"""The embedded engine: no broker, no server to install.
+
+The parent process dispatches a batch's checks to K child processes, forked from a clean fork
+server that has only imported the modules a check needs (``spawn`` where there is no fork
+server): Playwright never crosses a fork, and the K children do not import everything K
+times. Each child runs the very ``Engine.execute`` the Celery task runs, with one
+browser of its own. The parent enforces the per-portal rate limit and concurrency cap, waits
+out retry delays, shows progress, and replaces a child that dies (its check runs again).
+Everything is recorded in storage as it happens: an interrupted run, started again with the
+same sheet, resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from worker.core.settings import Settings
+from worker.engine.check import Decision, Engine
+from worker.engine.limits import LocalLimiter
+from worker.storage.repository import Storage
+
+__all__ = ["run_embedded", "Progress"]
+
+log = structlog.get_logger("constancias.embedded")
+
+
+@dataclass
+class Progress:
+    per_portal: dict[str, dict[str, int]] = field(default_factory=dict)
+    retrying: int = 0
+
+
+def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
+           environ: dict[str, str] | None = None) -> None:
+    """A child's whole life. Anything that escapes it would be printed by multiprocessing as a
+    raw traceback on stderr, where a CURP in a path or a message would appear whole: it is
+    printed masked instead, and the child exits 1 (the parent requeues its check).
+
+    ``environ`` is the parent's environment when it started the child: a fork server keeps the
+    one it was started with, and a long-lived parent (the web page) may have changed since."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    try:
+        _child_loop(settings_data, jobs, results, parent)
+    except Exception:  # noqa: BLE001 - last resort: mask, then die like a crash
+        import traceback
+
+        from worker.core.logs import mask_text
+
+        sys.stderr.write(mask_text(traceback.format_exc()))
+        sys.stderr.flush()
+        sys.exit(1)
+
+
+def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int) -> None:
+    # Children must not survive the parent, nor die on the terminal's Ctrl-C before it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from worker.core.logs import configure_logging
+
+    settings = Settings(**settings_data)
+    configure_logging(settings.log_format, settings.log_level)
+    engine = Engine(settings)
+    while True:
+        try:
+            job = jobs.get(timeout=1.0)
+        except queue.Empty:
+            if not _parent_alive(parent):
+                break
+            continue
+        if job is None:
+            break
+        check_id, attempt = job
+        results.put(("started", os.getpid(), check_id, None))
+        try:
+            decision = engine.execute(check_id, attempt=attempt, task_id=f"embedded-{os.getpid()}")
+        except Exception as exc:  # noqa: BLE001 - report, never kill the child
+            log.exception("embedded_execute_failed", check_id=check_id)
+            decision = Decision(done=False, retry_in=5.0, attempt=attempt + 1,
+                                status=type(exc).__name__)
+        results.put(("result", os.getpid(), check_id, decision))
+    from flows.browser import close_shared
+
+    close_shared()
+
+
+def _make_sure_it_ended(process: Any) -> None:
+    """A child that looks ended really is, before its check runs again elsewhere. With a fork
+    server, the parent learns of a child's end from the server: were the server itself killed,
+    every child would look ended while still running its check (two runs of one check would
+    then spend two IMSS queries). Such a child is killed (its browser and driver end with it:
+    Playwright's driver leaves when its pipe closes)."""
+    try:
+        with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return  # it has ended (or this system has no /proc: a spawned child is watched directly)
+    if state in ("Z", "X"):
+        return  # ended, not yet reaped
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+        log.warning("embedded_child_lost_from_view", pid=process.pid)
+    except (ProcessLookupError, PermissionError):
+        pass  # ended meanwhile
+
+
+def _parent_alive(parent: int) -> bool:
+    """Whether the process that started this child still runs (forked from the fork server, a
+    child's OS parent is the server; multiprocessing keeps a line to the real one)."""
+    process = mp.parent_process()
+    if process is not None:
+        return process.is_alive()
+    return os.getppid() == parent
+
+
+#: What every check imports, loaded once in the fork server: each of K children would otherwise
+#: spend 0.7 s of CPU importing it, all at the start of a run, on the cores the checks need.
+_PRELOAD = [
+    "worker.engine.check", "worker.core.logs", "worker.storage.repository", "flows.runner", "flows.imss",
+    "flows.issste", "flows.captcha", "flows.mailbox", "flows.pdf", "flows.browser",
+    "playwright.sync_api",
+]
+
+
+def _mp_context() -> Any:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+def run_embedded(
+    settings: Settings,
+    storage: Storage,
+    batch_id: str,
+    *,
+    concurrency: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    poll_s: float = 0.2,
+) -> None:
+    """Run every pending check of a batch to a status, then make sure the report exists."""
+    k = max(1, concurrency or settings.concurrency)
+    # A run killed while it wrote the report left the claim behind: this run writes it.
+    if storage.reclaim_report(batch_id):
+        log.warning("embedded_report_reclaimed", batch_id=batch_id)
+    pending = storage.pending_check_ids(batch_id)
+    ctx = _mp_context()
+    jobs: Any = ctx.Queue()
+    results: Any = ctx.Queue()
+    data = settings.model_dump(mode="json")
+    parent = os.getpid()
+
+    def spawn() -> Any:
+        p = ctx.Process(target=_child, args=(data, jobs, results, parent, dict(os.environ)),
+                        daemon=True)
+        p.start()
+        return p
+
+    k = min(k, max(1, len(pending)))
+    procs = [spawn() for _ in range(k)] if pending else []
+    limiter = LocalLimiter(settings.rate_limit, settings.max_concurrency)
+    ready: list[tuple[int, str, int]] = [(cid, portal, 0) for cid, portal in pending]
+    delayed: list[tuple[float, int, str, int]] = []
+    inflight: dict[int, tuple[str, int]] = {}
+    running_on: dict[int, int] = {}  # pid -> check id
+    portal_of = {cid: portal for cid, portal in pending}
+    last_progress = 0.0
+    try:
+        while ready or delayed or inflight:
+            now = time.monotonic()
+            while delayed and delayed[0][0] <= now:
+                _, cid, portal, attempt = heapq.heappop(delayed)
+                ready.append((cid, portal, attempt))
+            # Dispatch what the limits allow, in order, keeping every child busy.
+            still: list[tuple[int, str, int]] = []
+            for cid, portal, attempt in ready:
+                if len(inflight) < len(procs) and limiter.acquire(portal):
+                    inflight[cid] = (portal, attempt)
+                    jobs.put((cid, attempt))
+                else:
+                    still.append((cid, portal, attempt))
+            ready = still
+            try:
+                kind, pid, cid, decision = results.get(timeout=poll_s)
+            except queue.Empty:
+                kind = None
+            if kind == "started":
+                running_on[pid] = cid
+            elif kind == "result":
+                running_on.pop(pid, None)
+                portal, attempt = inflight.pop(cid, (portal_of.get(cid, "imss"), 0))
+                limiter.release(portal, "local")
+                if not decision.done:
+                    due = time.monotonic() + (decision.retry_in or 0.0)
+                    heapq.heappush(delayed, (due, cid, portal, decision.attempt))
+            # A child that died (OOM, a crash, kill -9): its check goes back in line.
+            for i, p in enumerate(procs):
+                if not p.is_alive():
+                    _make_sure_it_ended(p)
+                    cid = running_on.pop(p.pid, None)
+                    if cid is not None and cid in inflight:
+                        portal, attempt = inflight.pop(cid)
+                        limiter.release(portal, "local")
+                        ready.insert(0, (cid, portal, attempt))
+                        log.warning("embedded_child_died", pid=p.pid, check_id=cid)
+                    procs[i] = spawn()
+            if on_progress and (time.monotonic() - last_progress > 0.5):
+                last_progress = time.monotonic()
+                on_progress(Progress(storage.progress(batch_id), len(delayed)))
+    finally:
+        for _ in procs:
+            jobs.put(None)
+        deadline = time.monotonic() + 10
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.terminate()
+                p.join(2)
+    if on_progress:
+        on_progress(Progress(storage.progress(batch_id), 0))
+    # Normally the last check wrote the report; this covers a batch with nothing left to run.
+    Engine(settings, storage).finish_if_complete(batch_id)

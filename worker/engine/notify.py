@@ -1,0 +1,196 @@
+"""Change notifications: one e-mail to HR per status change found by a re-check (optional).
+
+Configured by ``CONSTANCIAS_SMTP_URL`` (``smtp://user:pass@host:port``; ``smtps://`` for TLS
+from the start, ``?starttls=1`` to upgrade a plain connection; ``?from=addr`` sets the sender)
+and ``CONSTANCIAS_NOTIFY_TO`` (comma-separated). Unset: nothing is sent.
+
+Sent once per change: before sending, the change is *claimed* by inserting its row in the
+``notifications`` table (unique per batch × CURP × portal). Whoever inserts it sends it; a
+second call — a report rebuilt, a batch finished twice, two workers racing — finds it claimed
+and sends nothing. A send that fails releases its claim, so the next call retries it.
+
+The changes are the report's own Cambios list (``worker.report.data.report_data``): one
+definition of "a change" for the sheet and the e-mails.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import structlog
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from worker.core.errors import ConfigError
+from worker.core.logs import mask_curp
+from worker.core.settings import Settings
+from worker.storage.repository import Batch, Notification, Storage, utcnow
+
+__all__ = ["SmtpTarget", "smtp_target", "notify_batch", "change_message", "forget_purged"]
+
+log = structlog.get_logger("constancias.notify")
+
+_PORTAL_NAMES = {"imss": "IMSS", "issste": "ISSSTE"}
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where and how to send: parsed from ``CONSTANCIAS_SMTP_URL``."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    ssl: bool
+    starttls: bool
+    sender: str
+    recipients: list[str]
+
+
+def smtp_target(settings: Settings) -> SmtpTarget | None:
+    """The SMTP target, or None when notifications are not configured."""
+    if not settings.smtp_url or not settings.notify_to:
+        return None
+    parts = urlsplit(settings.smtp_url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError("Configuración inválida en CONSTANCIAS_SMTP_URL: use "
+                          "smtp://usuario:clave@host:puerto o smtps://…")
+    query = parse_qs(parts.query)
+    username = unquote(parts.username) if parts.username else None
+    default_sender = username if username and "@" in username else f"constancias@{parts.hostname}"
+    recipients = [a.strip() for a in settings.notify_to.split(",") if a.strip()]
+    return SmtpTarget(
+        host=parts.hostname,
+        port=parts.port or (465 if parts.scheme == "smtps" else 25),
+        username=username,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "smtps",
+        starttls=query.get("starttls", ["0"])[0].lower() in ("1", "true", "yes"),
+        sender=query.get("from", [default_sender])[0],
+        recipients=recipients,
+    )
+
+
+def change_message(change: Any, *, batch_id: str, sender: str, recipients: list[str],
+                   extra: dict[str, Any], tz: Any) -> EmailMessage:
+    """The Spanish e-mail HR receives for one change (a ``worker.report.workbook.ReportChange``)."""
+    portal = _PORTAL_NAMES.get(change.portal, change.portal.upper())
+    before = change.before.label if change.before is not None else "Sin consulta previa"
+    after = change.after.label
+    who = f"{change.name} ({change.curp})" if change.name else change.curp
+    msg = EmailMessage()
+    msg["Subject"] = f"Cambio en {portal}: {change.curp} — {before} → {after}"
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain="constancias.local")
+    when = change.after_at.astimezone(tz).strftime("%d/%m/%Y %H:%M")
+    prior = (change.before_at.astimezone(tz).strftime("%d/%m/%Y %H:%M")
+             if change.before_at else "—")
+    lines = [
+        "La revisión de constancias encontró un cambio de estado.",
+        "",
+        f"Persona: {who}",
+    ]
+    # The input sheet's other columns (employee number, area…), as HR wrote them.
+    lines += [f"{k}: {v}" for k, v in extra.items() if v and str(v) not in (change.name or "")]
+    lines += [
+        f"Portal: {portal}",
+        f"Antes: {before} (consulta del {prior})",
+        f"Ahora: {after} (consulta del {when})",
+        f"Qué hacer: {change.after.action}",
+        "",
+        f"Revisión {batch_id}; el detalle está en la hoja «Cambios» de su reporte.",
+    ]
+    msg.set_content("\n".join(lines))
+    return msg
+
+
+def _claim(storage: Storage, batch_id: str, change: Any, recipients: str) -> int | None:
+    """Insert the change's row; its id if this caller claimed it, None if already claimed."""
+    try:
+        with storage.session() as s:
+            row = Notification(batch_id=batch_id, curp=change.curp, portal=change.portal,
+                               before=change.before.value if change.before else None,
+                               after=change.after.value, recipients=recipients,
+                               claimed_at=utcnow())
+            s.add(row)
+            s.flush()
+            return row.id
+    except IntegrityError:
+        return None
+
+
+def _send(target: SmtpTarget, messages: list[EmailMessage]) -> None:
+    cls = smtplib.SMTP_SSL if target.ssl else smtplib.SMTP
+    kwargs: dict[str, Any] = {"timeout": 30}
+    if target.ssl:
+        kwargs["context"] = ssl.create_default_context()
+    with cls(target.host, target.port, **kwargs) as smtp:
+        if target.starttls:
+            smtp.starttls(context=ssl.create_default_context())
+        if target.username and target.password:
+            smtp.login(target.username, target.password)
+        for msg in messages:
+            smtp.send_message(msg)
+
+
+def notify_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
+    """E-mail every not-yet-notified change of a finished re-check batch; returns how many
+    were sent now. A no-op (0) when notifications are off or the batch is not a re-check."""
+    target = smtp_target(settings)
+    batch = storage.get_batch(batch_id)
+    if target is None or batch is None or batch.kind != "recheck":
+        return 0
+    from worker.report.data import report_data
+
+    data = report_data(settings, storage, batch_id)
+    extras = {r.curp: r.extra for r in data.rows if r.curp}
+    sent = 0
+    for change in data.changes or []:
+        claim = _claim(storage, batch_id, change, ", ".join(target.recipients))
+        if claim is None:
+            continue
+        msg = change_message(change, batch_id=batch_id, sender=target.sender,
+                             recipients=target.recipients, extra=extras.get(change.curp, {}),
+                             tz=settings.tz)
+        try:
+            _send(target, [msg])
+        except (OSError, smtplib.SMTPException) as err:
+            # Release the claim: the next call (a report rebuilt, the next run) retries it.
+            with storage.session() as s:
+                s.execute(delete(Notification).where(Notification.id == claim))
+            log.warning("notify_failed", batch_id=batch_id, curp=mask_curp(change.curp),
+                        portal=change.portal, error=type(err).__name__)
+            continue
+        with storage.session() as s:
+            s.execute(update(Notification).where(Notification.id == claim)
+                      .values(sent_at=utcnow()))
+        sent += 1
+        log.info("notify_sent", batch_id=batch_id, curp=mask_curp(change.curp),
+                 portal=change.portal, before=change.before.value if change.before else None,
+                 after=change.after.value)
+    return sent
+
+
+def forget_purged(storage: Storage) -> int:
+    """Replace the CURPs of notifications of purged batches by their pseudonym (what
+    ``worker.services.purge`` does to checks), so the record of what was sent outlives no personal data.
+    Returns how many rows changed."""
+    from worker.services.purge import PURGED, pseudonym
+
+    with storage.session() as s:
+        rows = list(s.scalars(
+            select(Notification).join(Batch, Batch.id == Notification.batch_id)
+            .where(Batch.source_name == PURGED, Notification.curp.not_like("#%"))
+        ))
+        for row in rows:
+            row.curp = pseudonym(row.curp)
+            row.recipients = ""
+    return len(rows)

@@ -1,0 +1,111 @@
+"""Celery tasks: thin, like web views. They take ids (never a CURP: Celery logs arguments),
+call the engine, and decide retry from its ``Decision``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import signals
+
+from worker.engine.celery_app import app, settings
+from worker.engine.check import Engine
+
+__all__ = ["check", "finish_batch", "recheck"]
+
+_engine: Engine | None = None
+
+
+def engine() -> Engine:
+    """This process's engine, created after the fork (the browser launches on first check)."""
+    global _engine
+    if _engine is None:
+        from worker.engine.limits import RedisLimiter
+
+        limiter = None
+        if settings.broker_url and settings.broker_url.startswith("redis"):
+            import redis
+
+            limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url), settings.rate_limit,
+                                   settings.max_concurrency, settings.task_time_limit_s + 60)
+        # A redelivered copy of a running check's task (the worker was lost, or the visibility
+        # timeout passed) waits on the lease instead of running alongside. The lease is short
+        # and renewed while the flow runs, so a dead worker's check is free again soon.
+        _engine = Engine(settings, limiter=limiter, lease_s=settings.lease_s)
+    return _engine
+
+
+@app.task(bind=True, name="constancias.check", max_retries=None)
+def check(self: Any, check_id: int, attempt: int = 0) -> str | None:
+    decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id)
+    if decision.retry_in is not None and not decision.done:
+        # Recorded so that the sweeper can tell a pending retry from a lost one.
+        engine().storage.set_due([check_id], decision.retry_in)
+        raise self.retry(countdown=decision.retry_in, max_retries=None,
+                         kwargs={"check_id": check_id, "attempt": decision.attempt})
+    return decision.status
+
+
+@app.task(name="constancias.finish_batch")
+def finish_batch(batch_id: str) -> None:
+    engine().finish_if_complete(batch_id)
+
+
+@app.task(name="constancias.recheck", ignore_result=True)
+def recheck(older_than_h: float | None = None) -> str | None:
+    """Fired by beat: store the re-check batch of whoever is due and enqueue its checks."""
+    from worker.services.recheck import start_recheck
+
+    return start_recheck(settings, older_than_h=older_than_h)
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    # Connecting this stops Celery from configuring loggers itself.
+    from worker.core.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+
+
+@signals.task_prerun.connect
+def _bind(task_id: str | None = None, task: Any = None, kwargs: Any = None, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+
+
+@signals.task_postrun.connect
+def _unbind(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+_sweeper: Any = None
+
+
+@signals.worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    """In the worker's main process: watch for checks nobody will run (worker/engine/sweeper.py)."""
+    global _sweeper
+    if settings.broker_url and settings.broker_url.startswith("redis"):
+        from sqlalchemy.orm import configure_mappers
+
+        from worker.engine.sweeper import Sweeper
+
+        # Before any thread: a pool process forked while a thread configures the mappers
+        # would inherit their lock held.
+        configure_mappers()
+
+        _sweeper = Sweeper(settings)
+        _sweeper.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
+
+
+@signals.worker_process_shutdown.connect
+def _close_browser(**_: Any) -> None:
+    from flows.browser import close_shared
+
+    close_shared()

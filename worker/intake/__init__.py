@@ -1,0 +1,1 @@
+"""Intake: a spreadsheet in, the rows and their CURPs out."""

@@ -1,0 +1,216 @@
+"""Handlers of ``run``, ``submit``, ``status``, ``report``, ``worker`` and ``demo``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from worker.core.errors import ConfigError, UserError
+from worker.core.logs import configure_logging
+from worker.core.settings import Settings, load_settings
+from worker.core.statuses import Status
+
+__all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "cmd_demo",
+           "execute_batch", "sandbox_settings", "print_summary"]
+
+
+def _settings(quiet_on_terminal: bool = False) -> Settings:
+    import os
+
+    settings = load_settings()
+    level = settings.log_level
+    # On a terminal, people watch the progress line; log lines would scroll it away.
+    if quiet_on_terminal and sys.stderr.isatty() and "CONSTANCIAS_LOG_LEVEL" not in os.environ:
+        level = "warning"
+    configure_logging(settings.log_format, level)
+    return settings
+
+
+def sandbox_settings(settings: Settings, sandbox: Any) -> Settings:
+    """The same settings pointed at a running sandbox."""
+    return settings.model_copy(update={
+        "imss_url": sandbox.imss_url, "issste_url": sandbox.issste_url,
+        "mailbox_url": sandbox.mailbox_url,
+    })
+
+
+class _TerminalProgress:
+    """Rows done / total per portal, redrawn in place on a terminal (stderr)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = ""
+
+    def __call__(self, progress: Any) -> None:
+        if not self.enabled:
+            return
+        parts = [f"{portal.upper()} {c['done']}/{c['total']}"
+                 for portal, c in sorted(progress.per_portal.items())]
+        if getattr(progress, "retrying", 0):
+            parts.append(f"reintentos en espera: {progress.retrying}")
+        line = "Avance: " + "  ·  ".join(parts)
+        if line != self._last:
+            sys.stderr.write("\r" + line.ljust(len(self._last)))
+            sys.stderr.flush()
+            self._last = line
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\n")
+
+
+def execute_batch(settings: Settings, storage: Any, batch_id: str, *, progress: Any = None) -> None:
+    """Run a stored batch to completion: embedded pool, or the Celery workers when a broker
+    is configured (then wait for them, polling storage)."""
+    if settings.embedded:
+        from worker.engine.embedded import run_embedded
+
+        run_embedded(settings, storage, batch_id, on_progress=progress)
+        return
+    from worker.engine.dispatch import enqueue_batch
+
+    enqueue_batch(settings, storage, batch_id)
+    from worker.engine.embedded import Progress
+
+    while True:
+        batch = storage.get_batch(batch_id)
+        if progress:
+            progress(Progress(storage.progress(batch_id)))
+        if batch is not None and batch.state == "done":
+            return
+        time.sleep(0.5)
+
+
+def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
+    print(f"Lote {status['batch_id']}: {status['done']}/{status['total']} resultados "
+          "(filas × portales).", file=out)
+    for code, n in sorted(status["by_status"].items(), key=lambda kv: -kv[1]):
+        label = Status(code).label if code in Status._value2member_map_ else code
+        print(f"  {label}: {n}", file=out)
+    if status.get("report"):
+        print(f"Reporte: {status['report']}", file=out)
+
+
+def cmd_run(args: Any) -> int:
+    from worker.intake.sheet import read_sheet
+    from worker.services.batches import batch_status, open_storage, prepare_batch
+
+    settings = _settings(quiet_on_terminal=True)
+    with ExitStack() as stack:
+        intake = read_sheet(args.file, settings)
+        if args.sandbox:
+            from fixtures.sandbox import start_sandbox
+
+            sandbox = stack.enter_context(start_sandbox(maildir=settings.data_dir / "sandbox-mail"))
+            settings = sandbox_settings(settings, sandbox)
+        storage = open_storage(settings)
+        batch_id, resumed = prepare_batch(settings, storage, args.file, args.portals,
+                                          out_dir=args.out, intake=intake)
+        if not args.json:
+            verb = "Reanudando" if resumed else "Procesando"
+            print(f"{verb} lote {batch_id}: {len(intake.valid_curps)} CURP válidas × "
+                  f"{len(args.portals)} portal(es).", file=sys.stderr)
+        progress = _TerminalProgress(sys.stderr.isatty() and not args.json)
+        prompt = None
+        if settings.captcha_solver == "manual" and sys.stdin.isatty():
+            from worker.interfaces.terminal import CaptchaPrompt
+
+            prompt = CaptchaPrompt(settings.data_dir)
+            prompt.start()
+        try:
+            execute_batch(settings, storage, batch_id, progress=progress)
+        finally:
+            progress.close()
+            if prompt is not None:
+                prompt.stop()
+        status = batch_status(storage, batch_id)
+    assert status is not None
+    if args.json:
+        print(json.dumps({"batch_id": batch_id, "report": status["report"],
+                          "results": status["results"]}, ensure_ascii=False))
+    else:
+        print_summary(status)
+    return 0
+
+
+def cmd_demo(args: Any) -> int:
+    import fixtures
+
+    sample = Path(fixtures.__file__).parent / "sample" / "onboarding.xlsx"
+    ns = type("Args", (), {"file": str(sample), "out": "salida-demo", "portals": ["imss", "issste"],
+                           "sandbox": True, "json": False})()
+    print(f"Demostración: {sample.name} contra el sandbox local (sin internet).", file=sys.stderr)
+    code = cmd_run(ns)
+    print("Abra salida-demo/reporte.xlsx para ver el reporte consolidado.", file=sys.stderr)
+    return code
+
+
+def _require_broker(settings: Settings) -> None:
+    if settings.embedded:
+        raise ConfigError(
+            "CONSTANCIAS_BROKER_URL no está configurado: este comando necesita Redis "
+            "(p. ej. redis://localhost:6379/0). Sin broker use «constancias run»."
+        )
+
+
+def cmd_submit(args: Any) -> int:
+    from worker.engine.dispatch import enqueue_batch
+    from worker.services.batches import open_storage, prepare_batch
+
+    settings = _settings()
+    _require_broker(settings)
+    storage = open_storage(settings)
+    batch_id, resumed = prepare_batch(settings, storage, args.file, args.portals,
+                                      out_dir=getattr(args, "out", None))
+    n = enqueue_batch(settings, storage, batch_id)
+    print(f"{'Reanudado' if resumed else 'Encolado'}: {n} consultas.", file=sys.stderr)
+    print(batch_id)
+    return 0
+
+
+def cmd_status(args: Any) -> int:
+    from worker.services.batches import batch_status, open_storage
+
+    settings = _settings()
+    status = batch_status(open_storage(settings), args.batch_id)
+    if status is None:
+        raise UserError(f"No existe el lote {args.batch_id!r}.")
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, default=str))
+    else:
+        state = {"queued": "en cola", "running": "en proceso", "done": "terminado"}
+        print(f"Estado: {state.get(status['state'], status['state'])}")
+        print_summary(status)
+    return 0
+
+
+def cmd_report(args: Any) -> int:
+    from worker.report.data import build_report
+    from worker.services.batches import open_storage
+
+    settings = _settings()
+    storage = open_storage(settings)
+    if storage.get_batch(args.batch_id) is None:
+        raise UserError(f"No existe el lote {args.batch_id!r}.")
+    path = build_report(settings, storage, args.batch_id,
+                        Path(args.out).resolve() if args.out else None)
+    print(path)
+    return 0
+
+
+def cmd_worker(args: Any) -> int:
+    settings = _settings()
+    _require_broker(settings)
+    from worker.services.batches import open_storage
+
+    open_storage(settings)  # migrate once, before any task runs
+    from worker.engine.celery_app import app
+
+    argv = ["worker", "--loglevel", settings.log_level.upper(), "-E",
+            "--concurrency", str(args.concurrency or settings.concurrency)]
+    app.worker_main(argv)
+    return 0

@@ -1,0 +1,100 @@
+"""What every page handler shares: the app's state, rendering, CSRF-checked forms, errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+
+from worker.core.settings import Settings
+from worker.core.statuses import Status
+from worker.interfaces.web.runner import BatchRunner
+from worker.interfaces.web.security import csrf_ok, csrf_token
+from worker.storage.repository import Storage
+
+__all__ = ["WebState", "web", "render", "checked_form", "not_found", "templates_for",
+           "status_view", "csrf_refused", "PORTAL_NAMES"]
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+PORTAL_NAMES = {"imss": "IMSS", "issste": "ISSSTE"}
+
+_STATE_LABELS = {"queued": "En cola", "running": "En proceso", "reporting": "Generando reporte",
+                 "done": "Terminado"}
+_KIND_LABELS = {"upload": "Carga de hoja", "recheck": "Revisión nocturna"}
+
+
+@dataclass
+class WebState:
+    settings: Settings
+    storage: Storage
+    runner: BatchRunner
+    templates: Jinja2Templates
+
+
+def web(request: Request) -> WebState:
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+def templates_for(settings: Settings) -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    env = templates.env
+
+    def fecha(value: datetime | None) -> str:
+        if value is None:
+            return "—"
+        return value.astimezone(settings.tz).strftime("%d/%m/%Y %H:%M")
+
+    def dia(value: Any) -> str:
+        return value.strftime("%d/%m/%Y") if value is not None else "—"
+
+    env.filters["fecha"] = fecha
+    env.filters["dia"] = dia
+    env.filters["estado_lote"] = lambda s: _STATE_LABELS.get(s, s)
+    env.filters["tipo_lote"] = lambda s: _KIND_LABELS.get(s, s)
+    env.filters["portal"] = lambda p: PORTAL_NAMES.get(p, p.upper())
+    env.globals["manual_captcha"] = settings.captcha_solver == "manual"
+    return templates
+
+
+def status_view(code: str | None) -> dict[str, str]:
+    """Spanish label and CSS class of a status code (``None``: not finished yet)."""
+    if code is None:
+        return {"code": "", "label": "Pendiente", "cls": "pending", "action": ""}
+    try:
+        status = Status(code)
+    except ValueError:
+        return {"code": code, "label": code, "cls": "failed", "action": ""}
+    return {"code": code, "label": status.label, "cls": status.status_class.value,
+            "action": status.action}
+
+
+def render(request: Request, name: str, context: dict[str, Any] | None = None,
+           status_code: int = 200) -> Response:
+    ctx = {"csrf": csrf_token(request), "nav": "", **(context or {})}
+    return web(request).templates.TemplateResponse(request, name, ctx, status_code=status_code)
+
+
+def not_found(request: Request, message: str = "No encontramos lo que busca.") -> Response:
+    return render(request, "error.html", {"title": "No encontrado", "message": message},
+                  status_code=404)
+
+
+async def checked_form(request: Request) -> FormData | None:
+    """The posted form if its CSRF token matches the session's, else ``None``."""
+    form = await request.form(max_files=0, max_fields=50)
+    return form if csrf_ok(request, form.get("csrf")) else None
+
+
+def csrf_refused(request: Request) -> Response:
+    return render(request, "error.html", {
+        "title": "Formulario vencido",
+        "message": "El formulario venció o no vino de esta página. Vuelva a cargar la página "
+                   "e inténtelo de nuevo.",
+    }, status_code=403)

@@ -1,0 +1,1 @@
+"""The report: reporte.xlsx from a batch's stored results."""

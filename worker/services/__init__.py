@@ -1,0 +1,1 @@
+"""Services: batches, re-checks, people, purge, the schedule."""

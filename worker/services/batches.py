@@ -1,0 +1,123 @@
+"""What the CLI and the web page share: turning a sheet into a batch, and reading a batch back.
+
+Status JSON shapes are SPEC §4 contracts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from worker.core.settings import Settings
+from worker.core.statuses import Status
+from worker.intake.sheet import Intake, read_sheet
+from worker.storage.repository import Storage, new_batch_id
+
+__all__ = ["open_storage", "prepare_batch", "batch_status", "batch_results", "batch_key"]
+
+
+def open_storage(settings: Settings) -> Storage:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    storage = Storage(settings.effective_database_url)
+    storage.migrate()
+    return storage
+
+
+def batch_key(path: Path, portals: list[str], kind: str = "upload") -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    digest.update(("|" + ",".join(sorted(portals)) + "|" + kind).encode())
+    return digest.hexdigest()
+
+
+def prepare_batch(
+    settings: Settings,
+    storage: Storage,
+    path: str | Path,
+    portals: list[str],
+    *,
+    out_dir: str | Path | None = None,
+    intake: Intake | None = None,
+    resume: bool = True,
+) -> tuple[str, bool]:
+    """Read the sheet and store a batch; returns (batch id, resumed).
+
+    The same file with the same portals, whose earlier batch never finished, resumes that
+    batch: finished checks are not repeated.
+    """
+    path = Path(path)
+    intake = intake or read_sheet(path, settings)
+    key = batch_key(path, portals)
+    if resume:
+        existing = storage.find_resumable(key)
+        if existing is not None:
+            return existing.id, True
+    batch_id = new_batch_id()
+    out = Path(out_dir) if out_dir else settings.data_dir / "lotes" / batch_id
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out = out.resolve()
+    # Keep the input next to the results: the batch can be re-read and audited later.
+    shutil.copyfile(path, out / f"entrada{path.suffix.lower()}")
+    rows = [
+        {"row_number": r.row, "value": r.value, "curp": r.curp, "reason": r.reason,
+         "duplicate_of": r.duplicate_of, "extra": dict(r.extra)}
+        for r in intake.rows
+    ]
+    storage.create_batch(key=key, source_name=path.name, portals=portals,
+                         columns=list(intake.columns), out_dir=out, rows=rows,
+                         batch_id=batch_id)
+    return batch_id, False
+
+
+def batch_results(storage: Storage, batch_id: str) -> list[dict[str, Any]]:
+    """One entry per (input row, portal), in input order, shaped as ``run --json`` results."""
+    batch = storage.get_batch(batch_id)
+    if batch is None:
+        return []
+    checks = {(c.curp, c.portal): c for c in storage.checks(batch_id)}
+    out: list[dict[str, Any]] = []
+    for row in storage.rows(batch_id):
+        for portal in batch.portals:
+            if row.curp is None:
+                out.append({"row": row.row_number, "curp": row.value, "portal": portal,
+                            "status": Status.INVALID_CURP.value, "pdf": None,
+                            "detail": row.reason or ""})
+                continue
+            check = checks.get((row.curp, portal))
+            detail = check.detail if check else ""
+            if row.duplicate_of is not None:
+                detail = f"Duplicada de la fila {row.duplicate_of}. {detail}".strip()
+            out.append({
+                "row": row.row_number, "curp": row.curp, "portal": portal,
+                "status": check.status if check else None,
+                "pdf": check.pdf_path if check else None, "detail": detail,
+            })
+    return out
+
+
+def batch_status(storage: Storage, batch_id: str) -> dict[str, Any] | None:
+    """``status --json``: state, totals and results of a batch (None if unknown)."""
+    batch = storage.get_batch(batch_id)
+    if batch is None:
+        return None
+    results = batch_results(storage, batch_id)
+    done = [r for r in results if r["status"] is not None]
+    state = {"reporting": "running"}.get(batch.state, batch.state)
+    return {
+        "batch_id": batch.id,
+        "state": state,
+        "total": len(results),
+        "done": len(done),
+        "by_status": dict(Counter(r["status"] for r in done)),
+        "report": batch.report_path,
+        "results": results,
+        "progress": storage.progress(batch_id),
+        "kind": batch.kind,
+        "source": batch.source_name,
+        "created_at": batch.created_at.isoformat(),
+    }

@@ -1,0 +1,1 @@
+"""Storage: the models, the one repository with every query, the migrations."""
