@@ -35,6 +35,7 @@ from flows.errors import (
     PortalUnavailable,
 )
 from flows.pdf import InvalidConstancia, read_constancia
+from flows.registry import Portal, register
 from flows.steps import (
     POLL_MS,
     SHOWN_JS,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 
     from worker.core.settings import Settings
 
-__all__ = ["PORTAL", "ImssPortal", "run", "classify_message"]
+__all__ = ["DECLARATION", "PORTAL", "ImssPortal", "run", "classify_message"]
 
 
 @dataclass(frozen=True)
@@ -570,3 +571,13 @@ def _detail(status: Status, facts: Any) -> str:
         nss = f" con NSS {facts.nss}" if facts.nss else ""
         return f"Vigente{nss}: tiene derecho a servicio médico. Constancia válida hasta {until}."
     return f"Sin derecho a servicio médico. Constancia válida hasta {until}."
+
+
+# --- the registry's entry (flows/registry.py): all the rest of the system knows of this portal
+# Started first in a batch: an IMSS check (captcha rounds, two e-mails, a download) takes two
+# to three times an ISSSTE one.
+DECLARATION = register(Portal(
+    name="imss", title="IMSS", procedure="Constancia de No Derechohabiencia", order=0, flow=run,
+    url_setting="imss_url", rate_setting="rate_limit_imss",
+    concurrency_setting="max_concurrency_imss", pdf_title="CONSTANCIA DE NO DERECHOHABIENCIA",
+))

@@ -19,6 +19,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from flows.base import CheckContext, Outcome
 from flows.errors import FlowError, PortalChanged, PortalUnavailable
 from flows.pdf import read_constancia
+from flows.registry import Portal, register
 from flows.steps import (
     SHOWN_JS,
     InPage,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from worker.core.settings import Settings
 
-__all__ = ["PORTAL", "IssstePortal", "run"]
+__all__ = ["DECLARATION", "PORTAL", "IssstePortal", "run"]
 
 #: Polling of the in-page wait for the answer, in ms (an answer takes a round trip or more).
 _POLL_MS = 100
@@ -250,3 +251,12 @@ def _shown(page: Page, selector: str) -> bool:
         return InPage(page, selector).is_visible()
     except PlaywrightError:  # navigating
         return False
+
+
+# --- the registry's entry (flows/registry.py): all the rest of the system knows of this portal
+DECLARATION = register(Portal(
+    name="issste", title="ISSSTE", procedure="Acreditación de No Afiliación", order=1,
+    flow=run,
+    url_setting="issste_url", rate_setting="rate_limit_issste",
+    concurrency_setting="max_concurrency_issste", pdf_title="NO AFILIACION",
+))

@@ -22,6 +22,7 @@ from pathlib import Path
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
+from flows import registry
 from flows.base import PdfFacts
 from flows.errors import PermanentError
 from worker.core.logs import mask_curp
@@ -37,12 +38,8 @@ class InvalidConstancia(PermanentError):
 
 
 # The labels and verdict phrases printed on the constancias (see fixtures/pdfs.py, which draws
-# them as the portals do). Matching is done on accent-folded, upper-cased, space-collapsed text
+# them as the portals do; each portal's heading is in its registry entry, ``pdf_title``). Matching is done on accent-folded, upper-cased, space-collapsed text
 # so that line wrapping, justification and accent encoding do not matter.
-_TITLES = {
-    "imss": "CONSTANCIA DE NO DERECHOHABIENCIA",
-    "issste": "NO AFILIACION",
-}
 _IMSS_NOT_ENTITLED = re.compile(r"SIN DERECHO A (?:LOS )?SERVICIOS? MEDICOS?")
 _IMSS_ENTITLED = re.compile(r"\bVIGENTE\b(?:\W{0,5}NSS\W{0,3}(\d{11}))?")
 _NSS = re.compile(r"\bNSS\W{0,3}(\d{11})\b")
@@ -126,8 +123,7 @@ def read_constancia(path: Path, *, portal: str, curp: str) -> PdfFacts:
     when the file is not a complete PDF, is not that institute's constancia, names another CURP
     or states no recognisable result.
     """
-    if portal not in _TITLES:
-        raise ValueError(f"unknown portal {portal!r}")
+    declared = registry.portal(portal)  # KeyError for an unknown portal
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -136,9 +132,8 @@ def read_constancia(path: Path, *, portal: str, curp: str) -> PdfFacts:
     folded = _fold(raw)
     curp = curp.strip().upper()
 
-    if _TITLES[portal] not in folded:
-        institute = "del IMSS" if portal == "imss" else "del ISSSTE"
-        raise InvalidConstancia(f"El PDF descargado no es una constancia {institute}.")
+    if declared.pdf_title not in folded:
+        raise InvalidConstancia(f"El PDF descargado no es una constancia del {declared.title}.")
     named = _CURP_FIELD.findall(folded)
     if curp not in named:
         other = f" (menciona {mask_curp(named[0])})" if named else ""

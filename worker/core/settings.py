@@ -221,12 +221,6 @@ class Settings(BaseSettings):
         """The address IMSS gets for this CURP (lower case: mail systems fold it anyway)."""
         return self.imss_email.format(curp=curp.lower())
 
-    def rate_limit(self, portal: str) -> float:
-        return {"imss": self.rate_limit_imss, "issste": self.rate_limit_issste}[portal]
-
-    def max_concurrency(self, portal: str) -> int:
-        return {"imss": self.max_concurrency_imss, "issste": self.max_concurrency_issste}[portal]
-
 
 def load_settings(**overrides: object) -> Settings:
     """Read the environment (and ``.env``); a bad value becomes one Spanish line (exit 2)."""

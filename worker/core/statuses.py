@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Status", "StatusClass", "FINAL", "RETRYABLE", "PDF_BEARING", "PORTALS"]
-
-PORTALS = ("imss", "issste")
+__all__ = ["Status", "StatusClass", "FINAL", "RETRYABLE", "PDF_BEARING", "REUSABLE"]
 
 
 class StatusClass(str, Enum):

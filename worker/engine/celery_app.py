@@ -1,4 +1,9 @@
-"""The Celery app (distributed mode): configuration only; tasks live in worker/engine/tasks.py."""
+"""The Celery app (distributed mode): configuration only.
+
+Tasks live in ``worker/engine/tasks.py`` (the checks) and ``worker/services/tasks.py`` (the
+re-check beat fires). Celery loads both by name when a worker starts (``include``): the engine
+does not import the services layer above it.
+"""
 
 from __future__ import annotations
 
@@ -8,5 +13,5 @@ from worker.core.settings import load_settings
 from worker.engine.celeryconfig import celery_config
 
 settings = load_settings()
-app = Celery("constancias", include=["worker.engine.tasks"])
+app = Celery("constancias", include=["worker.engine.tasks", "worker.services.tasks"])
 app.conf.update(celery_config(settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from flows import registry
 from worker.core.errors import UserError
 from worker.core.settings import Settings
 from worker.storage.repository import Storage
@@ -20,7 +21,7 @@ def enqueue_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
     already has a status is skipped by the engine."""
     from worker.engine.tasks import check, finish_batch
 
-    pending = storage.pending_attempts(batch_id)
+    pending = storage.pending_attempts(batch_id, registry.run_order())
     # Due now: from here on the sweeper (worker/engine/sweeper.py) watches that each one gets run.
     storage.set_due([check_id for check_id, _attempts in pending])
     from kombu.exceptions import OperationalError

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from flows import registry
 from worker.core.settings import Settings
 from worker.engine.check import Decision, Engine
 from worker.engine.limits import LocalLimiter
@@ -127,16 +128,15 @@ def _parent_alive(parent: int) -> bool:
 #: What every check imports, loaded once in the fork server: each of K children would otherwise
 #: spend 0.7 s of CPU importing it, all at the start of a run, on the cores the checks need.
 _PRELOAD = [
-    "worker.engine.check", "worker.core.logs", "worker.storage.repository", "flows.runner", "flows.imss",
-    "flows.issste", "flows.captcha", "flows.mailbox", "flows.pdf", "flows.browser",
-    "playwright.sync_api",
+    "worker.engine.check", "worker.core.logs", "worker.storage.repository", "flows.runner",
+    "flows.captcha", "flows.mailbox", "flows.pdf", "flows.browser", "playwright.sync_api",
 ]
 
 
 def _mp_context() -> Any:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
+        ctx.set_forkserver_preload([*_PRELOAD, *registry.portal_modules()])
         return ctx
     return mp.get_context("spawn")
 
@@ -155,7 +155,7 @@ def run_embedded(
     # A run killed while it wrote the report left the claim behind: this run writes it.
     if storage.reclaim_report(batch_id):
         log.warning("embedded_report_reclaimed", batch_id=batch_id)
-    pending = storage.pending_check_ids(batch_id)
+    pending = storage.pending_check_ids(batch_id, registry.run_order())
     ctx = _mp_context()
     jobs: Any = ctx.Queue()
     results: Any = ctx.Queue()
@@ -170,7 +170,8 @@ def run_embedded(
 
     k = min(k, max(1, len(pending)))
     procs = [spawn() for _ in range(k)] if pending else []
-    limiter = LocalLimiter(settings.rate_limit, settings.max_concurrency)
+    limiter = LocalLimiter(lambda p: registry.portal(p).rate_limit(settings),
+                           lambda p: registry.portal(p).max_concurrency(settings))
     ready: list[tuple[int, str, int]] = [(cid, portal, 0) for cid, portal in pending]
     delayed: list[tuple[float, int, str, int]] = []
     inflight: dict[int, tuple[str, int]] = {}

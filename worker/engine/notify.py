@@ -27,16 +27,15 @@ import structlog
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from flows import registry
 from worker.core.errors import ConfigError
 from worker.core.logs import mask_curp
 from worker.core.settings import Settings
-from worker.storage.repository import Batch, Notification, Storage, utcnow
+from worker.storage.repository import PURGED, Batch, Notification, Storage, pseudonym, utcnow
 
 __all__ = ["SmtpTarget", "smtp_target", "notify_batch", "change_message", "forget_purged"]
 
 log = structlog.get_logger("constancias.notify")
-
-_PORTAL_NAMES = {"imss": "IMSS", "issste": "ISSSTE"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def smtp_target(settings: Settings) -> SmtpTarget | None:
 def change_message(change: Any, *, batch_id: str, sender: str, recipients: list[str],
                    extra: dict[str, Any], tz: Any) -> EmailMessage:
     """The Spanish e-mail HR receives for one change (a ``worker.report.workbook.ReportChange``)."""
-    portal = _PORTAL_NAMES.get(change.portal, change.portal.upper())
+    portal = registry.title(change.portal)
     before = change.before.label if change.before is not None else "Sin consulta previa"
     after = change.after.label
     who = f"{change.name} ({change.curp})" if change.name else change.curp
@@ -183,8 +182,6 @@ def forget_purged(storage: Storage) -> int:
     """Replace the CURPs of notifications of purged batches by their pseudonym (what
     ``worker.services.purge`` does to checks), so the record of what was sent outlives no personal data.
     Returns how many rows changed."""
-    from worker.services.purge import PURGED, pseudonym
-
     with storage.session() as s:
         rows = list(s.scalars(
             select(Notification).join(Batch, Batch.id == Notification.batch_id)

@@ -76,10 +76,15 @@ def sweep_once(settings: Settings, storage: Storage, client: Any,
 
 
 class Sweeper:
-    """A daemon thread in the worker's main process running ``sweep_once`` periodically."""
+    """A daemon thread in the worker's main process running ``sweep_once`` periodically.
 
-    def __init__(self, settings: Settings) -> None:
+    ``send_check(check_id, attempt)`` and ``send_finish(batch_id)`` put the tasks on the
+    broker (the task module passes them: the sweeper does not import the tasks it sends)."""
+
+    def __init__(self, settings: Settings, send_check: Callable[[int, int], None],
+                 send_finish: Callable[[str], None]) -> None:
         self.settings = settings
+        self.send_check, self.send_finish = send_check, send_finish
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="constancias-sweeper", daemon=True)
 
@@ -92,20 +97,11 @@ class Sweeper:
     def _run(self) -> None:
         import redis
 
-        from worker.engine.tasks import check, finish_batch
-
         client = redis.Redis.from_url(self.settings.broker_url or "", socket_timeout=10)
         storage = Storage(self.settings.effective_database_url)
-
-        def send_check(check_id: int, attempts: int) -> None:
-            check.apply_async(kwargs={"check_id": check_id, "attempt": attempts})
-
-        def send_finish(batch_id: str) -> None:
-            finish_batch.apply_async(kwargs={"batch_id": batch_id})
-
         while not self._stop.wait(self.settings.sweep_interval_s):
             try:
-                sweep_once(self.settings, storage, client, send_check, send_finish)
+                sweep_once(self.settings, storage, client, self.send_check, self.send_finish)
             except Exception as exc:  # noqa: BLE001 - Redis or the database down: next time
                 log.warning("sweep_failed", error=mask_text(str(exc)),
                             error_type=type(exc).__name__)

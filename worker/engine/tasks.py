@@ -8,10 +8,11 @@ from typing import Any
 import structlog
 from celery import signals
 
+from flows import registry
 from worker.engine.celery_app import app, settings
 from worker.engine.check import Engine
 
-__all__ = ["check", "finish_batch", "recheck"]
+__all__ = ["check", "finish_batch"]
 
 _engine: Engine | None = None
 
@@ -26,8 +27,10 @@ def engine() -> Engine:
         if settings.broker_url and settings.broker_url.startswith("redis"):
             import redis
 
-            limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url), settings.rate_limit,
-                                   settings.max_concurrency, settings.task_time_limit_s + 60)
+            limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url),
+                                   lambda p: registry.portal(p).rate_limit(settings),
+                                   lambda p: registry.portal(p).max_concurrency(settings),
+                                   settings.task_time_limit_s + 60)
         # A redelivered copy of a running check's task (the worker was lost, or the visibility
         # timeout passed) waits on the lease instead of running alongside. The lease is short
         # and renewed while the flow runs, so a dead worker's check is free again soon.
@@ -49,14 +52,6 @@ def check(self: Any, check_id: int, attempt: int = 0) -> str | None:
 @app.task(name="constancias.finish_batch")
 def finish_batch(batch_id: str) -> None:
     engine().finish_if_complete(batch_id)
-
-
-@app.task(name="constancias.recheck", ignore_result=True)
-def recheck(older_than_h: float | None = None) -> str | None:
-    """Fired by beat: store the re-check batch of whoever is due and enqueue its checks."""
-    from worker.services.recheck import start_recheck
-
-    return start_recheck(settings, older_than_h=older_than_h)
 
 
 @signals.setup_logging.connect
@@ -94,7 +89,12 @@ def _start_sweeper(**_: Any) -> None:
         # would inherit their lock held.
         configure_mappers()
 
-        _sweeper = Sweeper(settings)
+        _sweeper = Sweeper(
+            settings,
+            send_check=lambda check_id, attempt: check.apply_async(
+                kwargs={"check_id": check_id, "attempt": attempt}),
+            send_finish=lambda batch_id: finish_batch.apply_async(kwargs={"batch_id": batch_id}),
+        )
         _sweeper.start()
 
 

@@ -24,14 +24,14 @@ HANDLERS: dict[str, str] = {
     "submit": "worker.interfaces.commands:cmd_submit",
     "status": "worker.interfaces.commands:cmd_status",
     "report": "worker.interfaces.commands:cmd_report",
-    "recheck": "worker.services.recheck:cmd_recheck",
+    "recheck": "worker.interfaces.commands:cmd_recheck",
     "worker": "worker.interfaces.commands:cmd_worker",
-    "beat": "worker.services.schedule:cmd_beat",
+    "beat": "worker.interfaces.commands:cmd_beat",
     "web": "worker.interfaces.web:cmd_web",
     "sandbox": "fixtures.sandbox:cmd_sandbox",
     "demo": "worker.interfaces.commands:cmd_demo",
-    "people": "worker.services.recheck:cmd_people",
-    "purge": "worker.services.purge:cmd_purge",
+    "people": "worker.interfaces.commands:cmd_people",
+    "purge": "worker.interfaces.commands:cmd_purge",
 }
 
 
@@ -43,11 +43,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _portals(value: str) -> list[str]:
+    # Imported here: the registry loads every portal's flow (Playwright), which only the
+    # commands that take --portals need.
+    from flows import registry
+
+    known = registry.names()
     names = [p.strip().lower() for p in value.split(",") if p.strip()]
-    unknown = [p for p in names if p not in ("imss", "issste")]
+    unknown = [p for p in names if p not in known]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"portal desconocido: {', '.join(unknown) or value!r} (use imss, issste o imss,issste)"
+            f"portal desconocido: {', '.join(unknown) or value!r} "
+            f"(use {', '.join(known)} o varios separados por comas, p. ej. {','.join(known)})"
         )
     return list(dict.fromkeys(names))
 
@@ -63,13 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="procesar una hoja y escribir el reporte")
     s.add_argument("file")
     s.add_argument("--out", default=None, help="carpeta de salida (reporte y PDFs)")
-    s.add_argument("--portals", type=_portals, default=["imss", "issste"])
+    s.add_argument("--portals", type=_portals, default=None, help="por omisión, todos")
     s.add_argument("--sandbox", action="store_true", help="usar los simuladores locales")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("submit", help="encolar una hoja en los workers (Redis)")
     s.add_argument("file")
-    s.add_argument("--portals", type=_portals, default=["imss", "issste"])
+    s.add_argument("--portals", type=_portals, default=None, help="por omisión, todos")
     s.add_argument("--out", default=None)
 
     s = sub.add_parser("status", help="avance de un lote")

@@ -1,21 +1,24 @@
-"""Handlers of ``run``, ``submit``, ``status``, ``report``, ``worker`` and ``demo``."""
+"""Handlers of the commands of SPEC §4 (``cli.HANDLERS`` maps each command to one here, except
+``validate`` and ``web``, which have their own modules)."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from flows import registry
 from worker.core.errors import ConfigError, UserError
 from worker.core.logs import configure_logging
 from worker.core.settings import Settings, load_settings
 from worker.core.statuses import Status
+from worker.engine.executor import executor_for
 
 __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "cmd_demo",
-           "execute_batch", "sandbox_settings", "print_summary"]
+           "cmd_beat", "cmd_recheck", "cmd_people", "cmd_purge", "sandbox_settings",
+           "print_summary"]
 
 
 def _settings(quiet_on_terminal: bool = False) -> Settings:
@@ -63,28 +66,6 @@ class _TerminalProgress:
             sys.stderr.write("\n")
 
 
-def execute_batch(settings: Settings, storage: Any, batch_id: str, *, progress: Any = None) -> None:
-    """Run a stored batch to completion: embedded pool, or the Celery workers when a broker
-    is configured (then wait for them, polling storage)."""
-    if settings.embedded:
-        from worker.engine.embedded import run_embedded
-
-        run_embedded(settings, storage, batch_id, on_progress=progress)
-        return
-    from worker.engine.dispatch import enqueue_batch
-
-    enqueue_batch(settings, storage, batch_id)
-    from worker.engine.embedded import Progress
-
-    while True:
-        batch = storage.get_batch(batch_id)
-        if progress:
-            progress(Progress(storage.progress(batch_id)))
-        if batch is not None and batch.state == "done":
-            return
-        time.sleep(0.5)
-
-
 def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"Lote {status['batch_id']}: {status['done']}/{status['total']} resultados "
           "(filas × portales).", file=out)
@@ -100,6 +81,14 @@ def cmd_run(args: Any) -> int:
     from worker.services.batches import batch_status, open_storage, prepare_batch
 
     settings = _settings(quiet_on_terminal=True)
+    if args.sandbox and not settings.embedded:
+        # The workers read their own settings: they would query the portals CONSTANCIAS_*_URL
+        # name, not the sandbox this command starts.
+        raise ConfigError(
+            "«run --sandbox» no funciona con CONSTANCIAS_BROKER_URL configurado: los workers no "
+            "verían el sandbox de este comando. Quite la variable o use «constancias sandbox» "
+            "y apunte los workers a él."
+        )
     with ExitStack() as stack:
         intake = read_sheet(args.file, settings)
         if args.sandbox:
@@ -108,12 +97,13 @@ def cmd_run(args: Any) -> int:
             sandbox = stack.enter_context(start_sandbox(maildir=settings.data_dir / "sandbox-mail"))
             settings = sandbox_settings(settings, sandbox)
         storage = open_storage(settings)
-        batch_id, resumed = prepare_batch(settings, storage, args.file, args.portals,
+        portals = args.portals or registry.names()
+        batch_id, resumed = prepare_batch(settings, storage, args.file, portals,
                                           out_dir=args.out, intake=intake)
         if not args.json:
             verb = "Reanudando" if resumed else "Procesando"
             print(f"{verb} lote {batch_id}: {len(intake.valid_curps)} CURP válidas × "
-                  f"{len(args.portals)} portal(es).", file=sys.stderr)
+                  f"{len(portals)} portal(es).", file=sys.stderr)
         progress = _TerminalProgress(sys.stderr.isatty() and not args.json)
         prompt = None
         if settings.captcha_solver == "manual" and sys.stdin.isatty():
@@ -122,7 +112,7 @@ def cmd_run(args: Any) -> int:
             prompt = CaptchaPrompt(settings.data_dir)
             prompt.start()
         try:
-            execute_batch(settings, storage, batch_id, progress=progress)
+            executor_for(settings, storage).run_to_end(batch_id, progress=progress)
         finally:
             progress.close()
             if prompt is not None:
@@ -141,7 +131,7 @@ def cmd_demo(args: Any) -> int:
     import fixtures
 
     sample = Path(fixtures.__file__).parent / "sample" / "onboarding.xlsx"
-    ns = type("Args", (), {"file": str(sample), "out": "salida-demo", "portals": ["imss", "issste"],
+    ns = type("Args", (), {"file": str(sample), "out": "salida-demo", "portals": None,
                            "sandbox": True, "json": False})()
     print(f"Demostración: {sample.name} contra el sandbox local (sin internet).", file=sys.stderr)
     code = cmd_run(ns)
@@ -158,15 +148,15 @@ def _require_broker(settings: Settings) -> None:
 
 
 def cmd_submit(args: Any) -> int:
-    from worker.engine.dispatch import enqueue_batch
     from worker.services.batches import open_storage, prepare_batch
 
     settings = _settings()
     _require_broker(settings)
     storage = open_storage(settings)
-    batch_id, resumed = prepare_batch(settings, storage, args.file, args.portals,
+    batch_id, resumed = prepare_batch(settings, storage, args.file,
+                                      args.portals or registry.names(),
                                       out_dir=getattr(args, "out", None))
-    n = enqueue_batch(settings, storage, batch_id)
+    n = executor_for(settings, storage).submit(batch_id)
     print(f"{'Reanudado' if resumed else 'Encolado'}: {n} consultas.", file=sys.stderr)
     print(batch_id)
     return 0
@@ -213,4 +203,103 @@ def cmd_worker(args: Any) -> int:
     argv = ["worker", "--loglevel", settings.log_level.upper(), "-E",
             "--concurrency", str(args.concurrency or settings.concurrency)]
     app.worker_main(argv)
+    return 0
+
+
+def cmd_beat(args: Any) -> int:
+    """``constancias beat``: RedBeat with a broker, the in-process loop without one."""
+    from worker.services.schedule import run_beat
+
+    return run_beat(_settings())
+
+
+def _empty_status() -> dict[str, Any]:
+    """``status --json`` shape for "nobody was due": nothing ran, nothing pending."""
+    return {"batch_id": None, "state": "done", "total": 0, "done": 0, "by_status": {},
+            "report": None, "results": [], "kind": "recheck"}
+
+
+def cmd_recheck(args: Any) -> int:
+    """``constancias recheck [--older-than HOURS] [--json]``: re-check now and wait."""
+    from worker.services.batches import batch_status, open_storage
+    from worker.services.recheck import start_recheck
+
+    settings = _settings()
+    storage = open_storage(settings)
+    hours = settings.recheck_older_than_h if args.older_than is None else args.older_than
+    if hours < 0:
+        raise UserError("--older-than debe ser un número de horas mayor o igual a cero.")
+
+    def announce(batch_id: str, people: int) -> None:
+        if not args.json:
+            print(f"Revisión {batch_id}: {people} persona(s) activas.", file=sys.stderr)
+
+    progress = _TerminalProgress(sys.stderr.isatty() and not args.json)
+    try:
+        batch_id = start_recheck(settings, storage, hours, wait=True, progress=progress,
+                                 nightly=False, on_batch=announce)
+    finally:
+        progress.close()
+    if batch_id is None:
+        if args.json:
+            print(json.dumps(_empty_status(), ensure_ascii=False))
+        else:
+            print(f"Nadie que revisar: ninguna persona activa tiene resultados de más de "
+                  f"{hours:g} h ni pendientes de reintento.")
+        return 0
+    status = batch_status(storage, batch_id)
+    assert status is not None
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, default=str))
+    else:
+        print_summary(status)
+    return 0
+
+
+def cmd_people(args: Any) -> int:
+    """``constancias people {list,deactivate,activate} [CURPS...] [--json]``."""
+    from worker.services.batches import open_storage
+    from worker.services.people import people_overview, set_people_active
+
+    settings = _settings()
+    storage = open_storage(settings)
+    if args.action == "list":
+        people = people_overview(storage, args.curps or None)
+        if args.json:
+            print(json.dumps(people, ensure_ascii=False))
+            return 0
+        if not people:
+            print("No hay personas registradas.")
+            return 0
+        for p in people:
+            state = "activa" if p["active"] else "inactiva"
+            latest = ", ".join(f"{portal.upper()}: {r['status']}"
+                               for portal, r in p["latest"].items()) or "sin resultados"
+            print(f"{p['curp']}  {state:<8}  {latest}")
+        return 0
+    if not args.curps:
+        raise UserError(f"Indique al menos una CURP para «people {args.action}».")
+    active = args.action == "activate"
+    changed, unknown = set_people_active(storage, args.curps, active)
+    if args.json:
+        print(json.dumps({"action": args.action, "changed": changed, "unknown": unknown},
+                         ensure_ascii=False))
+        return 0
+    verb = "Activadas" if active else "Desactivadas"
+    print(f"{verb}: {changed} persona(s).")
+    for curp in unknown:
+        print(f"  {curp}: nunca se ha consultado; no se cambió.", file=sys.stderr)
+    return 0
+
+
+def cmd_purge(args: Any) -> int:
+    """``constancias purge --older-than DAYS``."""
+    from worker.services.batches import open_storage
+    from worker.services.purge import purge
+
+    settings = _settings()
+    counts = purge(settings, open_storage(settings), args.older_than)
+    print(json.dumps(counts) if getattr(args, "json", False) else
+          f"Depurado: {counts['batches']} lote(s), {counts['files']} archivo(s), "
+          f"{counts['people']} persona(s).", file=sys.stdout)
     return 0

@@ -49,6 +49,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
+from flows import registry
 from worker.core.statuses import Status, StatusClass
 
 __all__ = ["ReportCheck", "ReportRow", "ReportChange", "ReportData", "write_report",
@@ -215,7 +216,6 @@ _DATETIME_FORMAT = "dd/mm/yyyy hh:mm"
 _DATE_FORMAT = "dd/mm/yyyy"
 _BLANK_ZERO = "0;-0;;@"
 _WRAP_MAX = 400
-_PORTAL_NAMES = {"imss": "IMSS", "issste": "ISSSTE"}
 _PENDING_LABEL = "Pendiente"
 _PDF_TEXT = "Ver PDF"
 _EVIDENCE_TEXT = "Ver evidencia"
@@ -446,7 +446,7 @@ def _header_width(header: str) -> float:
 
 
 def _portal_name(portal: str) -> str:
-    return _PORTAL_NAMES.get(portal, portal.upper())
+    return registry.title(portal)
 
 
 def _fold(text: str) -> str:

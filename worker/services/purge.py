@@ -15,30 +15,30 @@ server's to expire (SECURITY.md).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import structlog
 from sqlalchemy import delete, select, update
 
 from worker.core.settings import Settings
-from worker.storage.repository import Batch, Check, Person, Row, Storage, utcnow
+from worker.engine.notify import forget_purged
+from worker.storage.repository import (
+    PURGED,
+    Batch,
+    Check,
+    Person,
+    Row,
+    Storage,
+    pseudonym,
+    utcnow,
+)
 
-__all__ = ["purge", "cmd_purge", "pseudonym"]
+__all__ = ["purge", "PURGED", "pseudonym"]
 
 log = structlog.get_logger("constancias.purge")
-PURGED = "[purgado]"
-
-
-def pseudonym(curp: str) -> str:
-    """A stable, non-reversible stand-in for a CURP (18 characters, never a valid CURP)."""
-    return "#" + hashlib.sha256(curp.encode()).hexdigest()[:17].upper()
 
 
 def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[str, int]:
@@ -73,6 +73,8 @@ def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[
             Batch.created_at >= cutoff, Row.curp.is_not(None))
         counts["people"] = s.execute(delete(Person).where(Person.curp.not_in(recent))).rowcount
     counts["files"] += _purge_data_dir(settings, cutoff)
+    # The record of change e-mails sent about purged batches keeps only a pseudonym too.
+    forget_purged(storage)
     log.info("purged", **counts, older_than_days=older_than_days)
     return counts
 
@@ -132,19 +134,3 @@ def _purge_data_dir(settings: Settings, cutoff: datetime) -> int:
                         if msg.is_file() and msg.lstat().st_mtime < limit:
                             removed += _remove(msg)
     return removed
-
-
-def cmd_purge(args: Any) -> int:
-    from worker.engine.notify import forget_purged
-    from worker.interfaces.commands import _settings
-    from worker.services.batches import open_storage
-
-    settings = _settings()
-    storage = open_storage(settings)
-    counts = purge(settings, storage, args.older_than)
-    # The record of change e-mails sent about purged batches keeps only a pseudonym too.
-    forget_purged(storage)
-    print(json.dumps(counts) if getattr(args, "json", False) else
-          f"Depurado: {counts['batches']} lote(s), {counts['files']} archivo(s), "
-          f"{counts['people']} persona(s).", file=sys.stdout)
-    return 0

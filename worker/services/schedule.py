@@ -9,7 +9,7 @@ in ``CONSTANCIAS_TIMEZONE`` (default America/Mexico_City):
   re-check batch and enqueues its checks on the same workers.
 * **Embedded** (no broker): there are no workers for beat to send a task to, so ``constancias
   beat`` is an in-process scheduler loop (croniter) that calls the very function
-  ``constancias recheck`` calls (``worker.services.recheck.run_recheck``) and waits for the batch. Its
+  ``constancias recheck`` calls (``worker.services.recheck.start_recheck``) and waits for the batch. Its
   state — the last run — is a small JSON file under ``DATA_DIR`` (``beat-schedule.json``, the
   role of Celery's ``celerybeat-schedule`` file): a run missed while the scheduler was stopped
   is made up once at start. A lock file (``beat.lock``) keeps it to one scheduler per data
@@ -37,7 +37,7 @@ from croniter import croniter
 from worker.core.errors import ConfigError
 from worker.core.settings import Settings
 
-__all__ = ["RECHECK_ENTRY", "beat_schedule", "next_run", "EmbeddedScheduler", "cmd_beat"]
+__all__ = ["RECHECK_ENTRY", "beat_schedule", "next_run", "EmbeddedScheduler", "run_beat"]
 
 log = structlog.get_logger("constancias.schedule")
 
@@ -161,11 +161,11 @@ def _lock(settings: Settings) -> IO[str]:
 
 def _run_embedded(settings: Settings) -> int:
     from worker.services.batches import open_storage
-    from worker.services.recheck import run_recheck
+    from worker.services.recheck import start_recheck
 
     lock = _lock(settings)
     storage = open_storage(settings)
-    scheduler = EmbeddedScheduler(settings, lambda: run_recheck(settings, storage))
+    scheduler = EmbeddedScheduler(settings, lambda: start_recheck(settings, storage, wait=True))
 
     def _on_signal(signum: int, _frame: Any) -> None:
         scheduler.stop()
@@ -197,11 +197,8 @@ def _run_celery_beat(settings: Settings) -> int:
                           "--scheduler", "redbeat.RedBeatScheduler"]) or 0)
 
 
-def cmd_beat(args: Any) -> int:
+def run_beat(settings: Settings) -> int:
     """``constancias beat``: RedBeat with a broker, the in-process loop without one."""
-    from worker.interfaces.commands import _settings
-
-    settings = _settings()
     if settings.embedded:
         return _run_embedded(settings)
     return _run_celery_beat(settings)

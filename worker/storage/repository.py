@@ -12,7 +12,7 @@ import hashlib
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -44,7 +44,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "Storage", "utcnow",
-           "new_batch_id"]
+           "new_batch_id", "PURGED", "pseudonym"]
 
 
 def utcnow() -> datetime:
@@ -55,12 +55,13 @@ def new_batch_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-#: The order a batch's checks are started in. An IMSS check takes two to three times an
-#: ISSSTE one (captcha rounds, two emails, a download): started first, the long checks overlap
-#: the short ones, and the end of a batch is short checks filling the workers, not a few long
-#: ones with the other workers idle (longest-first scheduling). Per-portal limits still apply:
-#: a slot IMSS may not take goes to the next ISSSTE check.
-RUN_ORDER = {"imss": 0, "issste": 1}
+#: What a purged batch keeps in place of personal text (worker/services/purge.py).
+PURGED = "[purgado]"
+
+
+def pseudonym(curp: str) -> str:
+    """A stable, non-reversible stand-in for a CURP (18 characters, never a valid CURP)."""
+    return "#" + hashlib.sha256(curp.encode()).hexdigest()[:17].upper()
 
 
 class _UTCDateTime(TypeDecorator[datetime]):
@@ -324,19 +325,23 @@ class Storage:
             return list(s.scalars(select(Check).where(Check.batch_id == batch_id)
                                   .order_by(Check.id)))
 
-    def pending_check_ids(self, batch_id: str) -> list[tuple[int, str]]:
+    def pending_check_ids(self, batch_id: str,
+                          order: Mapping[str, int] | None = None) -> list[tuple[int, str]]:
         """(check id, portal) of the checks of a batch that have no status yet."""
-        return self._pending(batch_id, Check.portal)
+        return self._pending(batch_id, Check.portal, order)
 
-    def _pending(self, batch_id: str, column: Any) -> list[tuple[int, Any]]:
+    def _pending(self, batch_id: str, column: Any,
+                 order: Mapping[str, int] | None) -> list[tuple[int, Any]]:
         """(check id, ``column``) of a batch's checks without a status, in the order to run
-        them: the slower portal's first (``RUN_ORDER``), then in sheet order."""
+        them: by portal as ``order`` ranks them (the registry's run order: longest checks
+        first; per-portal limits still apply, a slot one portal may not take goes to the
+        next check of another), then in sheet order."""
+        by_portal = [case(dict(order), value=Check.portal, else_=len(order))] if order else []
         with self.session() as s:
             return [(i, v) for i, v in s.execute(
                 select(Check.id, column).where(Check.batch_id == batch_id,
                                                Check.status.is_(None))
-                .order_by(case(RUN_ORDER, value=Check.portal, else_=len(RUN_ORDER)),
-                          Check.id))]
+                .order_by(*by_portal, Check.id))]
 
     def progress(self, batch_id: str) -> dict[str, dict[str, int]]:
         """Per portal: total and done (checks with a status)."""
@@ -448,9 +453,10 @@ class Storage:
                     taken.append(check_id)
         return taken
 
-    def pending_attempts(self, batch_id: str) -> list[tuple[int, int]]:
+    def pending_attempts(self, batch_id: str,
+                         order: Mapping[str, int] | None = None) -> list[tuple[int, int]]:
         """``(check id, attempts)`` of a batch's checks without a status: what to send."""
-        return self._pending(batch_id, Check.attempts)
+        return self._pending(batch_id, Check.attempts, order)
 
     def note_attempt(self, check_id: int, error: str, due_in: float | None = None) -> None:
         """An attempt failed and will be retried; with ``due_in`` (distributed mode) its retry
@@ -575,6 +581,59 @@ class Storage:
                 .values(state="running", reporting_since=None)).rowcount == 1]
 
     # --- people -------------------------------------------------------------------------
+    def latest_results(self, curps: list[str] | None = None) -> dict[str, dict[str, Check]]:
+        """CURP -> portal -> latest check with a status (the order ``previous_result`` uses),
+        for everyone or only ``curps``."""
+        with self.session() as s:
+            latest = (select(func.max(Check.id).label("id")).where(Check.status.is_not(None))
+                      .group_by(Check.curp, Check.portal))
+            if curps is not None:
+                latest = latest.where(Check.curp.in_(curps))
+            out: dict[str, dict[str, Check]] = {}
+            for check in s.scalars(select(Check).where(Check.id.in_(latest.scalar_subquery()))):
+                out.setdefault(check.curp, {})[check.portal] = check
+            return out
+
+    def busy_curps(self, since: datetime) -> set[str]:
+        """People with a check in flight: pending, in an unfinished batch created since."""
+        with self.session() as s:
+            return set(s.scalars(
+                select(Check.curp).join(Batch, Batch.id == Check.batch_id)
+                .where(Check.status.is_(None), Batch.state != "done", Batch.created_at >= since)
+                .distinct()
+            ))
+
+    def active_curps(self) -> list[str]:
+        """Active people (re-checked nightly), in the order they were first seen."""
+        with self.session() as s:
+            return list(s.scalars(select(Person.curp).where(Person.active.is_(True))
+                                  .order_by(Person.first_seen, Person.curp)))
+
+    def known_curps(self, curps: list[str]) -> set[str]:
+        """Which of ``curps`` have ever been checked."""
+        with self.session() as s:
+            return set(s.scalars(select(Person.curp).where(Person.curp.in_(curps))))
+
+    def latest_rows(self, curps: list[str]) -> tuple[dict[str, Row], list[str]]:
+        """Each CURP's latest input row (for its other columns) and the union of those
+        columns, in the order the batches listed them."""
+        rows: dict[str, Row] = {}
+        columns: list[str] = []
+        with self.session() as s:
+            found = s.execute(
+                select(Row, Batch.columns).join(Batch, Batch.id == Row.batch_id)
+                .where(Row.curp.in_(curps), Row.duplicate_of.is_(None))
+                .order_by(Batch.created_at.desc(), Row.id.desc())
+            )
+            for row, batch_columns in found:
+                if row.curp is None or row.curp in rows:
+                    continue
+                rows[row.curp] = row
+                for col in batch_columns or []:
+                    if col not in columns and col in (row.extra or {}):
+                        columns.append(col)
+        return rows, columns
+
     def set_active(self, curps: list[str], active: bool) -> int:
         with self.session() as s:
             return s.execute(update(Person).where(Person.curp.in_(curps))

@@ -19,7 +19,8 @@ from pypdf import PdfReader
 from tests.people import expected, synthetic_curps, write_sheet
 from tests.processes import child_running_a_check, fork_server_of
 from worker.core.settings import load_settings
-from worker.interfaces.commands import execute_batch, sandbox_settings
+from worker.engine.executor import executor_for
+from worker.interfaces.commands import sandbox_settings
 from worker.services.batches import batch_status, open_storage, prepare_batch
 
 pytestmark = pytest.mark.browser
@@ -84,7 +85,7 @@ def test_issste_down_ends_unavailable_in_bounded_time_while_imss_completes(sandb
     curps = synthetic_curps(3, seed=21)
     batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "h.xlsx", curps),
                                 ["imss", "issste"])
-    execute_batch(settings, storage, batch_id)
+    executor_for(settings, storage).run_to_end(batch_id)
     status = batch_status(storage, batch_id)
     assert status["state"] == "done" and status["report"] and Path(status["report"]).is_file()
     for r in status["results"]:
@@ -104,12 +105,12 @@ def test_same_day_verdict_is_reused_not_requeried(sandbox, tmp_path: Path) -> No
     storage = open_storage(settings)
     curp = synthetic_curps(1, seed=31)[0]
     b1, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "a.xlsx", [curp]), ["imss", "issste"])
-    execute_batch(settings, storage, b1)
+    executor_for(settings, storage).run_to_end(b1)
     before = {p: sandbox.stats(p)["queries"].get(curp, 0) for p in ("imss", "issste")}
     assert before == {"imss": 1, "issste": 1}
     b2, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "b.xlsx", [curp, *synthetic_curps(1, seed=32)]),
                           ["imss", "issste"])
-    execute_batch(settings, storage, b2)
+    executor_for(settings, storage).run_to_end(b2)
     after = {p: sandbox.stats(p)["queries"].get(curp, 0) for p in ("imss", "issste")}
     assert after == before
     reused = [c for c in storage.checks(b2) if c.curp == curp]
@@ -172,7 +173,7 @@ def test_a_run_killed_while_writing_the_report_writes_it_when_started_again(tmp_
     assert storage.claim_report(batch_id)  # ... and the writer dies here
     assert storage.get_batch(batch_id).state == "reporting"
 
-    execute_batch(settings, storage, batch_id)
+    executor_for(settings, storage).run_to_end(batch_id)
 
     batch = storage.get_batch(batch_id)
     assert batch.state == "done" and batch.report_path

@@ -24,7 +24,8 @@ from worker.core.settings import load_settings
 from worker.core.statuses import Status
 from worker.interfaces.cli import main
 from worker.services.batches import open_storage
-from worker.services.recheck import create_recheck_batch, select_for_recheck, set_people_active
+from worker.services.people import set_people_active
+from worker.services.recheck import create_recheck_batch, select_for_recheck
 from worker.storage.repository import Batch, Check, Storage, utcnow
 
 CLI = [sys.executable, "-m", "worker.interfaces.cli"]
@@ -197,7 +198,8 @@ def test_recheck_on_sandbox_lists_changes_keeps_history_and_refreshes_constancia
     `recheck --older-than 0`: the Cambios sheet lists exactly those three changes, history
     holds both checks, the IMSS constancia is a new PDF, and HR got one e-mail per change."""
     from tests.people import write_sheet
-    from worker.interfaces.commands import execute_batch, sandbox_settings
+    from worker.engine.executor import executor_for
+    from worker.interfaces.commands import sandbox_settings
     from worker.services.batches import batch_status, prepare_batch
 
     changes = SCENARIOS["imss_not_entitled"]  # ISSSTE: not_affiliated
@@ -207,7 +209,7 @@ def test_recheck_on_sandbox_lists_changes_keeps_history_and_refreshes_constancia
     storage = open_storage(settings)
     sheet = write_sheet(tmp_path / "altas.xlsx", curps)
     first, _ = prepare_batch(settings, storage, sheet, ["imss", "issste"])
-    execute_batch(settings, storage, first)
+    executor_for(settings, storage).run_to_end(first)
     before = {(r["curp"], r["portal"]): r["status"]
               for r in batch_status(storage, first)["results"]}
     assert before == {(changes, "imss"): "not_entitled", (changes, "issste"): "not_affiliated",

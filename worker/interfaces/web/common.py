@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from flows import registry
 from worker.core.settings import Settings
 from worker.core.statuses import Status
 from worker.interfaces.web.runner import BatchRunner
@@ -19,11 +20,9 @@ from worker.interfaces.web.security import csrf_ok, csrf_token
 from worker.storage.repository import Storage
 
 __all__ = ["WebState", "web", "render", "checked_form", "not_found", "templates_for",
-           "status_view", "csrf_refused", "PORTAL_NAMES"]
+           "status_view", "csrf_refused"]
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
-
-PORTAL_NAMES = {"imss": "IMSS", "issste": "ISSSTE"}
 
 _STATE_LABELS = {"queued": "En cola", "running": "En proceso", "reporting": "Generando reporte",
                  "done": "Terminado"}
@@ -58,7 +57,9 @@ def templates_for(settings: Settings) -> Jinja2Templates:
     env.filters["dia"] = dia
     env.filters["estado_lote"] = lambda s: _STATE_LABELS.get(s, s)
     env.filters["tipo_lote"] = lambda s: _KIND_LABELS.get(s, s)
-    env.filters["portal"] = lambda p: PORTAL_NAMES.get(p, p.upper())
+    env.filters["portal"] = registry.title
+    env.globals["all_portals"] = registry.portals
+    env.globals["portal_names"] = registry.names
     env.globals["manual_captcha"] = settings.captcha_solver == "manual"
     return templates
 

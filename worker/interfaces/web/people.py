@@ -6,10 +6,10 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from flows import registry
 from worker.interfaces.web.common import (
     checked_form,
     csrf_refused,
@@ -18,25 +18,13 @@ from worker.interfaces.web.common import (
     status_view,
     web,
 )
-from worker.storage.repository import Check
+from worker.services.people import latest_by_person
 
 __all__ = ["people_page", "people_update"]
 
 #: People listed at once; the search box narrows a larger population.
 _PAGE = 500
 _QUERY_RE = re.compile(r"[^A-Za-z0-9Ññ]")
-
-
-def _latest_by_person(request: Request, curps: list[str]) -> dict[tuple[str, str], Check]:
-    """Latest finished check per (CURP, portal), in one query."""
-    storage = web(request).storage
-    if not curps:
-        return {}
-    latest = (select(func.max(Check.id)).where(Check.status.is_not(None),
-                                               Check.curp.in_(curps))
-              .group_by(Check.curp, Check.portal))
-    with storage.session() as s:
-        return {(c.curp, c.portal): c for c in s.scalars(select(Check).where(Check.id.in_(latest)))}
 
 
 async def people_page(request: Request) -> Response:
@@ -46,12 +34,12 @@ async def people_page(request: Request) -> Response:
     if query:
         people = [p for p in people if query in p.curp]
     shown = people[:_PAGE]
-    latest = _latest_by_person(request, [p.curp for p in shown])
+    latest = latest_by_person(web(request).storage, shown)
     lines: list[dict[str, Any]] = []
     for person in shown:
         portals = {}
-        for portal in ("imss", "issste"):
-            check = latest.get((person.curp, portal))
+        for portal in registry.names():
+            check = latest.get(person.curp, {}).get(portal)
             view = status_view(check.status) if check else None
             if view is not None and check is not None:
                 view["at"] = check.finished_at

@@ -12,8 +12,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 
+from flows import registry
 from worker.core.errors import InputError
-from worker.core.statuses import PORTALS
 from worker.intake.sheet import Intake, read_sheet
 from worker.interfaces.web.common import checked_form, csrf_refused, not_found, render, web
 from worker.interfaces.web.files import UPLOAD_TOKEN_RE, new_upload, upload_dir
@@ -148,7 +148,7 @@ def _findings_page(request: Request, data: dict[str, Any], *, error: str | None 
                    portals: list[str] | None = None, status_code: int = 200) -> Response:
     return render(request, "findings.html", {
         "nav": "home", "token": request.path_params["token"], "f": data, "shown": _SHOWN,
-        "error": error, "portals": portals if portals is not None else list(PORTALS),
+        "error": error, "portals": portals if portals is not None else registry.names(),
     }, status_code=status_code)
 
 
@@ -168,7 +168,7 @@ async def process(request: Request) -> Response:
     if loaded is None:
         return not_found(request, "Esa carga no existe o ya se procesó.")
     folder, data = loaded
-    portals = [p for p in PORTALS if p in form.getlist("portales")]
+    portals = [p for p in registry.names() if p in form.getlist("portales")]
     if not portals:
         return _findings_page(request, data, portals=[], status_code=400,
                               error="Elija al menos un portal (IMSS o ISSSTE).")
