@@ -24,7 +24,6 @@ import re
 import ssl
 import threading
 import time
-import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +41,7 @@ import structlog
 from flows.errors import EmailNotReceived
 from worker.core.errors import ConfigError
 from worker.core.logs import mask_email, mask_text
+from worker.core.text import fold
 
 __all__ = [
     "MailMessage",
@@ -192,13 +192,6 @@ def parse_message(raw: bytes, *, fallback_id: str = "") -> MailMessage:
     )
 
 
-def _fold(text: str) -> str:
-    """Case-, accent- and spacing-insensitive form: "Confirmación  IMSS" → "confirmacion imss"."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(plain.casefold().split())
-
-
 @dataclass(frozen=True)
 class _Summary:
     """What selection needs from a message's header, cached per message."""
@@ -218,7 +211,7 @@ class _Summary:
         return cls(
             arrived=arrived,
             recipients=frozenset(a.lower() for a in _addresses(msg, RECIPIENT_HEADERS)),
-            subject=_fold(_header(msg, "Subject")),
+            subject=fold(_header(msg, "Subject")),
             message_id=_header(msg, "Message-ID"),
             size=size,
             internaldate=internaldate,
@@ -246,7 +239,7 @@ class Mailbox(ABC):
         and that arrived at or after ``since`` (unix time, minus ``CLOCK_SLACK_S``); claimed
         for this caller alone. Raises ``EmailNotReceived`` after ``timeout_s``."""
         want_to = to.strip().strip("<>").lower()
-        want_subject = _fold(subject_contains)
+        want_subject = fold(subject_contains)
         earliest = since - CLOCK_SLACK_S
         deadline = time.monotonic() + timeout_s
         while True:

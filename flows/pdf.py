@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import re
-import unicodedata
 from datetime import date
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from flows.base import PdfFacts
 from flows.errors import PermanentError
 from worker.core.logs import mask_curp
 from worker.core.statuses import Status
+from worker.core.text import fold
 
 __all__ = ["InvalidConstancia", "read_constancia", "pdf_text"]
 
@@ -62,9 +62,7 @@ _MONTHS = {
 
 def _fold(text: str) -> str:
     """Upper case, accents removed (Ñ kept as N), whitespace collapsed."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(plain.upper().split())
+    return fold(text).upper()
 
 
 def pdf_text(data: bytes) -> str:

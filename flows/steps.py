@@ -10,9 +10,7 @@ expects is ``PortalChanged`` (the flow needs updating).
 
 from __future__ import annotations
 
-import re
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from flows.errors import PortalChanged, PortalUnavailable
 from worker.core.logs import mask_text
+from worker.core.text import fold
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page, Response
@@ -78,9 +77,7 @@ UNAVAILABLE_MARKERS: tuple[str, ...] = (
 def norm(text: str) -> str:
     """Lower case, accents removed, whitespace collapsed: messages compare by meaning, not
     by the portal's choice of accents (it writes both "valido" and "válido")."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return re.sub(r"\s+", " ", plain).strip().casefold()
+    return fold(text)
 
 
 def page_text(page: Page) -> str:

@@ -33,6 +33,7 @@ from stdnum.mx import curp as stdnum_curp
 
 from worker.core.errors import InputError
 from worker.core.settings import Settings
+from worker.core.text import fold
 
 __all__ = ["SheetRow", "Intake", "read_sheet", "normalise_curp", "validate_curp",
            "looks_like_curp", "is_curp_header"]
@@ -230,12 +231,6 @@ def _component_reason(curp: str) -> str:
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 
 
-def _fold(text: str) -> str:
-    """Lower case without accents."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
-
-
 def is_curp_header(value: object) -> int:
     """How well a cell reads as the CURP column's header: 0 not at all, 1 a variant, 2 exact.
 
@@ -244,7 +239,7 @@ def is_curp_header(value: object) -> int:
     """
     if not isinstance(value, str) or len(value) > 80:
         return 0
-    folded = _fold(value)
+    folded = fold(value)
     squashed = re.sub(r"[^a-z0-9]", "", folded)
     if squashed in ("curp", "lacurp"):
         return 2

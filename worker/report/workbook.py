@@ -27,7 +27,6 @@ import os
 import re
 import stat
 import tempfile
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from copy import copy
@@ -51,6 +50,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from flows import registry
 from worker.core.statuses import Status, StatusClass
+from worker.core.text import fold
 
 __all__ = ["ReportCheck", "ReportRow", "ReportChange", "ReportData", "write_report",
            "EXCEL_MAX_CHARS", "MAX_LINKS_PER_SHEET"]
@@ -449,14 +449,8 @@ def _portal_name(portal: str) -> str:
     return registry.title(portal)
 
 
-def _fold(text: str) -> str:
-    """Lower case, no accents: to recognise headers such as "Nombre(s)" or "APELLIDO"."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
 def _name_columns(columns: Sequence[str]) -> list[str]:
-    return [c for c in columns if any(k in _fold(c) for k in ("nombre", "apellido", "name"))]
+    return [c for c in columns if any(k in fold(c) for k in ("nombre", "apellido", "name"))]
 
 
 def _person_name(row: ReportRow, name_columns: Sequence[str]) -> str:
