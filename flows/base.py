@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from worker.core.settings import Settings
 
-__all__ = ["Person", "PdfFacts", "Outcome", "CheckContext", "CaptchaSolver", "Mailbox", "Flow"]
+__all__ = ["Person", "PdfFacts", "Outcome", "CheckContext", "CaptchaSolver", "Mailbox"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,3 @@ class CheckContext:
     log: Any
     """A structlog logger bound to batch, portal and task."""
 
-
-class Flow(Protocol):
-    def __call__(self, ctx: CheckContext) -> Outcome: ...

@@ -19,6 +19,7 @@ __all__ = [
     "CaptchaUnsolved",
     "PermanentError",
     "PortalChanged",
+    "classify",
     "retry_delay",
     "status_for",
 ]
@@ -66,9 +67,18 @@ class PortalChanged(PermanentError):
     status = Status.PORTAL_CHANGED
 
 
+def classify(error: BaseException) -> tuple[Status, bool]:
+    """``(status, transient)``: the status recorded for ``error`` when it is not (or no longer)
+    retried, and whether it is worth another try. Anything that is not a ``FlowError`` is an
+    unexpected ``error``, not retried."""
+    if isinstance(error, FlowError):
+        return error.status, error.transient
+    return Status.ERROR, False
+
+
 def status_for(error: BaseException) -> Status:
     """The status recorded for an error that is not (or no longer) retried."""
-    return error.status if isinstance(error, FlowError) else Status.ERROR
+    return classify(error)[0]
 
 
 def retry_delay(
@@ -85,7 +95,7 @@ def retry_delay(
     ``attempt`` counts retries already made (0 on the first run). Exponential backoff with
     "full jitter" (uniform in [cap/2, cap]) so that a fleet of workers does not retry in step.
     """
-    if not (isinstance(error, FlowError) and error.transient) or attempt >= retry_max:
+    if not classify(error)[1] or attempt >= retry_max:
         return None
     cap = min(backoff_max_s, backoff_s * (2**attempt))
     return (rng or random).uniform(cap / 2, cap)

@@ -73,7 +73,6 @@ class ImssPortal:
 
     info_link: str = "a"
     info_link_text: str = "Tramitar Constancia"
-    form: str = "#registroAseguradoDatosBasicosForm"
     curp: str = "#registroCurp"
     email: str = "#correoInput"
     email_confirm: str = "#correoConfirmacionInput"
@@ -87,7 +86,6 @@ class ImssPortal:
     view_report: str = "#btnVerReporte"
 
     success_fragment: str = "le hemos enviado una liga de confirmacion"
-    final_fragment: str = "ha sido enviado al correo electronico"
     confirm_link_fragment: str = "confirmacionUrl"
     mail1_subject: str = "Confirmación de correo electrónico"
     mail2_subject: str = "Constancia de No Derechohabiencia"
@@ -123,10 +121,6 @@ CONFIRM_RETRY_FACTOR = 2
 #: How long to wait for the second email (which carries the same PDF) once the PDF came from
 #: "Ver reporte": only to claim it so it does not pile up in the mailbox; never fails a check.
 EMAIL2_GRACE_S = 5.0
-
-
-class _CaptchaRefused(Exception):
-    """Internal: the server said the captcha answer was wrong."""
 
 
 def classify_message(text: str) -> tuple[bool, Status | None]:

@@ -20,11 +20,12 @@ from openpyxl import load_workbook
 
 from flows import registry
 from flows.base import CheckContext, Outcome
+from flows.browser import close_shared
 from flows.pdf import pdf_text
 from tests.worker.sheets import VALID, write_csv
 from worker.core.settings import load_settings
 from worker.core.statuses import Status
-from worker.engine.check import Engine
+from worker.engine.check import Decision, Engine
 from worker.interfaces.cli import main
 from worker.services.batches import open_storage, prepare_batch
 
@@ -125,6 +126,24 @@ def toy_portal() -> Iterator[str]:
         server.shutdown()
 
 
+def _execute_in_own_thread(engine: Engine, check_ids: list[int]) -> list[Decision]:
+    """``Engine.execute`` each check in a thread of its own, as a pool process would: the
+    engine's browser is per thread (Playwright's sync API), and this test session's thread may
+    already drive the ``browser`` fixture's."""
+    decisions: list[Decision] = []
+
+    def work() -> None:
+        try:
+            decisions.extend(engine.execute(check_id) for check_id in check_ids)
+        finally:
+            close_shared()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(240)
+    return decisions
+
+
 @pytest.mark.browser
 def test_a_toy_third_portal_runs_through_engine_report_and_status(
         toy_portal: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,10 +155,10 @@ def test_a_toy_third_portal_runs_through_engine_report_and_status(
     sheet = write_csv(tmp_path / "hoja.csv", [["CURP"], [KNOWN], [UNKNOWN]])
     batch_id, _ = prepare_batch(settings, storage, sheet, [toy_portal])
 
-    engine = Engine(settings, storage)
-    for check_id, portal in storage.pending_check_ids(batch_id, registry.run_order()):
-        assert portal == toy_portal
-        assert engine.execute(check_id).done
+    pending = storage.pending_check_ids(batch_id, registry.run_order())
+    assert {portal for _, portal in pending} == {toy_portal}
+    decisions = _execute_in_own_thread(Engine(settings, storage), [cid for cid, _ in pending])
+    assert all(d.done for d in decisions), decisions
 
     batch = storage.get_batch(batch_id)
     assert batch is not None and batch.state == "done" and batch.report_path

@@ -358,8 +358,8 @@ def test_messages_map_to_statuses() -> None:
         assert imss.classify_message(message) == (True, status), message
     assert imss.classify_message("Algo nuevo") == (False, None)
     p = imss.PORTAL
-    assert (p.form, p.curp, p.email, p.email_confirm) == (
-        t.IMSS_SEL_FORM, t.IMSS_SEL_CURP, t.IMSS_SEL_EMAIL, t.IMSS_SEL_EMAIL_CONFIRM)
+    assert (p.curp, p.email, p.email_confirm) == (
+        t.IMSS_SEL_CURP, t.IMSS_SEL_EMAIL, t.IMSS_SEL_EMAIL_CONFIRM)
     assert (p.captcha_img, p.captcha_refresh, p.captcha_input, p.submit, p.view_report) == (
         t.IMSS_SEL_CAPTCHA_IMG, t.IMSS_SEL_CAPTCHA_REFRESH, t.IMSS_SEL_CAPTCHA,
         t.IMSS_SEL_CONTINUE, t.IMSS_SEL_VIEW_REPORT)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Status", "StatusClass", "FINAL", "RETRYABLE", "PDF_BEARING", "REUSABLE"]
+__all__ = ["Status", "StatusClass", "RETRYABLE", "PDF_BEARING", "REUSABLE"]
 
 
 class StatusClass(str, Enum):
@@ -99,10 +99,6 @@ _LABELS: dict[Status, tuple[str, str, StatusClass]] = {
 
 #: Statuses the nightly re-check picks up again even if they are recent.
 RETRYABLE = frozenset({Status.DAILY_LIMIT, Status.PORTAL_UNAVAILABLE, Status.CAPTCHA_UNSOLVED})
-
-#: "Final" in the sense of SPEC §8: a verdict that stands until it ages. A check in a batch
-#: ends with any status (the batch is complete when every check has one); only these are final.
-FINAL = frozenset(set(Status) - RETRYABLE)
 
 #: Statuses that come with a constancia PDF.
 PDF_BEARING = frozenset({Status.NOT_ENTITLED, Status.ENTITLED, Status.NOT_AFFILIATED})

@@ -23,12 +23,12 @@ from typing import Any
 
 import structlog
 
-from flows.errors import FlowError, TransientError, retry_delay, status_for
+from flows.errors import FlowError, TransientError, classify, retry_delay
 from worker.core.logs import mask_text
 from worker.core.settings import Settings
 from worker.core.statuses import REUSABLE, Status
 from worker.engine.limits import Limiter, NullLimiter
-from worker.storage.repository import Storage
+from worker.storage.repository import Busy, Skipped, Started, Storage
 
 __all__ = ["Decision", "Engine", "person_dir"]
 
@@ -102,13 +102,14 @@ class Engine:
         # Distributed: a task carries its attempt, so a late copy of one already run is dropped.
         started = self.storage.start_check(check_id, task_id, lease_s=self.lease_s,
                                            attempt=attempt if self.lease_s else None)
-        if started is None:
-            return Decision(done=True)
-        if isinstance(started, float):  # another worker is running it right now
-            return Decision(done=False, retry_in=started, attempt=attempt, throttled=True)
-        check, batch = started
-        with _Heartbeat(self.storage, check_id, task_id, self.lease_s):
-            return self._run_started(check, batch, attempt=attempt, task_id=task_id)
+        match started:
+            case Skipped():
+                return Decision(done=True)
+            case Busy(retry_in):  # another worker is running it right now
+                return Decision(done=False, retry_in=retry_in, attempt=attempt, throttled=True)
+            case Started(check, batch):
+                with _Heartbeat(self.storage, check_id, task_id, self.lease_s):
+                    return self._run_started(check, batch, attempt=attempt, task_id=task_id)
 
     def _run_started(self, check: Any, batch: Any, *, attempt: int,
                      task_id: str | None) -> Decision:
@@ -160,8 +161,8 @@ class Engine:
                 self.storage.note_attempt(check_id, message,
                                           due_in=delay if self.lease_s else None)
                 return Decision(done=False, retry_in=delay, attempt=attempt + 1)
-            status = status_for(err) if isinstance(err, FlowError) else Status.ERROR
-            if isinstance(err, TransientError) or not isinstance(err, FlowError):
+            status, transient = classify(err)
+            if transient or not isinstance(err, FlowError):
                 detail = _gave_up_detail(status, str(err), attempt)
             else:
                 detail = str(err)

@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "Storage", "utcnow",
-           "new_batch_id", "PURGED", "pseudonym"]
+           "new_batch_id", "PURGED", "pseudonym", "Started", "Busy", "Skipped", "StartResult"]
 
 
 def utcnow() -> datetime:
@@ -192,6 +193,29 @@ class Notification(Base):
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+@dataclass(frozen=True)
+class Started:
+    """``start_check``: this caller runs the check now."""
+
+    check: Check
+    batch: Batch
+
+
+@dataclass(frozen=True)
+class Busy:
+    """``start_check``: another caller holds the check's lease; come back in ``retry_in`` s."""
+
+    retry_in: float
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """``start_check``: nothing to do (a status is recorded, or this attempt already ran)."""
+
+
+StartResult = Started | Busy | Skipped
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the web page and several worker processes read while one writes.
@@ -308,13 +332,6 @@ class Storage:
         with self.session() as s:
             return list(s.scalars(select(Batch).order_by(Batch.created_at.desc()).limit(limit)))
 
-    def set_batch_state(self, batch_id: str, state: str, *, only_from: str | None = None) -> bool:
-        with self.session() as s:
-            stmt = update(Batch).where(Batch.id == batch_id)
-            if only_from is not None:
-                stmt = stmt.where(Batch.state == only_from)
-            return s.execute(stmt.values(state=state)).rowcount == 1
-
     def rows(self, batch_id: str) -> list[Row]:
         with self.session() as s:
             return list(s.scalars(select(Row).where(Row.batch_id == batch_id)
@@ -360,15 +377,15 @@ class Storage:
             return s.get(Check, check_id)
 
     def start_check(self, check_id: int, task_id: str | None, lease_s: float | None = None,
-                    attempt: int | None = None) -> tuple[Check, Batch] | None | float:
-        """Mark a delivery of a check; ``None`` if there is nothing to do: it already has a
-        status, or (with ``attempt``) it has already run that attempt — this delivery is a
-        stale copy (a task sent again while the first was only late), whose run would spend
-        a portal query for nothing.
+                    attempt: int | None = None) -> StartResult:
+        """Mark a delivery of a check: ``Started`` with the check and its batch, or ``Skipped``
+        if there is nothing to do — it already has a status, or (with ``attempt``) it has
+        already run that attempt: this delivery is a stale copy (a task sent again while the
+        first was only late), whose run would spend a portal query for nothing.
 
         With ``lease_s``, the check is also leased to this caller; while another caller's lease
-        runs, the seconds left on it are returned instead (come back then). Without (the
-        embedded engine), the check stops being a broker task (``due_at`` cleared).
+        runs, ``Busy`` says how long is left on it (come back then). Without (the embedded
+        engine), the check stops being a broker task (``due_at`` cleared).
         """
         now = utcnow()
         with self.session() as s:
@@ -386,17 +403,17 @@ class Storage:
             if res.rowcount != 1:
                 current = s.get(Check, check_id)
                 if current is None or current.status is not None or current.lease_until is None:
-                    return None
+                    return Skipped()
                 if attempt is not None and current.attempts > attempt:
-                    return None
-                return max(0.5, (current.lease_until - now).total_seconds())
+                    return Skipped()
+                return Busy(max(0.5, (current.lease_until - now).total_seconds()))
             check = s.get(Check, check_id)
             batch = s.get(Batch, check.batch_id) if check else None
             if check is None or batch is None:
-                return None
+                return Skipped()
             if batch.state == "queued":
                 batch.state = "running"
-            return check, batch
+            return Started(check, batch)
 
     def renew_lease(self, check_id: int, task_id: str | None, lease_s: float) -> bool:
         """Extend this caller's lease on a running check (the heartbeat); ``False`` when the

@@ -16,7 +16,7 @@ from tests.redis_server import RedisServer
 from worker.core.settings import load_settings
 from worker.engine.check import _Heartbeat
 from worker.engine.sweeper import LOCK_KEY, queue_length, sweep_once
-from worker.storage.repository import Check, Storage, utcnow
+from worker.storage.repository import Check, Started, Storage, utcnow
 
 CURPS = ["GODE561231HDFRRN09", "PEGJ900101MDFRRN05"]
 
@@ -48,7 +48,7 @@ def test_the_heartbeat_renews_the_lease_while_the_flow_runs_and_stops_after(
         storage: Storage, tmp_path: Path) -> None:
     _bid, ids = _batch(storage, tmp_path)
     cid = ids[0]
-    assert isinstance(storage.start_check(cid, "t1", lease_s=1.5), tuple)
+    assert isinstance(storage.start_check(cid, "t1", lease_s=1.5), Started)
     with _Heartbeat(storage, cid, "t1", 1.5):
         time.sleep(3.2)  # twice the lease: only the renewals keep it
         lease = storage.get_check(cid).lease_until
@@ -56,7 +56,7 @@ def test_the_heartbeat_renews_the_lease_while_the_flow_runs_and_stops_after(
     time.sleep(1.6)
     lease = storage.get_check(cid).lease_until
     assert lease is not None and lease < utcnow()  # no renewals after the flow: it runs out
-    assert isinstance(storage.start_check(cid, "t2", lease_s=60), tuple)
+    assert isinstance(storage.start_check(cid, "t2", lease_s=60), Started)
 
 
 def test_a_sweep_sends_dead_and_lost_checks_once_and_one_worker_sweeps_at_a_time(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from worker.storage.repository import Storage, utcnow
+from worker.storage.repository import Busy, Skipped, Started, Storage, utcnow
 
 CURPS = ["GODE561231HDFRRN09", "PEGJ900101MDFRRN05"]
 PG_ADMIN = os.environ.get("CONSTANCIAS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -71,11 +71,11 @@ def test_a_result_is_recorded_once(storage: Storage, tmp_path: Path) -> None:
     """A second record of the same check (a redelivered task) changes nothing."""
     bid = _batch(storage, tmp_path)
     cid = storage.pending_check_ids(bid)[0][0]
-    assert storage.start_check(cid, "t1") is not None
+    assert isinstance(storage.start_check(cid, "t1"), Started)
     assert storage.record_result(cid, status="not_entitled", detail="ok")
     assert not storage.record_result(cid, status="error", detail="late duplicate")
     assert storage.get_check(cid).status == "not_entitled"
-    assert storage.start_check(cid, "t2") is None
+    assert isinstance(storage.start_check(cid, "t2"), Skipped)
 
 
 def test_report_is_claimed_by_exactly_one_caller_when_complete(storage: Storage, tmp_path: Path) -> None:
@@ -138,11 +138,11 @@ def test_a_leased_check_is_not_started_twice(storage: Storage, tmp_path: Path) -
     bid = _batch(storage, tmp_path)
     cid = storage.pending_check_ids(bid)[0][0]
     first = storage.start_check(cid, "t1", lease_s=60)
-    assert isinstance(first, tuple)
+    assert isinstance(first, Started)
     wait = storage.start_check(cid, "t2", lease_s=60)
-    assert isinstance(wait, float) and 50 < wait <= 60
+    assert isinstance(wait, Busy) and 50 < wait.retry_in <= 60
     storage.note_attempt(cid, "503")  # a retry releases the lease
-    assert isinstance(storage.start_check(cid, "t3", lease_s=60), tuple)
+    assert isinstance(storage.start_check(cid, "t3", lease_s=60), Started)
 
 
 def _expire_lease(storage: Storage, cid: int) -> None:
@@ -159,10 +159,10 @@ def test_a_renewed_lease_keeps_the_check_and_only_its_holder_renews_it(
         storage: Storage, tmp_path: Path) -> None:
     bid = _batch(storage, tmp_path)
     cid = storage.pending_check_ids(bid)[0][0]
-    assert isinstance(storage.start_check(cid, "t1", lease_s=5), tuple)
+    assert isinstance(storage.start_check(cid, "t1", lease_s=5), Started)
     assert storage.renew_lease(cid, "t1", 60)
     wait = storage.start_check(cid, "t2", lease_s=60)
-    assert isinstance(wait, float) and wait > 50  # the renewal, not the first 5 s, counts
+    assert isinstance(wait, Busy) and wait.retry_in > 50  # the renewal, not the first 5 s, counts
     assert not storage.renew_lease(cid, "someone-else", 60)
     storage.record_result(cid, status="not_affiliated", detail="")
     assert not storage.renew_lease(cid, "t1", 60)  # nothing to keep once recorded
@@ -193,7 +193,7 @@ def test_orphans_are_dead_leases_and_overdue_tasks_never_queued_or_embedded_ones
     # Sent again: due now and unleased, so neither is an orphan until overdue once more.
     assert storage.requeue([dead, overdue, running]) == [dead, overdue]  # running: leased
     assert storage.orphans(grace_s=60, queue_empty=True) == []
-    assert isinstance(storage.start_check(dead, "t-new", lease_s=60), tuple)
+    assert isinstance(storage.start_check(dead, "t-new", lease_s=60), Started)
     assert sorted(c for c, _ in storage.orphans(grace_s=0, queue_empty=True)) == [overdue]
 
 
@@ -213,11 +213,11 @@ def test_a_late_copy_of_an_attempt_already_run_is_dropped(storage: Storage, tmp_
     attempt 0 (sent again while the first was only late) starts nothing; attempt 1 does."""
     bid = _batch(storage, tmp_path)
     cid = storage.pending_check_ids(bid)[0][0]
-    assert isinstance(storage.start_check(cid, "t1", lease_s=60, attempt=0), tuple)
+    assert isinstance(storage.start_check(cid, "t1", lease_s=60, attempt=0), Started)
     storage.note_attempt(cid, "503", due_in=5)
     assert storage.get_check(cid).due_at > utcnow()  # the retry is due, in the same write
-    assert storage.start_check(cid, "t1-copy", lease_s=60, attempt=0) is None
-    assert isinstance(storage.start_check(cid, "t2", lease_s=60, attempt=1), tuple)
+    assert isinstance(storage.start_check(cid, "t1-copy", lease_s=60, attempt=0), Skipped)
+    assert isinstance(storage.start_check(cid, "t2", lease_s=60, attempt=1), Started)
     assert storage.get_check(cid).deliveries == 2  # the stale copy was not a delivery
 
 
