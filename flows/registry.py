@@ -78,7 +78,7 @@ _lock = threading.Lock()
 #: Held while the package is imported, never while registering: a thread importing a portal
 #: module by itself (and so registering) never waits for the thread discovering them.
 _discovery = threading.Lock()
-_discovered = False
+_discovered = threading.Event()
 
 
 def register(portal: Portal) -> Portal:
@@ -98,16 +98,15 @@ def unregister(name: str) -> None:
 
 def _discover() -> None:
     """Import every module of the ``flows`` package once: portal modules register themselves."""
-    global _discovered
-    if _discovered:
+    if _discovered.is_set():
         return
     with _discovery:
-        if _discovered:
+        if _discovered.is_set():
             return
         for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
             if not info.ispkg:
                 import_module(f"{__package__}.{info.name}")
-        _discovered = True
+        _discovered.set()
 
 
 def portals() -> list[Portal]:

@@ -23,11 +23,17 @@ from typing import Any
 
 import structlog
 
+from flows.base import Person
+from flows.browser import shared_browser
 from flows.errors import FlowError, TransientError, classify, retry_delay
+from flows.mailbox import open_mailbox
+from flows.runner import run_check
 from worker.core.logs import mask_text
 from worker.core.settings import Settings
 from worker.core.statuses import REUSABLE, Status
 from worker.engine.limits import Limiter, NullLimiter
+from worker.engine.notify import notify_batch
+from worker.report.data import build_report
 from worker.storage.repository import Busy, Skipped, Started, Storage
 
 __all__ = ["Decision", "Engine", "person_dir"]
@@ -72,6 +78,7 @@ class Engine:
     # --- collaborators, created on first use (after any fork) ----------------------------
     def _solver(self) -> Any:
         if self._captcha is None:
+            # Imported here: the solver's OCR libraries load only in processes that run checks.
             from flows.captcha import make_solver
 
             self._captcha = make_solver(self.settings)
@@ -79,8 +86,6 @@ class Engine:
 
     def _mail(self) -> Any:
         if self._mailbox is None:
-            from flows.mailbox import open_mailbox
-
             self._mailbox = open_mailbox(self.settings.effective_mailbox_url,
                                          poll_s=self.settings.mailbox_poll_s)
         return self._mailbox
@@ -194,10 +199,6 @@ class Engine:
         return Decision(done=True, status=outcome.status.value)
 
     def _run_flow(self, portal: str, curp: str, work_dir: Path, bound: Any, attempt: int) -> Any:
-        from flows.base import Person
-        from flows.browser import shared_browser
-        from flows.runner import run_check
-
         browser = shared_browser(self.settings.browser_executable)
         return run_check(browser, portal, Person(curp=curp), self.settings, work_dir,
                          captcha=self._solver(), mailbox=self._mail(), log=bound,
@@ -237,8 +238,6 @@ class Engine:
         """Write the report exactly once, when every check of the batch has a status."""
         if not self.storage.claim_report(batch_id):
             return None
-        from worker.report.data import build_report
-
         try:
             path = build_report(self.settings, self.storage, batch_id)
         except Exception:
@@ -253,8 +252,6 @@ class Engine:
     def _notify(self, batch_id: str) -> None:
         """E-mail a re-check's changes to HR (once each; worker/engine/notify.py). Never fails the batch."""
         try:
-            from worker.engine.notify import notify_batch
-
             notify_batch(self.settings, self.storage, batch_id)
         except Exception:  # noqa: BLE001 - a mail problem must not undo a finished batch
             log.exception("notify_failed", batch_id=batch_id)

@@ -19,12 +19,13 @@ class BrokerUnavailable(UserError):
 def enqueue_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
     """Send one task per pending check (ids only). Sending twice is harmless: a check that
     already has a status is skipped by the engine."""
+    # Imported here: the tasks load the Celery app (Celery, the settings), for broker mode only.
     from worker.engine.tasks import check, finish_batch
 
     pending = storage.pending_attempts(batch_id, registry.run_order())
     # Due now: from here on the sweeper (worker/engine/sweeper.py) watches that each one gets run.
     storage.set_due([check_id for check_id, _attempts in pending])
-    from kombu.exceptions import OperationalError
+    from kombu.exceptions import OperationalError  # Celery's messaging library, like the tasks
     from redis.exceptions import RedisError
 
     try:

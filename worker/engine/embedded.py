@@ -19,6 +19,7 @@ import queue
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ from typing import Any
 import structlog
 
 from flows import registry
+from flows.browser import close_shared
+from worker.core.logs import configure_logging, mask_text
 from worker.core.settings import Settings
 from worker.engine.check import Decision, Engine
 from worker.engine.limits import LocalLimiter
@@ -56,10 +59,6 @@ def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
     try:
         _child_loop(settings_data, jobs, results, parent)
     except Exception:  # noqa: BLE001 - last resort: mask, then die like a crash
-        import traceback
-
-        from worker.core.logs import mask_text
-
         sys.stderr.write(mask_text(traceback.format_exc()))
         sys.stderr.flush()
         sys.exit(1)
@@ -68,8 +67,6 @@ def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
 def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int) -> None:
     # Children must not survive the parent, nor die on the terminal's Ctrl-C before it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from worker.core.logs import configure_logging
-
     settings = Settings(**settings_data)
     configure_logging(settings.log_format, settings.log_level)
     engine = Engine(settings)
@@ -91,8 +88,6 @@ def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: 
             decision = Decision(done=False, retry_in=5.0, attempt=attempt + 1,
                                 status=type(exc).__name__)
         results.put(("result", os.getpid(), check_id, decision))
-    from flows.browser import close_shared
-
     close_shared()
 
 
@@ -201,7 +196,7 @@ def run_embedded(
                 running_on[pid] = cid
             elif kind == "result":
                 running_on.pop(pid, None)
-                portal, attempt = inflight.pop(cid, (portal_of.get(cid, "imss"), 0))
+                portal, attempt = inflight.pop(cid, (portal_of[cid], 0))
                 limiter.release(portal, "local")
                 if not decision.done:
                     due = time.monotonic() + (decision.retry_in or 0.0)
@@ -210,12 +205,12 @@ def run_embedded(
             for i, p in enumerate(procs):
                 if not p.is_alive():
                     _make_sure_it_ended(p)
-                    cid = running_on.pop(p.pid, None)
-                    if cid is not None and cid in inflight:
-                        portal, attempt = inflight.pop(cid)
+                    lost = running_on.pop(p.pid, None) if p.pid is not None else None
+                    if lost is not None and lost in inflight:
+                        portal, attempt = inflight.pop(lost)
                         limiter.release(portal, "local")
-                        ready.insert(0, (cid, portal, attempt))
-                        log.warning("embedded_child_died", pid=p.pid, check_id=cid)
+                        ready.insert(0, (lost, portal, attempt))
+                        log.warning("embedded_child_died", pid=p.pid, check_id=lost)
                     procs[i] = spawn()
             if on_progress and (time.monotonic() - last_progress > 0.5):
                 last_progress = time.monotonic()

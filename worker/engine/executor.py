@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import redis
 import structlog
 
 from worker.core.settings import Settings
+from worker.engine.dispatch import enqueue_batch
 from worker.engine.embedded import Progress, run_embedded
 from worker.storage.repository import Storage
 
@@ -116,10 +118,6 @@ class CeleryExecutor:
 
     def submit(self, batch_id: str) -> int:
         """Raises ``BrokerUnavailable`` (the batch stays stored and due) when Redis is down."""
-        # Imported here: the task modules load the Celery app (and Celery), which the
-        # embedded mode and most commands never need.
-        from worker.engine.dispatch import enqueue_batch
-
         return enqueue_batch(self.settings, self.storage, batch_id)
 
     def run_to_end(self, batch_id: str, *, progress: ProgressCallback | None = None) -> None:
@@ -143,8 +141,6 @@ class CeleryExecutor:
         at, down = self._broker_seen
         if time.monotonic() - at < self.PING_EVERY_S:
             return down
-        import redis
-
         try:
             client = redis.Redis.from_url(self.settings.broker_url or "",
                                           socket_connect_timeout=0.5, socket_timeout=0.5)

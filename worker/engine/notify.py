@@ -24,14 +24,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
 
 from flows import registry
 from worker.core.errors import ConfigError
 from worker.core.logs import mask_curp
 from worker.core.settings import Settings
-from worker.storage.repository import PURGED, Batch, Notification, Storage, pseudonym, utcnow
+from worker.report.data import report_data
+from worker.storage.repository import Storage
 
 __all__ = ["SmtpTarget", "smtp_target", "notify_batch", "change_message", "forget_purged"]
 
@@ -111,21 +110,6 @@ def change_message(change: Any, *, batch_id: str, sender: str, recipients: list[
     return msg
 
 
-def _claim(storage: Storage, batch_id: str, change: Any, recipients: str) -> int | None:
-    """Insert the change's row; its id if this caller claimed it, None if already claimed."""
-    try:
-        with storage.session() as s:
-            row = Notification(batch_id=batch_id, curp=change.curp, portal=change.portal,
-                               before=change.before.value if change.before else None,
-                               after=change.after.value, recipients=recipients,
-                               claimed_at=utcnow())
-            s.add(row)
-            s.flush()
-            return row.id
-    except IntegrityError:
-        return None
-
-
 def _send(target: SmtpTarget, messages: list[EmailMessage]) -> None:
     cls = smtplib.SMTP_SSL if target.ssl else smtplib.SMTP
     kwargs: dict[str, Any] = {"timeout": 30}
@@ -147,13 +131,14 @@ def notify_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
     batch = storage.get_batch(batch_id)
     if target is None or batch is None or batch.kind != "recheck":
         return 0
-    from worker.report.data import report_data
-
     data = report_data(settings, storage, batch_id)
     extras = {r.curp: r.extra for r in data.rows if r.curp}
     sent = 0
     for change in data.changes or []:
-        claim = _claim(storage, batch_id, change, ", ".join(target.recipients))
+        claim = storage.claim_notification(
+            batch_id, change.curp, change.portal,
+            change.before.value if change.before else None, change.after.value,
+            ", ".join(target.recipients))
         if claim is None:
             continue
         msg = change_message(change, batch_id=batch_id, sender=target.sender,
@@ -163,14 +148,11 @@ def notify_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
             _send(target, [msg])
         except (OSError, smtplib.SMTPException) as err:
             # Release the claim: the next call (a report rebuilt, the next run) retries it.
-            with storage.session() as s:
-                s.execute(delete(Notification).where(Notification.id == claim))
+            storage.release_notification(claim)
             log.warning("notify_failed", batch_id=batch_id, curp=mask_curp(change.curp),
                         portal=change.portal, error=type(err).__name__)
             continue
-        with storage.session() as s:
-            s.execute(update(Notification).where(Notification.id == claim)
-                      .values(sent_at=utcnow()))
+        storage.notification_sent(claim)
         sent += 1
         log.info("notify_sent", batch_id=batch_id, curp=mask_curp(change.curp),
                  portal=change.portal, before=change.before.value if change.before else None,
@@ -180,14 +162,6 @@ def notify_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
 
 def forget_purged(storage: Storage) -> int:
     """Replace the CURPs of notifications of purged batches by their pseudonym (what
-    ``worker.services.purge`` does to checks), so the record of what was sent outlives no personal data.
-    Returns how many rows changed."""
-    with storage.session() as s:
-        rows = list(s.scalars(
-            select(Notification).join(Batch, Batch.id == Notification.batch_id)
-            .where(Batch.source_name == PURGED, Notification.curp.not_like("#%"))
-        ))
-        for row in rows:
-            row.curp = pseudonym(row.curp)
-            row.recipients = ""
-    return len(rows)
+    ``worker.services.purge`` does to checks), so the record of what was sent outlives no
+    personal data. Returns how many rows changed."""
+    return storage.forget_purged_notifications()

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 import structlog
 from celery import signals
+from sqlalchemy.orm import configure_mappers
 
 from flows import registry
+from flows.browser import close_shared
+from worker.core.logs import configure_logging
 from worker.engine.celery_app import app, settings
 from worker.engine.check import Engine
+from worker.engine.limits import RedisLimiter
+from worker.engine.sweeper import Sweeper
 
 __all__ = ["check", "finish_batch"]
 
@@ -21,12 +27,8 @@ def engine() -> Engine:
     """This process's engine, created after the fork (the browser launches on first check)."""
     global _engine
     if _engine is None:
-        from worker.engine.limits import RedisLimiter
-
         limiter = None
         if settings.broker_url and settings.broker_url.startswith("redis"):
-            import redis
-
             limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url),
                                    lambda p: registry.portal(p).rate_limit(settings),
                                    lambda p: registry.portal(p).max_concurrency(settings),
@@ -57,8 +59,6 @@ def finish_batch(batch_id: str) -> None:
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
     # Connecting this stops Celery from configuring loggers itself.
-    from worker.core.logs import configure_logging
-
     configure_logging(settings.log_format, settings.log_level)
 
 
@@ -81,10 +81,6 @@ def _start_sweeper(**_: Any) -> None:
     """In the worker's main process: watch for checks nobody will run (worker/engine/sweeper.py)."""
     global _sweeper
     if settings.broker_url and settings.broker_url.startswith("redis"):
-        from sqlalchemy.orm import configure_mappers
-
-        from worker.engine.sweeper import Sweeper
-
         # Before any thread: a pool process forked while a thread configures the mappers
         # would inherit their lock held.
         configure_mappers()
@@ -106,6 +102,4 @@ def _stop_sweeper(**_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _close_browser(**_: Any) -> None:
-    from flows.browser import close_shared
-
     close_shared()

@@ -4,17 +4,27 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import fixtures
 from flows import registry
 from worker.core.errors import ConfigError, UserError
 from worker.core.logs import configure_logging
 from worker.core.settings import Settings, load_settings
 from worker.core.statuses import Status
 from worker.engine.executor import executor_for
+from worker.intake.sheet import read_sheet
+from worker.interfaces.terminal import CaptchaPrompt
+from worker.report.data import build_report
+from worker.services.batches import batch_status, open_storage, prepare_batch
+from worker.services.people import people_overview, set_people_active
+from worker.services.purge import purge
+from worker.services.recheck import start_recheck
+from worker.services.schedule import run_beat
 
 __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "cmd_demo",
            "cmd_beat", "cmd_recheck", "cmd_people", "cmd_purge", "sandbox_settings",
@@ -22,8 +32,6 @@ __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "c
 
 
 def _settings(quiet_on_terminal: bool = False) -> Settings:
-    import os
-
     settings = load_settings()
     level = settings.log_level
     # On a terminal, people watch the progress line; log lines would scroll it away.
@@ -77,9 +85,6 @@ def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
 
 
 def cmd_run(args: Any) -> int:
-    from worker.intake.sheet import read_sheet
-    from worker.services.batches import batch_status, open_storage, prepare_batch
-
     settings = _settings(quiet_on_terminal=True)
     if args.sandbox and not settings.embedded:
         # The workers read their own settings: they would query the portals CONSTANCIAS_*_URL
@@ -92,6 +97,8 @@ def cmd_run(args: Any) -> int:
     with ExitStack() as stack:
         intake = read_sheet(args.file, settings)
         if args.sandbox:
+            # Imported here: the simulators (Starlette, uvicorn, the PDF and captcha drawing)
+            # are for this option only.
             from fixtures.sandbox import start_sandbox
 
             sandbox = stack.enter_context(start_sandbox(maildir=settings.data_dir / "sandbox-mail"))
@@ -107,8 +114,6 @@ def cmd_run(args: Any) -> int:
         progress = _TerminalProgress(sys.stderr.isatty() and not args.json)
         prompt = None
         if settings.captcha_solver == "manual" and sys.stdin.isatty():
-            from worker.interfaces.terminal import CaptchaPrompt
-
             prompt = CaptchaPrompt(settings.data_dir)
             prompt.start()
         try:
@@ -128,8 +133,6 @@ def cmd_run(args: Any) -> int:
 
 
 def cmd_demo(args: Any) -> int:
-    import fixtures
-
     sample = Path(fixtures.__file__).parent / "sample" / "onboarding.xlsx"
     ns = type("Args", (), {"file": str(sample), "out": "salida-demo", "portals": None,
                            "sandbox": True, "json": False})()
@@ -148,8 +151,6 @@ def _require_broker(settings: Settings) -> None:
 
 
 def cmd_submit(args: Any) -> int:
-    from worker.services.batches import open_storage, prepare_batch
-
     settings = _settings()
     _require_broker(settings)
     storage = open_storage(settings)
@@ -163,8 +164,6 @@ def cmd_submit(args: Any) -> int:
 
 
 def cmd_status(args: Any) -> int:
-    from worker.services.batches import batch_status, open_storage
-
     settings = _settings()
     status = batch_status(open_storage(settings), args.batch_id)
     if status is None:
@@ -179,9 +178,6 @@ def cmd_status(args: Any) -> int:
 
 
 def cmd_report(args: Any) -> int:
-    from worker.report.data import build_report
-    from worker.services.batches import open_storage
-
     settings = _settings()
     storage = open_storage(settings)
     if storage.get_batch(args.batch_id) is None:
@@ -195,9 +191,8 @@ def cmd_report(args: Any) -> int:
 def cmd_worker(args: Any) -> int:
     settings = _settings()
     _require_broker(settings)
-    from worker.services.batches import open_storage
-
     open_storage(settings)  # migrate once, before any task runs
+    # Imported here: loading the Celery app starts Celery's machinery, for this command only.
     from worker.engine.celery_app import app
 
     argv = ["worker", "--loglevel", settings.log_level.upper(), "-E",
@@ -208,8 +203,6 @@ def cmd_worker(args: Any) -> int:
 
 def cmd_beat(args: Any) -> int:
     """``constancias beat``: RedBeat with a broker, the in-process loop without one."""
-    from worker.services.schedule import run_beat
-
     return run_beat(_settings())
 
 
@@ -221,9 +214,6 @@ def _empty_status() -> dict[str, Any]:
 
 def cmd_recheck(args: Any) -> int:
     """``constancias recheck [--older-than HOURS] [--json]``: re-check now and wait."""
-    from worker.services.batches import batch_status, open_storage
-    from worker.services.recheck import start_recheck
-
     settings = _settings()
     storage = open_storage(settings)
     hours = settings.recheck_older_than_h if args.older_than is None else args.older_than
@@ -258,9 +248,6 @@ def cmd_recheck(args: Any) -> int:
 
 def cmd_people(args: Any) -> int:
     """``constancias people {list,deactivate,activate} [CURPS...] [--json]``."""
-    from worker.services.batches import open_storage
-    from worker.services.people import people_overview, set_people_active
-
     settings = _settings()
     storage = open_storage(settings)
     if args.action == "list":
@@ -294,9 +281,6 @@ def cmd_people(args: Any) -> int:
 
 def cmd_purge(args: Any) -> int:
     """``constancias purge --older-than DAYS``."""
-    from worker.services.batches import open_storage
-    from worker.services.purge import purge
-
     settings = _settings()
     counts = purge(settings, open_storage(settings), args.older_than)
     print(json.dumps(counts) if getattr(args, "json", False) else

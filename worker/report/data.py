@@ -6,14 +6,21 @@ from pathlib import Path
 
 from worker.core.settings import Settings
 from worker.core.statuses import Status
+from worker.report.workbook import (
+    ReportChange,
+    ReportCheck,
+    ReportData,
+    ReportRow,
+    name_columns,
+    person_name,
+    write_report,
+)
 from worker.storage.repository import Check, Row, Storage, utcnow
 
 __all__ = ["build_report", "report_data"]
 
 
-def report_data(settings: Settings, storage: Storage, batch_id: str):  # -> ReportData
-    from worker.report.workbook import ReportChange, ReportCheck, ReportData, ReportRow
-
+def report_data(settings: Settings, storage: Storage, batch_id: str) -> ReportData:
     batch = storage.get_batch(batch_id)
     if batch is None:
         raise KeyError(batch_id)
@@ -30,9 +37,7 @@ def report_data(settings: Settings, storage: Storage, batch_id: str):  # -> Repo
                               observation=_observation(row)))
     changes = None
     if batch.kind == "recheck":
-        from worker.report.workbook import _name_columns, _person_name  # one notion of "the name"
-
-        name_columns = _name_columns(list(batch.columns or []))
+        names = name_columns(list(batch.columns or []))  # one notion of "the name"
         by_curp = {r.curp: r for r in rows if r.curp}
         changes = []
         for check in sorted(checks.values(), key=lambda c: (c.curp, c.portal)):
@@ -45,7 +50,7 @@ def report_data(settings: Settings, storage: Storage, batch_id: str):  # -> Repo
                     after=Status(check.status), before_at=before.finished_at,
                     after_at=check.finished_at or utcnow(),
                     row=by_curp[check.curp].row if check.curp in by_curp else None,
-                    name=(_person_name(by_curp[check.curp], name_columns) or None)
+                    name=(person_name(by_curp[check.curp], names) or None)
                     if check.curp in by_curp else None,
                 ))
     return ReportData(batch_id=batch.id, source_name=batch.source_name, generated_at=utcnow(),
@@ -53,9 +58,7 @@ def report_data(settings: Settings, storage: Storage, batch_id: str):  # -> Repo
                       changes=changes, timezone=settings.timezone)
 
 
-def _report_check(row: Row, portal: str, check: Check | None):
-    from worker.report.workbook import ReportCheck
-
+def _report_check(row: Row, portal: str, check: Check | None) -> ReportCheck | None:
     if row.curp is None:
         return ReportCheck(portal=portal, status=Status.INVALID_CURP, detail=row.reason or "",
                            pdf_path=None, evidence_path=None, checked_at=None, valid_until=None)
@@ -80,8 +83,6 @@ def _observation(row: Row) -> str:
 def build_report(settings: Settings, storage: Storage, batch_id: str,
                  path: Path | None = None) -> Path:
     """Write ``reporte.xlsx`` (or ``path``) for a batch from what is stored now."""
-    from worker.report.workbook import write_report
-
     batch = storage.get_batch(batch_id)
     if batch is None:
         raise KeyError(batch_id)

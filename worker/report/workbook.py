@@ -53,6 +53,7 @@ from worker.core.statuses import Status, StatusClass
 from worker.core.text import fold
 
 __all__ = ["ReportCheck", "ReportRow", "ReportChange", "ReportData", "write_report",
+           "name_columns", "person_name",
            "EXCEL_MAX_CHARS", "MAX_LINKS_PER_SHEET"]
 
 EXCEL_MAX_CHARS = 32_767
@@ -449,12 +450,12 @@ def _portal_name(portal: str) -> str:
     return registry.title(portal)
 
 
-def _name_columns(columns: Sequence[str]) -> list[str]:
+def name_columns(columns: Sequence[str]) -> list[str]:
     return [c for c in columns if any(k in fold(c) for k in ("nombre", "apellido", "name"))]
 
 
-def _person_name(row: ReportRow, name_columns: Sequence[str]) -> str:
-    return " ".join(v.strip() for c in name_columns if (v := row.extra.get(c, "")).strip())
+def person_name(row: ReportRow, columns: Sequence[str]) -> str:
+    return " ".join(v.strip() for c in columns if (v := row.extra.get(c, "")).strip())
 
 
 # --- the sheets ---------------------------------------------------------------------------
@@ -672,12 +673,12 @@ def _write_errores(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
                    tz: ZoneInfo) -> None:
     sheet = _Sheet(wb, "Errores", out_dir)
     problems = list(_problems(data, rows))
-    name_cols = _name_columns(data.columns)
+    name_cols = name_columns(data.columns)
     headers = ["Fila", "CURP", *(["Nombre"] if name_cols else []), "Portal", "Estado",
                "Motivo", "Qué hacer", "Evidencia", "Consultado", "Observaciones"]
     widths = [6.0, _width((p.row.curp or p.row.value for p in problems), "CURP", lo=22, hi=30)]
     if name_cols:
-        widths.append(_width((_person_name(p.row, name_cols) for p in problems), "Nombre",
+        widths.append(_width((person_name(p.row, name_cols) for p in problems), "Nombre",
                              lo=16, hi=40))
     widths += [
         14.0,
@@ -702,7 +703,7 @@ def _write_errores(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
         cells: list[Any] = [sheet.number(row.row, horizontal="center"),
                             sheet.text(row.curp or row.value)]
         if name_cols:
-            cells.append(sheet.text(_person_name(row, name_cols)))
+            cells.append(sheet.text(person_name(row, name_cols)))
         cells += [
             sheet.text(", ".join(_portal_name(p) for p in problem.portals)),
             sheet.status(check.status),

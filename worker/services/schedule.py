@@ -36,6 +36,8 @@ from croniter import croniter
 
 from worker.core.errors import ConfigError
 from worker.core.settings import Settings
+from worker.services.batches import open_storage
+from worker.services.recheck import start_recheck
 
 __all__ = ["RECHECK_ENTRY", "beat_schedule", "next_run", "EmbeddedScheduler", "run_beat"]
 
@@ -48,7 +50,7 @@ RECHECK_TASK = "constancias.recheck"
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery's ``beat_schedule``: the re-check at the cron, in the app's timezone."""
-    from celery.schedules import crontab, schedule
+    from celery.schedules import crontab, schedule  # Celery: for broker mode only
 
     if settings.recheck_every_s:
         when: Any = schedule(run_every=timedelta(seconds=settings.recheck_every_s))
@@ -160,9 +162,6 @@ def _lock(settings: Settings) -> IO[str]:
 
 
 def _run_embedded(settings: Settings) -> int:
-    from worker.services.batches import open_storage
-    from worker.services.recheck import start_recheck
-
     lock = _lock(settings)
     storage = open_storage(settings)
     scheduler = EmbeddedScheduler(settings, lambda: start_recheck(settings, storage, wait=True))
@@ -185,6 +184,7 @@ def _run_embedded(settings: Settings) -> int:
 
 
 def _run_celery_beat(settings: Settings) -> int:
+    # Imported here: the Celery app starts Celery's machinery, for broker mode only.
     from worker.engine.celery_app import app
 
     app.conf.beat_schedule = beat_schedule(settings)

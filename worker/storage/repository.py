@@ -33,6 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     case,
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -270,6 +272,7 @@ class Storage:
     # --- schema -------------------------------------------------------------------------
     def migrate(self) -> None:
         """Bring the schema to the latest Alembic revision (idempotent)."""
+        # Imported here: Alembic is needed only by the processes that migrate.
         from worker.storage.migrate import upgrade
 
         upgrade(self.engine)
@@ -596,6 +599,44 @@ class Storage:
                 update(Batch).where(Batch.id == batch_id, Batch.state == "reporting",
                                     Batch.reporting_since < cutoff)
                 .values(state="running", reporting_since=None)).rowcount == 1]
+
+    # --- change notifications (worker/engine/notify.py) -------------------------------------
+    def claim_notification(self, batch_id: str, curp: str, portal: str, before: str | None,
+                           after: str, recipients: str) -> int | None:
+        """Insert a change's row: its id if this caller claimed it, None if already claimed
+        (unique per batch × CURP × portal)."""
+        try:
+            with self.session() as s:
+                row = Notification(batch_id=batch_id, curp=curp, portal=portal, before=before,
+                                   after=after, recipients=recipients, claimed_at=utcnow())
+                s.add(row)
+                s.flush()
+                return row.id
+        except IntegrityError:
+            return None
+
+    def release_notification(self, notification_id: int) -> None:
+        """A send failed: drop the claim, so that the next call retries it."""
+        with self.session() as s:
+            s.execute(delete(Notification).where(Notification.id == notification_id))
+
+    def notification_sent(self, notification_id: int) -> None:
+        with self.session() as s:
+            s.execute(update(Notification).where(Notification.id == notification_id)
+                      .values(sent_at=utcnow()))
+
+    def forget_purged_notifications(self) -> int:
+        """Notifications of purged batches keep a pseudonym instead of the CURP, and no
+        recipients. Returns how many rows changed."""
+        with self.session() as s:
+            rows = list(s.scalars(
+                select(Notification).join(Batch, Batch.id == Notification.batch_id)
+                .where(Batch.source_name == PURGED, Notification.curp.not_like("#%"))
+            ))
+            for row in rows:
+                row.curp = pseudonym(row.curp)
+                row.recipients = ""
+        return len(rows)
 
     # --- people -------------------------------------------------------------------------
     def latest_results(self, curps: list[str] | None = None) -> dict[str, dict[str, Check]]:

@@ -64,7 +64,7 @@ def templates_for(settings: Settings) -> Jinja2Templates:
     return templates
 
 
-def status_view(code: str | None) -> dict[str, str]:
+def status_view(code: str | None) -> dict[str, Any]:
     """Spanish label and CSS class of a status code (``None``: not finished yet)."""
     if code is None:
         return {"code": "", "label": "Pendiente", "cls": "pending", "action": ""}
