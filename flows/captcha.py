@@ -188,7 +188,7 @@ class _LibTesseract:
             api.SetVariable("tessedit_char_whitelist", self.alphabet)
             apis[(self.tessdata, self.alphabet)] = api
         api.SetImage(image)
-        return api.GetUTF8Text()
+        return str(api.GetUTF8Text())
 
 
 class OcrSolver:

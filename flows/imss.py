@@ -201,15 +201,15 @@ def run(ctx: CheckContext) -> Outcome:
             since=submitted_at - 1,
             timeout_s=settings.email_timeout_s,
         )
-    link = next((u for u in mail1.links if PORTAL.confirm_link_fragment in u), None)
-    if link is None:
+    confirm_url = next((u for u in mail1.links if PORTAL.confirm_link_fragment in u), None)
+    if confirm_url is None:
         raise PortalChanged("El correo de confirmación del IMSS no trae la liga confirmacionUrl.")
     log.info("imss_confirmation_received", seconds=sw.timings["email"])
 
     confirmed_at = time.time()
     with sw("confirm"):
         patient = replace(retry, retries=retry.retries * CONFIRM_RETRY_FACTOR)
-        final_url = _confirm(page, link, patient, timeout, log)
+        final_url = _confirm(page, confirm_url, patient, timeout, log)
 
     pdf_path = Path(ctx.work_dir) / "imss.pdf"
     facts = None
@@ -548,7 +548,7 @@ def _second_email(ctx: CheckContext, email: str, since: float, *, need: bool) ->
 def _pdf_attachment(message: Any) -> bytes | None:
     for filename, content_type, data in message.attachments:
         if content_type == "application/pdf" or str(filename).lower().endswith(".pdf"):
-            return data
+            return bytes(data)
     return None
 
 

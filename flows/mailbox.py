@@ -34,6 +34,7 @@ from email.utils import getaddresses
 from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -157,7 +158,7 @@ def _addresses(msg: Message, names: tuple[str, ...]) -> list[str]:
 
 def parse_message(raw: bytes, *, fallback_id: str = "") -> MailMessage:
     """Decode a raw RFC 5322 message into a ``MailMessage``."""
-    msg: EmailMessage = BytesParser(policy=policy.default).parsebytes(raw)  # type: ignore[assignment]
+    msg: EmailMessage = BytesParser(policy=policy.default).parsebytes(raw)
     texts: list[str] = []
     htmls: list[str] = []
     attachments: list[tuple[str, str, bytes]] = []
@@ -400,7 +401,7 @@ def _internaldate(value: bytes) -> float:
 _FETCH_START = re.compile(rb"^\d+ \(")
 
 
-def _fetch_items(data: list) -> list[tuple[int, bytes, bytes | None]]:
+def _fetch_items(data: list[Any]) -> list[tuple[int, bytes, bytes | None]]:
     """imaplib FETCH data → [(uid, metadata, literal or None)], one per FETCH response that
     names its UID (unsolicited flag updates from other sessions may not, and are dropped).
 
@@ -447,7 +448,7 @@ class ImapMailbox(Mailbox):
         self._password = password
         self._conn: imaplib.IMAP4 | None = None
         self._caps: frozenset[str] = frozenset()
-        self._uidvalidity: bytes | None = None
+        self._uidvalidity: object = None  # the UIDVALIDITY answer, compared whole
         self._seen: dict[int, _Summary] = {}
         self._failures = 0
 
@@ -490,7 +491,8 @@ class ImapMailbox(Mailbox):
                 raise ConfigError(
                     f"La carpeta IMAP «{self.folder}» de CONSTANCIAS_MAILBOX_URL no existe."
                 )
-            validity = (conn.untagged_responses.get("UIDVALIDITY") or [None])[0]
+            answers = conn.untagged_responses.get("UIDVALIDITY")
+            validity = answers[0] if answers else None
             if validity != self._uidvalidity:
                 self._seen.clear()  # UIDs of another folder generation mean nothing now
                 self._uidvalidity = validity
@@ -533,7 +535,7 @@ class ImapMailbox(Mailbox):
             self._drop(exc)
         return None
 
-    def _command(self, conn: imaplib.IMAP4, *args: str) -> tuple[str, list]:
+    def _command(self, conn: imaplib.IMAP4, *args: str) -> tuple[str, list[Any]]:
         for code in ("COPYUID", "FETCH"):
             conn.untagged_responses.pop(code, None)
         return conn.uid(*args)
@@ -674,7 +676,7 @@ class ImapMailbox(Mailbox):
         if "UIDPLUS" not in self._caps:
             return 0
         # "[COPYUID <uidvalidity> <source uids> <destination uids>]": one message, one UID.
-        fields = copied[-1].split() if copied and copied[-1] else []
+        fields = cast(bytes, copied[-1]).split() if copied and copied[-1] else []
         if len(fields) != 3 or not fields[2].isdigit():
             return None  # nothing was there to copy any more
         return int(fields[2])

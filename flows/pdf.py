@@ -38,7 +38,8 @@ class InvalidConstancia(PermanentError):
 
 
 # The labels and verdict phrases printed on the constancias (see fixtures/pdfs.py, which draws
-# them as the portals do; each portal's heading is in its registry entry, ``pdf_title``). Matching is done on accent-folded, upper-cased, space-collapsed text
+# them as the portals do; each portal's heading is in its registry entry, ``pdf_title``).
+# Matching is done on accent-folded, upper-cased, space-collapsed text
 # so that line wrapping, justification and accent encoding do not matter.
 _IMSS_NOT_ENTITLED = re.compile(r"SIN DERECHO A (?:LOS )?SERVICIOS? MEDICOS?")
 _IMSS_ENTITLED = re.compile(r"\bVIGENTE\b(?:\W{0,5}NSS\W{0,3}(\d{11}))?")

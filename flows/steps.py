@@ -360,7 +360,8 @@ class InPage:
             raise PlaywrightTimeout(f"{self} no se mostró en {timeout_s:g} s")
 
     def get_attribute(self, name: str) -> str | None:
-        return self._eval("return e ? e.getAttribute(args[0]) : null;", name)
+        value = self._eval("return e ? e.getAttribute(args[0]) : null;", name)
+        return None if value is None else str(value)
 
     def inner_text(self) -> str:
         return self._eval("return e ? e.innerText : '';") or ""

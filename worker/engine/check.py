@@ -250,7 +250,8 @@ class Engine:
         return path
 
     def _notify(self, batch_id: str) -> None:
-        """E-mail a re-check's changes to HR (once each; worker/engine/notify.py). Never fails the batch."""
+        """E-mail a re-check's changes to HR (once each; worker/engine/notify.py). Never fails
+        the batch."""
         try:
             notify_batch(self.settings, self.storage, batch_id)
         except Exception:  # noqa: BLE001 - a mail problem must not undo a finished batch

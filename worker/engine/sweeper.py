@@ -6,9 +6,10 @@ ones running, and the retries waiting for their countdown — stay unacknowledge
 the visibility timeout (an hour by default), and a Redis restarted without its data has lost
 every queued task. Waiting that long, or forever, is not an answer for a batch.
 
-Storage knows better: a running check's lease is renewed while its flow runs (worker/engine/check.py),
-and every broker task's due time is recorded (worker/engine/dispatch.py, worker/engine/tasks.py). One worker
-at a time (a Redis lock), every ``sweep_interval_s``, sends a new task for each check
+Storage knows better: a running check's lease is renewed while its flow runs
+(worker/engine/check.py), and every broker task's due time is recorded
+(worker/engine/dispatch.py, worker/engine/tasks.py). One worker at a time (a Redis lock), every
+``sweep_interval_s``, sends a new task for each check
 
 * whose lease ran out (by half a lease more, for clocks and slow renewals): its worker died
   mid-check; or

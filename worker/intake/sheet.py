@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from stdnum.exceptions import ValidationError as StdnumValidationError
 from stdnum.mx import curp as stdnum_curp
@@ -476,7 +476,7 @@ def _add_merge(merges: list[tuple[int, int, int, int]], ref: str) -> None:
         merges.append((r1, c1, r2, c2))  # type: ignore[arg-type]
 
 
-def _refuse_dtd(*_: object) -> None:
+def _refuse_dtd(*_: Any) -> Any:
     raise _UnsafeSheet("contiene declaraciones XML (DTD o entidades), no permitidas por seguridad")
 
 
@@ -519,13 +519,14 @@ def _excel_reader(openpyxl: Any, path: Path, settings: Settings) -> Any:
     until the end): a workbook of a million tiny texts takes tens of seconds. The table is
     read here with a streaming expat pass instead, bounded in count, with DTDs refused.
     """
-    from openpyxl.reader.excel import SHARED_STRINGS, ExcelReader
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.xml.constants import SHARED_STRINGS
 
     limit = settings.max_rows * _SHARED_STRINGS_PER_ROW
 
-    class Reader(ExcelReader):  # type: ignore[misc]
+    class Reader(ExcelReader):
         def read_strings(self) -> None:
-            part = self.package.find(SHARED_STRINGS)
+            part = cast(Any, self.package).find(SHARED_STRINGS)
             if part is not None:
                 with self.archive.open(part.PartName[1:]) as src:
                     self.shared_strings = _read_shared_strings(src, limit)
@@ -597,12 +598,13 @@ class _ReadOnlySizeSkipped:
 
         self._lock.acquire()
         self._original = ReadOnlyWorksheet.__dict__["_get_size"]
-        ReadOnlyWorksheet._get_size = lambda self: None  # type: ignore[method-assign]
+        # A private method: not in openpyxl's stubs, so set by name.
+        setattr(ReadOnlyWorksheet, "_get_size", lambda self: None)  # noqa: B010
 
     def __exit__(self, *exc: object) -> None:
         from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
-        ReadOnlyWorksheet._get_size = self._original  # type: ignore[method-assign]
+        setattr(ReadOnlyWorksheet, "_get_size", self._original)  # noqa: B010
         self._lock.release()
 
 
@@ -816,7 +818,7 @@ def _find_target(path: Path, sheets: list[_Sheet]) -> _Target:
     """The (sheet, header row, column) that holds the CURPs, from a sample of each sheet."""
     # Candidates are ranked by: holds CURP-shaped values, header quality, how many, then
     # visible before hidden and workbook order.
-    best: tuple[tuple, _Target] | None = None
+    best: tuple[tuple[Any, ...], _Target] | None = None
     for index, sheet in enumerate(sheets):
         sample: list[tuple[int, Row]] = []
         for number, values in sheet.rows():
@@ -844,11 +846,11 @@ def _find_target(path: Path, sheets: list[_Sheet]) -> _Target:
         for col in range(widths):
             filled = [i for i, (_, values) in enumerate(sample)
                       if col < len(values) and not _is_empty([values[col]])]
-            shaped = [i for i in filled if shaped_at[i][col]]
-            if not shaped or len(shaped) * 2 < len(filled) - 3:
+            shaped_rows = [i for i in filled if shaped_at[i][col]]
+            if not shaped_rows or len(shaped_rows) * 2 < len(filled) - 3:
                 continue
-            key = (True, 0, len(shaped), sheet.visible, -index, 0, -col)
-            target = _Target(sheet, None, col, [], sample[shaped[0]][0])
+            key = (True, 0, len(shaped_rows), sheet.visible, -index, 0, -col)
+            target = _Target(sheet, None, col, [], sample[shaped_rows[0]][0])
             if best is None or key > best[0]:
                 best = (key, target)
     if best is None:

@@ -11,7 +11,7 @@ import sys
 import threading
 from io import BytesIO
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from PIL import Image
 
@@ -23,7 +23,7 @@ def render_blocks(png: bytes, width: int = 72) -> str:
     img = Image.open(BytesIO(png)).convert("L")
     height = max(2, round(img.height * width / img.width / 2) * 2)
     img = img.resize((width, height))
-    px = img.load()
+    px: Any = img.load()  # a grey image: each pixel is one int
     threshold = sum(img.tobytes()) / (width * height) * 0.8  # ink is darker than the average
     lines = []
     for y in range(0, height, 2):

@@ -33,7 +33,7 @@ from copy import copy
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
@@ -254,7 +254,7 @@ class _Styles:
                                            horizontal=horizontal)
             if quote:
                 cell.quotePrefix = True
-            style = self._cache[key] = cell._style
+            style = self._cache[key] = cast(Any, cell)._style
         return style
 
 
@@ -262,7 +262,9 @@ class _Sheet:
     """A write-only worksheet plus the helpers every sheet of the report needs."""
 
     def __init__(self, wb: Workbook, title: str, out_dir: Path) -> None:
-        self.ws: WriteOnlyWorksheet = wb.create_sheet(_safe_sheet_title(title))
+        # A write-only sheet takes a Worksheet's layout attributes at run time (column
+        # dimensions, page set-up, auto filter); openpyxl's stubs do not say so.
+        self.ws: Any = wb.create_sheet(_safe_sheet_title(title))
         self.styles = _Styles(self.ws)
         self._quoted: dict[int, Any] = {}  # id(style) -> same style with quotePrefix
         self.out_dir = os.path.abspath(out_dir)
@@ -328,9 +330,9 @@ class _Sheet:
         cell = WriteOnlyCell(self.ws, _ooxml_escape(text) if risky else text)
         cell.data_type = "s"  # never a formula, never an error code
         if risky and text[0] in _FORMULA_START:
-            cell._style = self._with_quote(style)
+            cast(Any, cell)._style = self._with_quote(style)
         elif style is not None:
-            cell._style = style
+            cast(Any, cell)._style = style
         return cell
 
     def _with_quote(self, style: Any) -> Any:
@@ -351,7 +353,8 @@ class _Sheet:
         if value is None:
             return None
         cell = WriteOnlyCell(self.ws, _local_naive(value, tz))
-        cell._style = self.styles.get(number_format=_DATETIME_FORMAT, horizontal="center")
+        cast(Any, cell)._style = self.styles.get(number_format=_DATETIME_FORMAT,
+                                                 horizontal="center")
         return cell
 
     def date(self, value: date | None) -> Any:
@@ -359,8 +362,8 @@ class _Sheet:
             return None
         if isinstance(value, datetime):  # a datetime is a date too; keep the day only
             value = value.date()
-        cell = WriteOnlyCell(self.ws, value)
-        cell._style = self.styles.get(number_format=_DATE_FORMAT, horizontal="center")
+        cell = WriteOnlyCell(self.ws, cast(Any, value))  # a date: the stubs know only datetime
+        cast(Any, cell)._style = self.styles.get(number_format=_DATE_FORMAT, horizontal="center")
         return cell
 
     def link(self, target: Path | None, text: str) -> Any:
@@ -378,7 +381,7 @@ class _Sheet:
         self.links_left -= 1
         cell = WriteOnlyCell(self.ws, text)
         cell.hyperlink = Hyperlink(ref="", target=relative, tooltip=None)
-        cell._style = self.styles.get(font=_LINK_FONT)
+        cast(Any, cell)._style = self.styles.get(font=_LINK_FONT)
         return cell
 
     def number(self, value: int | None, *, bold: bool = False, horizontal: str | None = None,
@@ -386,7 +389,7 @@ class _Sheet:
         if value is None:
             return None
         cell = WriteOnlyCell(self.ws, value)
-        cell._style = self.styles.get(font=_BOLD_FONT if bold else None,
+        cast(Any, cell)._style = self.styles.get(font=_BOLD_FONT if bold else None,
                                       horizontal=horizontal, number_format=number_format)
         return cell
 
@@ -497,7 +500,8 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
         if isinstance(value, int):
             value = sheet.number(value, horizontal="left")
         elif label == "Generado":
-            value._style = sheet.styles.get(number_format=_DATETIME_FORMAT, horizontal="left")
+            cast(Any, value)._style = sheet.styles.get(number_format=_DATETIME_FORMAT,
+                                                       horizontal="left")
         extra = [sheet.text(f"({zone})")] if label == "Generado" else []
         sheet.append([sheet.text(label, style=bold), value, *extra])
     if data.changes is not None:
@@ -793,8 +797,9 @@ def _discard(wb: Workbook) -> None:
     """
     for ws in wb.worksheets:
         try:
-            if isinstance(ws, WriteOnlyWorksheet) and ws._writer is not None and not ws.closed:
+            writer = getattr(ws, "_writer", None)
+            if isinstance(ws, WriteOnlyWorksheet) and writer is not None and not ws.closed:
                 ws.close()
-                ws._writer.cleanup()
+                writer.cleanup()
         except Exception:  # noqa: BLE001, S110 - best effort while another error propagates
             pass

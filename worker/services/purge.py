@@ -32,6 +32,7 @@ from worker.storage.repository import (
     Person,
     Row,
     Storage,
+    changed,
     pseudonym,
     utcnow,
 )
@@ -71,7 +72,7 @@ def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[
         # Whoever appears in no batch newer than the cutoff is forgotten.
         recent = select(Row.curp).join(Batch, Row.batch_id == Batch.id).where(
             Batch.created_at >= cutoff, Row.curp.is_not(None))
-        counts["people"] = s.execute(delete(Person).where(Person.curp.not_in(recent))).rowcount
+        counts["people"] = changed(s.execute(delete(Person).where(Person.curp.not_in(recent))))
     counts["files"] += _purge_data_dir(settings, cutoff)
     # The record of change e-mails sent about purged batches keeps only a pseudonym too.
     forget_purged(storage)

@@ -6,7 +6,8 @@ new history row and every IMSS constancia a new PDF. Its report's **Cambios** sh
 check with the previous result of the same CURP and portal (``worker.report.data``).
 
 Who is due: every *active* person whose latest result on a portal is older than the threshold, or
-is not final (``worker.core.statuses.RETRYABLE``: daily limit, portal unavailable, captcha unsolved).
+is not final (``worker.core.statuses.RETRYABLE``: daily limit, portal unavailable, captcha
+unsolved).
 People already being checked (a pending check in an unfinished batch started in the last
 ``BUSY_WINDOW``) are left out, so a schedule that fires while a re-check still runs does not
 queue them twice.

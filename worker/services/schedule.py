@@ -8,12 +8,11 @@ in ``CONSTANCIAS_TIMEZONE`` (default America/Mexico_City):
   sends the task ``constancias.recheck``; a worker runs it: it selects who is due, stores the
   re-check batch and enqueues its checks on the same workers.
 * **Embedded** (no broker): there are no workers for beat to send a task to, so ``constancias
-  beat`` is an in-process scheduler loop (croniter) that calls the very function
-  ``constancias recheck`` calls (``worker.services.recheck.start_recheck``) and waits for the batch. Its
-  state — the last run — is a small JSON file under ``DATA_DIR`` (``beat-schedule.json``, the
-  role of Celery's ``celerybeat-schedule`` file): a run missed while the scheduler was stopped
-  is made up once at start. A lock file (``beat.lock``) keeps it to one scheduler per data
-  folder.
+  beat`` is an in-process scheduler loop (croniter) that calls the very function ``constancias
+  recheck`` calls (``worker.services.recheck.start_recheck``) and waits for the batch. Its state
+  — the last run — is a small JSON file under ``DATA_DIR`` (``beat-schedule.json``, the role of
+  Celery's ``celerybeat-schedule`` file): a run missed while the scheduler was stopped is made
+  up once at start. A lock file (``beat.lock``) keeps it to one scheduler per data folder.
 
 ``CONSTANCIAS_RECHECK_EVERY_S`` replaces the cron with a plain interval; it exists so tests and
 demos can see a schedule fire within seconds.

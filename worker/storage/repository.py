@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -40,14 +40,21 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "Storage", "utcnow",
-           "new_batch_id", "PURGED", "pseudonym", "Started", "Busy", "Skipped", "StartResult"]
+           "new_batch_id", "PURGED", "pseudonym", "changed", "Started", "Busy", "Skipped",
+           "StartResult"]
+
+
+def changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE changed (``Session.execute`` is typed as returning a
+    plain ``Result``; for those statements it is a ``CursorResult``, which counts them)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def utcnow() -> datetime:
@@ -101,7 +108,8 @@ class Batch(Base):
     portals: Mapped[list[Any]] = mapped_column(JSON)
     columns: Mapped[list[Any]] = mapped_column(JSON, default=list)
     out_dir: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|reporting|done
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    """queued | running | reporting | done"""
     report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     reporting_since: Mapped[datetime | None] = mapped_column(nullable=True)
     """When the report was claimed: a claim far older than a task may last is a dead writer's."""
@@ -403,7 +411,7 @@ class Storage:
             else:
                 values["due_at"] = None
             res = s.execute(stmt.values(**values))
-            if res.rowcount != 1:
+            if changed(res) != 1:
                 current = s.get(Check, check_id)
                 if current is None or current.status is not None or current.lease_until is None:
                     return Skipped()
@@ -426,7 +434,7 @@ class Storage:
                 Check.id == check_id, Check.status.is_(None), Check.task_id == task_id,
                 Check.lease_until.is_not(None),
             ).values(lease_until=utcnow() + timedelta(seconds=lease_s)))
-            return res.rowcount == 1
+            return changed(res) == 1
 
     def set_due(self, check_ids: list[int], in_s: float = 0.0) -> None:
         """The broker task of these checks is due in ``in_s`` seconds (sent now, or retried)."""
@@ -469,7 +477,7 @@ class Storage:
                     Check.id == check_id, Check.status.is_(None),
                     Check.lease_until.is_(None) | (Check.lease_until < now),
                 ).values(lease_until=None, due_at=now))
-                if res.rowcount == 1:
+                if changed(res) == 1:
                     taken.append(check_id)
         return taken
 
@@ -524,7 +532,7 @@ class Storage:
                     duration_s=(now - started).total_seconds() if started else None,
                 )
             )
-            return res.rowcount == 1
+            return changed(res) == 1
 
     def reusable_result(self, curp: str, portal: str, since: datetime,
                         statuses: frozenset[str]) -> Check | None:
@@ -564,7 +572,7 @@ class Storage:
             res = s.execute(update(Batch).where(Batch.id == batch_id,
                                                 Batch.state.in_(("queued", "running")))
                             .values(state="reporting", reporting_since=utcnow()))
-            return res.rowcount == 1
+            return changed(res) == 1
 
     def finish_batch(self, batch_id: str, report_path: Path | None) -> None:
         with self.session() as s:
@@ -585,8 +593,9 @@ class Storage:
         """An unfinished report claim of this batch goes back to ``running`` (the embedded
         engine, the batch's only runner, resuming after its writer was killed)."""
         with self.session() as s:
-            return s.execute(update(Batch).where(Batch.id == batch_id, Batch.state == "reporting")
-                             .values(state="running", reporting_since=None)).rowcount == 1
+            return changed(s.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.state == "reporting")
+                .values(state="running", reporting_since=None))) == 1
 
     def reclaim_stale_reports(self, older_than_s: float) -> list[str]:
         """Batches whose report claim is older than any task may last (the process writing it
@@ -595,10 +604,10 @@ class Storage:
         with self.session() as s:
             stale = list(s.scalars(select(Batch.id).where(Batch.state == "reporting",
                                                           Batch.reporting_since < cutoff)))
-            return [batch_id for batch_id in stale if s.execute(
+            return [batch_id for batch_id in stale if changed(s.execute(
                 update(Batch).where(Batch.id == batch_id, Batch.state == "reporting",
                                     Batch.reporting_since < cutoff)
-                .values(state="running", reporting_since=None)).rowcount == 1]
+                .values(state="running", reporting_since=None))) == 1]
 
     # --- change notifications (worker/engine/notify.py) -------------------------------------
     def claim_notification(self, batch_id: str, curp: str, portal: str, before: str | None,
@@ -694,8 +703,8 @@ class Storage:
 
     def set_active(self, curps: list[str], active: bool) -> int:
         with self.session() as s:
-            return s.execute(update(Person).where(Person.curp.in_(curps))
-                             .values(active=active, changed_at=utcnow())).rowcount
+            return changed(s.execute(update(Person).where(Person.curp.in_(curps))
+                                     .values(active=active, changed_at=utcnow())))
 
     def people(self) -> list[Person]:
         with self.session() as s:

@@ -11,7 +11,9 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from starlette.datastructures import URL
@@ -136,7 +138,7 @@ class SecurityHeadersMiddleware:
             return
         static = scope.get("path", "").startswith("/static/")
 
-        async def send_with_headers(message: dict) -> None:  # type: ignore[type-arg]
+        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}

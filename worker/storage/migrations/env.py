@@ -1,4 +1,5 @@
-"""Alembic environment: uses the connection handed over by worker.storage.migrate when there is one."""
+"""Alembic environment: uses the connection handed over by worker.storage.migrate when there is
+one."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ config = context.config
 
 connection = config.attributes.get("connection")
 if connection is None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=True)

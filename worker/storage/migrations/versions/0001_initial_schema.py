@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 16:47:39.708833
 """
 from __future__ import annotations
@@ -70,7 +70,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('checks', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_checks_batch_id'), ['batch_id'], unique=False)
-        batch_op.create_index('ix_checks_curp_portal_finished', ['curp', 'portal', 'finished_at'], unique=False)
+        batch_op.create_index('ix_checks_curp_portal_finished', ['curp', 'portal', 'finished_at'],
+                              unique=False)
         batch_op.create_index(batch_op.f('ix_checks_status'), ['status'], unique=False)
 
     op.create_table('rows',
