@@ -258,7 +258,7 @@ def growth(sb, n_checks: int, k: int, tmp: Path) -> None:
     print(f"memory (RSS of the process tree, Python + Chromium) over {n_checks} checks: "
           f"at 10-25 %: {early / 2**20:.0f} MiB, at 75-95 %: {late / 2**20:.0f} MiB, "
           f"growth {100 * (late - early) / max(early, 1):+.1f} % (target ≤ 10 %)")
-    # A batch runs its IMSS checks first (worker/storage.RUN_ORDER), so the two windows above
+    # A batch runs its IMSS checks first (the registry's run order), so the two windows above
     # hold different work; the same work, early and late, within each half:
     for portal, (a, b), (c, d) in (("IMSS", (0.05, 0.15), (0.35, 0.45)),
                                    ("ISSSTE", (0.55, 0.65), (0.85, 0.95))):

@@ -42,7 +42,8 @@ class BatchRunner:
             # The batch is stored and its checks due: the workers' sweeper sends them.
             log.warning("web_batch_not_enqueued", batch_id=batch_id, error=str(err))
             return
-        log.info("web_batch_started", batch_id=batch_id, checks=n)
+        log.info("web_batch_started" if self.settings.embedded else "web_batch_enqueued",
+                 batch_id=batch_id, checks=n)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the background runs (tests, shutdown)."""
