@@ -49,6 +49,7 @@ class CaptchaPrompt(threading.Thread):
         self._stop.set()
 
     def run(self) -> None:
+        # Imported here: the captcha module loads the OCR libraries, for manual captchas only.
         from flows.captcha import answer, pending
 
         while not self._stop.wait(0.3):

@@ -1,9 +1,9 @@
 """The repository: every query of constancias, on the tables of ``worker/storage/models.py``.
 
 SQLite by default, PostgreSQL through ``CONSTANCIAS_DATABASE_URL``; schema managed by Alembic
-(``worker/storage/migrations``). Writes that decide who does something (recording a result, producing
-the report) are compare-and-set ``UPDATE … WHERE`` statements, so that a task delivered twice,
-or two workers racing, change nothing the second time.
+(``worker/storage/migrations``). Writes that decide who does something (recording a result,
+producing the report) are compare-and-set ``UPDATE … WHERE`` statements, so that a task
+delivered twice, or two workers racing, change nothing the second time.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from worker.core.logs import configure_logging
+from worker.core.settings import load_settings
 
 __all__ = ["cmd_web", "configure_web_logging"]
 
@@ -11,10 +15,6 @@ def configure_web_logging(log_format: str, level: str) -> None:
     """The masking logging set-up, with uvicorn's own loggers (access log included) sent to
     it: a uvicorn started elsewhere in the process with its default config gives them their
     own unmasked handlers, ``propagate=False`` or a higher level; undo that."""
-    import logging
-
-    from worker.core.logs import configure_logging
-
     configure_logging(log_format, level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
         logger = logging.getLogger(name)
@@ -26,9 +26,10 @@ def configure_web_logging(log_format: str, level: str) -> None:
 
 def cmd_web(args: Any) -> int:
     """``constancias web [--host H] [--port P]``; ``ConfigError`` (exit 2) without a password."""
+    # Imported here: uvicorn and the app (Starlette, the templates, every page) are for this
+    # command only; the page modules are also imported on their own (tests, the runner).
     import uvicorn
 
-    from worker.core.settings import load_settings
     from worker.interfaces.web.app import create_app
 
     settings = load_settings()

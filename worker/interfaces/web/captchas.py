@@ -33,6 +33,7 @@ def _field(item: Any, *names: str) -> Any:
 def pending_captchas(data_dir: Path) -> list[dict[str, Any]]:
     """The pending captchas as plain dicts: key, portal, created_at, image (bytes or path)."""
     try:
+        # Imported here: the captcha module loads the OCR libraries, for this page only.
         from flows.captcha import pending
     except ImportError:  # a deployment without the manual solver: nothing can be pending
         return []
@@ -86,7 +87,7 @@ async def captcha_answer(request: Request) -> Response:
         return not_found(request)
     if not text or len(text) > 20:
         return RedirectResponse("/captchas", status_code=303)
-    from flows.captcha import answer
+    from flows.captcha import answer  # as above: the OCR libraries, for this page only
 
     answer(web(request).settings.data_dir, key, text)
     return RedirectResponse("/captchas?respondido=1", status_code=303)
