@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from worker.batchfiles import input_copy_name, own_out_dir
 from worker.intake import Intake, read_sheet
 from worker.settings import Settings
 from worker.statuses import Status
@@ -58,11 +59,14 @@ def prepare_batch(
         if existing is not None:
             return existing.id, True
     batch_id = new_batch_id()
-    out = Path(out_dir) if out_dir else settings.data_dir / "lotes" / batch_id
+    # A folder that already holds files (HR's own, or an earlier batch's) gets a subfolder:
+    # ours never mix with theirs (worker.batchfiles).
+    out = (own_out_dir(Path(out_dir), batch_id) if out_dir
+           else settings.data_dir / "lotes" / batch_id)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     out = out.resolve()
     # Keep the input next to the results: the batch can be re-read and audited later.
-    shutil.copyfile(path, out / f"entrada{path.suffix.lower()}")
+    shutil.copyfile(path, out / input_copy_name(path))
     rows = [
         {"row_number": r.row, "value": r.value, "curp": r.curp, "reason": r.reason,
          "duplicate_of": r.duplicate_of, "extra": dict(r.extra)}
