@@ -15,7 +15,7 @@ from worker.settings import Settings, load_settings
 from worker.statuses import Status
 
 __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "cmd_demo",
-           "execute_batch", "sandbox_settings", "print_summary"]
+           "execute_batch", "sandbox_settings", "print_summary", "data_dir_line"]
 
 
 def _settings(quiet_on_terminal: bool = False) -> Settings:
@@ -114,6 +114,7 @@ def cmd_run(args: Any) -> int:
             verb = "Reanudando" if resumed else "Procesando"
             print(f"{verb} lote {batch_id}: {len(intake.valid_curps)} CURP válidas × "
                   f"{len(args.portals)} portal(es).", file=sys.stderr)
+            print(data_dir_line(settings), file=sys.stderr)
         progress = _TerminalProgress(sys.stderr.isatty() and not args.json)
         prompt = None
         if settings.captcha_solver == "manual" and sys.stdin.isatty():
@@ -173,29 +174,42 @@ def cmd_submit(args: Any) -> int:
 
 
 def cmd_status(args: Any) -> int:
-    from worker.service import batch_status, open_storage
+    from worker.service import batch_status, existing_storage
 
     settings = _settings()
-    status = batch_status(open_storage(settings), args.batch_id)
+    storage = existing_storage(settings)
+    status = batch_status(storage, args.batch_id) if storage is not None else None
     if status is None:
-        raise UserError(f"No existe el lote {args.batch_id!r}.")
+        raise UserError(_no_batch(settings, args.batch_id))
     if args.json:
         print(json.dumps(status, ensure_ascii=False, default=str))
     else:
         state = {"queued": "en cola", "running": "en proceso", "done": "terminado"}
         print(f"Estado: {state.get(status['state'], status['state'])}")
+        print(data_dir_line(settings))
         print_summary(status)
     return 0
 
 
+def _no_batch(settings: Settings, batch_id: str) -> str:
+    """Say where we looked: a batch is searched for in the data folder, not the current one."""
+    return (f"No existe el lote {batch_id!r} en la carpeta de datos {settings.data_dir} "
+            "(CONSTANCIAS_DATA_DIR).")
+
+
+def data_dir_line(settings: Settings) -> str:
+    """Where this command keeps (or reads) its database, PDFs and reports."""
+    return f"Carpeta de datos: {settings.data_dir}"
+
+
 def cmd_report(args: Any) -> int:
     from worker.reporting import build_report
-    from worker.service import open_storage
+    from worker.service import existing_storage
 
     settings = _settings()
-    storage = open_storage(settings)
-    if storage.get_batch(args.batch_id) is None:
-        raise UserError(f"No existe el lote {args.batch_id!r}.")
+    storage = existing_storage(settings)
+    if storage is None or storage.get_batch(args.batch_id) is None:
+        raise UserError(_no_batch(settings, args.batch_id))
     path = build_report(settings, storage, args.batch_id,
                         Path(args.out).resolve() if args.out else None)
     print(path)

@@ -307,12 +307,13 @@ def cmd_recheck(args: Any) -> int:
 def cmd_people(args: Any) -> int:
     """``constancias people {list,deactivate,activate} [CURPS...] [--json]``."""
     from worker.commands import _settings
-    from worker.service import open_storage
+    from worker.service import existing_storage, open_storage
 
     settings = _settings()
-    storage = open_storage(settings)
     if args.action == "list":
-        people = people_overview(storage, args.curps or None)
+        # Listing only reads: no database yet means nobody, not a new empty one.
+        storage = existing_storage(settings)
+        people = people_overview(storage, args.curps or None) if storage is not None else []
         if args.json:
             print(json.dumps(people, ensure_ascii=False))
             return 0
@@ -327,6 +328,7 @@ def cmd_people(args: Any) -> int:
         return 0
     if not args.curps:
         raise UserError(f"Indique al menos una CURP para «people {args.action}».")
+    storage = open_storage(settings)
     active = args.action == "activate"
     changed, unknown = set_people_active(storage, args.curps, active)
     if args.json:

@@ -11,17 +11,33 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from worker.batchfiles import input_copy_name, own_out_dir
 from worker.intake import Intake, read_sheet
 from worker.settings import Settings
 from worker.statuses import Status
 from worker.storage import Storage, new_batch_id
 
-__all__ = ["open_storage", "prepare_batch", "batch_status", "batch_results", "batch_key"]
+__all__ = ["open_storage", "existing_storage", "prepare_batch", "batch_status", "batch_results",
+           "batch_key"]
 
 
 def open_storage(settings: Settings) -> Storage:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    storage = Storage(settings.effective_database_url)
+    storage.migrate()
+    return storage
+
+
+def existing_storage(settings: Settings) -> Storage | None:
+    """Storage for a command that only reads: ``None`` when there is none yet (a SQLite file
+    that does not exist), so that asking about a batch never creates an empty data folder or
+    database as a side effect."""
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:" or not Path(url.database).is_file():
+            return None
     storage = Storage(settings.effective_database_url)
     storage.migrate()
     return storage

@@ -26,6 +26,13 @@ REAL_ISSSTE_URL = (
 )
 
 
+def _default_data_dir() -> Path:
+    """The platform's per-user data folder: the same whichever folder a command runs in."""
+    from platformdirs import user_data_path
+
+    return user_data_path("constancias", appauthor=False)
+
+
 class Settings(BaseSettings):
     """Configuration of every constancias process (CLI, workers, beat, web)."""
 
@@ -38,8 +45,10 @@ class Settings(BaseSettings):
     """Celery broker (``redis://…``). Unset: the embedded engine, no server needed."""
     database_url: str | None = None
     """SQLAlchemy URL. Unset: SQLite at ``DATA_DIR/constancias.db``."""
-    data_dir: Path = Path("data")
-    """Database, PDFs, evidence and reports live here (owner-only permissions)."""
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Database, PDFs, evidence and reports live here (owner-only permissions). Unset: the
+    user's data folder (``$XDG_DATA_HOME/constancias``, else ``~/.local/share/constancias``),
+    whatever the current folder; the Docker image sets ``/data``."""
     imss_url: str = REAL_IMSS_URL
     """IMSS information page where the procedure starts."""
     issste_url: str = REAL_ISSSTE_URL
