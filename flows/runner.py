@@ -99,7 +99,10 @@ def run_check(
                 status=Status.ERROR,
                 detail=f"Error inesperado ({type(exc).__name__}): {_short(exc)}",
             )
-        if outcome.status.status_class is not StatusClass.DONE or error is not None:
+        # A constancia is its own proof (SPEC §2): evidence is for checks that ended without one
+        # and not done, even when their class asks HR for attention ("Vigente").
+        settled = outcome.status.has_pdf or outcome.status.status_class is StatusClass.DONE
+        if not settled or error is not None:
             path = _keep_evidence(
                 context, work_dir, portal, attempt, outcome.status, error, tracing, snapshots
             )

@@ -86,11 +86,36 @@ def execute_batch(settings: Settings, storage: Any, batch_id: str, *, progress: 
 
 
 def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
-    print(f"Lote {status['batch_id']}: {status['done']}/{status['total']} resultados "
-          "(filas × portales).", file=out)
-    for code, n in sorted(status["by_status"].items(), key=lambda kv: -kv[1]):
-        label = Status(code).label if code in Status._value2member_map_ else code
-        print(f"  {label}: {n}", file=out)
+    """People per portal and status (worker.counts), as the report's Resumen counts them."""
+    from worker.counts import count_people
+
+    results = status["results"]
+    portals = list(dict.fromkeys(r["portal"] for r in results))
+    by_row: dict[int, str | None] = {}
+    found: dict[tuple[str, str], str | None] = {}
+    for r in results:
+        invalid = r["status"] == Status.INVALID_CURP.value
+        by_row.setdefault(r["row"], None if invalid else r["curp"])
+        if not invalid:
+            found.setdefault((r["curp"], r["portal"]), r["status"])
+    counts = count_people(by_row.values(), portals, lambda c, p: found.get((c, p)))
+    done = {p: sum(n for code, n in counts.per_portal[p].items() if code) for p in portals}
+    print(f"Lote {status['batch_id']}: {counts.people} persona(s); con resultado: "
+          + ", ".join(f"{p.upper()} {done[p]}/{counts.people}" for p in portals) + ".",
+          file=out)
+    for portal in portals:
+        print(f"  {portal.upper()}:", file=out)
+        for code, n in sorted(counts.per_portal[portal].items(), key=lambda kv: -kv[1]):
+            if code is None:
+                label = "Sin resultado aún"
+            else:
+                label = Status(code).label if code in Status._value2member_map_ else code
+            print(f"    {label}: {n}", file=out)
+    if counts.invalid_rows:
+        print(f"  Filas con CURP inválida (no se consultaron): {counts.invalid_rows}", file=out)
+    if counts.duplicate_rows:
+        print(f"  Filas duplicadas (contadas en su primera fila): {counts.duplicate_rows}",
+              file=out)
     if status.get("report"):
         print(f"Reporte: {status['report']}", file=out)
 

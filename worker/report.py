@@ -28,7 +28,6 @@ import re
 import stat
 import tempfile
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from copy import copy
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet.hyperlink import Hyperlink
 from openpyxl.worksheet.worksheet import Worksheet
 
+from worker.counts import PeopleCounts, count_people
 from worker.statuses import Status, StatusClass
 
 __all__ = ["ReportCheck", "ReportRow", "ReportChange", "ReportData", "write_report",
@@ -466,20 +466,26 @@ def _person_name(row: ReportRow, name_columns: Sequence[str]) -> str:
 # --- the sheets ---------------------------------------------------------------------------
 
 
-def _count(data: ReportData) -> dict[str, Counter[Status | None]]:
-    counts: dict[str, Counter[Status | None]] = {p: Counter() for p in data.portals}
+def _count(data: ReportData) -> PeopleCounts[Status]:
+    """People per portal and status (worker.counts): a duplicate row or an invalid CURP is
+    counted once, on its own line, never once per portal."""
+    first: dict[str, ReportRow] = {}
     for row in data.rows:
-        for portal in data.portals:
-            check = row.checks.get(portal)
-            counts[portal][check.status if check else None] += 1
-    return counts
+        if row.curp is not None:
+            first.setdefault(row.curp, row)
+
+    def status_of(curp: str, portal: str) -> Status | None:
+        check = first[curp].checks.get(portal)
+        return check.status if check else None
+
+    return count_people((r.curp for r in data.rows), data.portals, status_of)
 
 
 def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) -> None:
     sheet = _Sheet(wb, "Resumen", out_dir)
     portals = data.portals
     n = len(portals)
-    sheet.layout([34, 20, *([11] * n), 11], freeze=None, landscape=True, title_rows=False)
+    sheet.layout([34, 20, *([11] * n)], freeze=None, landscape=True, title_rows=False)
     bold = sheet.styles.get(font=_BOLD_FONT)
     section = sheet.styles.get(font=_SECTION_FONT)
 
@@ -488,15 +494,15 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
     sheet.append([])
     zone = ("hora de la Ciudad de México" if data.timezone == "America/Mexico_City"
             else data.timezone)
-    valid = {r.curp for r in data.rows if r.curp}
-    invalid = sum(1 for r in data.rows if r.curp is None)
+    counts = _count(data)
     facts: list[tuple[str, Any]] = [
         ("Lote", sheet.text(data.batch_id)),
         ("Archivo de origen", sheet.text(data.source_name)),
         ("Generado", sheet.datetime(data.generated_at, tz)),
         ("Filas de datos", len(data.rows)),
-        ("CURP válidas distintas", len(valid)),
-        ("CURP inválidas", invalid),
+        ("Personas (CURP válidas distintas)", counts.people),
+        ("Filas con CURP inválida (no se consultaron)", counts.invalid_rows),
+        ("Filas duplicadas (contadas en su primera fila)", counts.duplicate_rows),
     ]
     for label, value in facts:
         if isinstance(value, int):
@@ -510,28 +516,27 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
                       sheet.number(len(data.changes), horizontal="left")])
     sheet.append([])
 
-    counts = _count(data)
-    present = [s for s in [*Status, None] if any(counts[p][s] for p in portals)]
-    sheet.append([sheet.text("Resultados por portal", style=section)])
+    per_portal = counts.per_portal
+    present = [s for s in [*Status, None] if any(per_portal[p][s] for p in portals)]
+    sheet.append([sheet.text("Personas por portal y estado", style=section)])
     header_row = sheet.rows_written + 1
-    sheet.table_header(["Estado", "Tipo", *[_portal_name(p) for p in portals], "Total"],
+    sheet.table_header(["Estado", "Tipo", *[_portal_name(p) for p in portals]],
                        height=20, center_from=2)
     for status in present:
-        values = [counts[p][status] for p in portals]
+        values = [per_portal[p][status] for p in portals]
         kind = _CLASS_LABEL[status.status_class] if status else "Sin resultado aún"
         # Zero counts show blank: a quieter table, and no "0" labels on the chart's empty bars.
         sheet.append([sheet.status(status), sheet.text(kind),
-                      *_centred(sheet, values, number_format=_BLANK_ZERO),
-                      sheet.number(sum(values), horizontal="center")])
+                      *_centred(sheet, values, number_format=_BLANK_ZERO)])
     last_status_row = sheet.rows_written
-    totals = [sum(counts[p].values()) for p in portals]
-    sheet.append([sheet.text("Total de consultas", style=bold), None,
-                  *_centred(sheet, [*totals, sum(totals)], bold=True)])
+    # Each portal's column adds up to the people: one result per person and portal.
+    sheet.append([sheet.text("Personas", style=bold), None,
+                  *_centred(sheet, [sum(per_portal[p].values()) for p in portals], bold=True)])
     for cls in StatusClass:
-        values = [sum(c for s, c in counts[p].items() if s and s.status_class is cls)
+        values = [sum(c for s, c in per_portal[p].items() if s and s.status_class is cls)
                   for p in portals]
         sheet.append([sheet.status(_representative(cls), label=_CLASS_LABEL[cls]),
-                      sheet.text("subtotal"), *_centred(sheet, [*values, sum(values)])])
+                      sheet.text("subtotal"), *_centred(sheet, values)])
     table_end = sheet.rows_written
 
     chart_rows = 0
@@ -569,7 +574,7 @@ def _add_chart(sheet: _Sheet, portals: Sequence[str], header_row: int, last_row:
     chart = BarChart()
     chart.type = "bar"  # horizontal bars: long Spanish labels stay readable
     chart.grouping = "clustered"
-    chart.title = "Consultas por estado"
+    chart.title = "Personas por estado"
     chart.style = 10
     data_ref = Reference(sheet.ws, min_col=3, max_col=2 + len(portals),
                          min_row=header_row, max_row=last_row)
@@ -639,7 +644,8 @@ def _write_detalle(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
             if check is None:
                 cells += [sheet.status(None), None, None, None, None]
                 continue
-            failed = check.status.status_class is not StatusClass.DONE
+            # A constancia is the proof; evidence is linked for checks that ended without one.
+            failed = not check.status.has_pdf and check.status.status_class is not StatusClass.DONE
             cells += [
                 sheet.status(check.status),
                 sheet.link(check.pdf_path, _PDF_TEXT),

@@ -57,7 +57,14 @@ _D, _A, _F = StatusClass.DONE, StatusClass.NEEDS_ACTION, StatusClass.FAILED
 
 _LABELS: dict[Status, tuple[str, str, StatusClass]] = {
     Status.NOT_ENTITLED: ("Sin derecho a servicio médico", "Ninguna: constancia obtenida.", _D),
-    Status.ENTITLED: ("Vigente (con derecho)", "Ninguna: constancia obtenida.", _D),
+    # Not a plain success: the person has IMSS rights, and proving them (if HR needs to) is
+    # another procedure, the "Constancia de vigencia de derechos" (SPEC §2).
+    Status.ENTITLED: (
+        "Vigente (con derecho)",
+        "Constancia obtenida: la persona tiene derechos vigentes en el IMSS. Si necesita "
+        "comprobarlos, es otro trámite: la Constancia de vigencia de derechos del IMSS.",
+        _A,
+    ),
     Status.NOT_AFFILIATED: ("No afiliado al ISSSTE", "Ninguna: constancia obtenida.", _D),
     Status.AFFILIATED: ("Afiliado al ISSSTE", "Ninguna: el ISSSTE no emite constancia.", _D),
     Status.INVALID_CURP: ("CURP inválida", "Corregir la CURP en la hoja y volver a cargarla.", _A),
