@@ -123,10 +123,14 @@ def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
 def cmd_run(args: Any) -> int:
     from worker.intake import read_sheet
     from worker.service import batch_status, open_storage, prepare_batch
+    from worker.validate import formula_warning
 
     settings = _settings(quiet_on_terminal=True)
     with ExitStack() as stack:
         intake = read_sheet(args.file, settings)
+        warning = formula_warning(intake)
+        if warning:
+            print(warning, file=sys.stderr)
         if args.sandbox:
             from fixtures.sandbox import start_sandbox
 
