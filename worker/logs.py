@@ -25,6 +25,17 @@ _CURP_RE = re.compile(r"(?i)([A-Z][AEIOUX][A-Z]{2})(\d{6})([HMX][A-Z]{5}[0-9A-Z]
 _EMAIL_RE = re.compile(r"(?i)\b([A-Z0-9._%+\-]+)(?:@|%40)([A-Z0-9.\-]+\.[A-Z]{2,})\b")
 
 
+# The same CURP as it appears in URLs and typed text: characters percent-encoded
+# (``H%45MU…``), the halves split by spaces, ``+`` (a form-encoded space), ``%20`` or a dash
+# (``HEMU710227 HMCSBR08``). Matched on the percent-decoded text, separators allowed between
+# any two characters; the whole original span is masked.
+_CURP_SHAPE = ["[A-Z]", "[AEIOUX]", "[A-Z]", "[A-Z]", *(["\\d"] * 6), "[HMX]", *(["[A-Z]"] * 5),
+               "[0-9A-Z]", "\\d"]
+_SEP = r"[\s+\-]{0,3}"
+_SPLIT_CURP_RE = re.compile("(?i)" + _SEP.join(_CURP_SHAPE))
+_PERCENT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
 def mask_curp(curp: str) -> str:
     """``GODE561231HDFRRN09`` → ``GODE******HDF*****``: enough to tell rows apart, not a person."""
     return curp[:4] + "*" * 6 + curp[10:13] + "*" * (len(curp) - 13)
@@ -40,7 +51,48 @@ def mask_email(email: str) -> str:
 def mask_text(text: str) -> str:
     # Emails first: a per-CURP address embeds the CURP and must be masked whole.
     text = _EMAIL_RE.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}"), text)
-    return _CURP_RE.sub(lambda m: mask_curp(m.group(0)), text)
+    text = _CURP_RE.sub(lambda m: mask_curp(m.group(0)), text)
+    return _mask_encoded(text)
+
+
+def _decoded(text: str) -> tuple[str, list[int]]:
+    """``text`` with ``%XX`` decoded (one level, byte-wise as Latin-1: CURPs and the characters
+    around emails are ASCII), and for each decoded character where it starts in ``text``
+    (plus the end)."""
+    chars: list[str] = []
+    starts: list[int] = []
+    i = 0
+    for m in _PERCENT_RE.finditer(text):
+        for j in range(i, m.start()):
+            chars.append(text[j])
+            starts.append(j)
+        chars.append(chr(int(m.group(1), 16)))
+        starts.append(m.start())
+        i = m.end()
+    for j in range(i, len(text)):
+        chars.append(text[j])
+        starts.append(j)
+    starts.append(len(text))
+    return "".join(chars), starts
+
+
+def _mask_encoded(text: str) -> str:
+    """Mask the CURPs and emails that only show once ``%XX`` is decoded or separators are
+    dropped; text without them comes back unchanged (one regex search, no decoding)."""
+    encoded = "%" in text
+    if not encoded and not _SPLIT_CURP_RE.search(text):
+        return text
+    view, starts = _decoded(text) if encoded else (text, [*range(len(text) + 1)])
+    spans: list[tuple[int, int, str]] = []
+    for m in _EMAIL_RE.finditer(view):
+        if "%" in m.group(0) or encoded:
+            spans.append((m.start(), m.end(), mask_email(f"{m.group(1)}@{m.group(2)}")))
+    for m in _SPLIT_CURP_RE.finditer(view):
+        if not any(a < m.end() and m.start() < b for a, b, _ in spans):
+            spans.append((m.start(), m.end(), mask_curp(re.sub(r"[\s+\-]", "", m.group(0)))))
+    for start, end, masked in sorted(spans, reverse=True):
+        text = text[:starts[start]] + masked + text[starts[end]:]
+    return text
 
 
 def _mask(value: Any) -> Any:
