@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.people import synthetic_curps
-
 from worker.logs import configure_logging, mask_curp, mask_personal_data, mask_text
 
 CURP = "GODE561231HDFRRN09"
