@@ -203,19 +203,30 @@ def cmd_submit(args: Any) -> int:
 
 
 def cmd_status(args: Any) -> int:
-    from worker.service import batch_status, existing_storage
+    from worker.service import (
+        batch_status,
+        captchas_waiting,
+        captchas_waiting_text,
+        existing_storage,
+    )
 
     settings = _settings()
     storage = existing_storage(settings)
     status = batch_status(storage, args.batch_id) if storage is not None else None
     if status is None:
         raise UserError(_no_batch(settings, args.batch_id))
+    # Checks waiting for a person to type captchas would otherwise look stuck.
+    waiting = captchas_waiting(settings) if status["state"] != "done" else 0
     if args.json:
-        print(json.dumps(status, ensure_ascii=False, default=str))
+        print(json.dumps({**status, "captchas_waiting": waiting}, ensure_ascii=False,
+                         default=str))
     else:
         state = {"queued": "en cola", "running": "en proceso", "done": "terminado"}
         print(f"Estado: {state.get(status['state'], status['state'])}")
         print(data_dir_line(settings))
+        if waiting:
+            print(f"{captchas_waiting_text(waiting)} → Captchas (la página /captchas de "
+                  "«constancias web»)")
         print_summary(status)
     return 0
 

@@ -20,7 +20,7 @@ from worker.statuses import Status
 from worker.storage import Storage, new_batch_id
 
 __all__ = ["open_storage", "existing_storage", "prepare_batch", "batch_status", "batch_results",
-           "batch_key"]
+           "batch_key", "captchas_waiting", "captchas_waiting_text"]
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -41,6 +41,23 @@ def existing_storage(settings: Settings) -> Storage | None:
     storage = Storage(settings.effective_database_url)
     storage.migrate()
     return storage
+
+
+def captchas_waiting(settings: Settings) -> int:
+    """Captchas the manual solver published and nobody has answered yet (0 with OCR).
+
+    Pending captchas live in the data folder, not under a batch: while a batch runs, they are
+    the ones its checks wait for."""
+    if settings.captcha_solver != "manual":
+        return 0
+    from flows.captcha import pending
+
+    return len(pending(settings.data_dir))
+
+
+def captchas_waiting_text(n: int) -> str:
+    """"3 captchas esperan respuesta" (the CLI and the batch page say it alike)."""
+    return "1 captcha espera respuesta" if n == 1 else f"{n} captchas esperan respuesta"
 
 
 def batch_key(path: Path, portals: list[str], kind: str = "upload") -> str:

@@ -16,7 +16,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 
 from worker.batchfiles import REPORT_NAME, batch_files
 from worker.reporting import build_report
-from worker.service import batch_results
+from worker.service import batch_results, captchas_waiting, captchas_waiting_text
 from worker.storage import Batch
 from worker.web.common import checked_form, csrf_refused, not_found, render, status_view, web
 from worker.web.files import build_zip, inside
@@ -98,9 +98,11 @@ def _state(request: Request, batch: Batch) -> dict[str, Any]:
     progress = storage.progress(batch.id)
     totals = _totals(progress)
     state = {"reporting": "running"}.get(batch.state, batch.state)
+    waiting = captchas_waiting(web(request).settings) if state != "done" else 0
     return {"batch_id": batch.id, "state": state, **totals,
             "progress": {p: progress[p] for p in batch.portals if p in progress},
-            "running": web(request).runner.running(batch.id)}
+            "running": web(request).runner.running(batch.id),
+            "captchas": waiting, "captchas_text": captchas_waiting_text(waiting)}
 
 
 async def batch_page(request: Request) -> Response:
