@@ -112,9 +112,9 @@ def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
                 label = Status(code).label if code in Status._value2member_map_ else code
             print(f"    {label}: {n}", file=out)
     if counts.invalid_rows:
-        print(f"  Filas con CURP inválida (no se consultaron): {counts.invalid_rows}", file=out)
+        print(f"  CURP inválidas (no consultadas): {counts.invalid_rows}", file=out)
     if counts.duplicate_rows:
-        print(f"  Filas duplicadas (contadas en su primera fila): {counts.duplicate_rows}",
+        print(f"  Filas repetidas (misma CURP): {counts.duplicate_rows}",
               file=out)
     if status.get("report"):
         print(f"Reporte: {status['report']}", file=out)
@@ -175,7 +175,9 @@ def cmd_demo(args: Any) -> int:
                            "sandbox": True, "json": False})()
     print(f"Demostración: {sample.name} contra el sandbox local (sin internet).", file=sys.stderr)
     code = cmd_run(ns)
-    print("Abra salida-demo/reporte.xlsx para ver el reporte consolidado.", file=sys.stderr)
+    # A second demo writes into a subfolder of its own (salida-demo already holds the first).
+    print("Abra el archivo de la línea «Reporte:» para ver el reporte consolidado.",
+          file=sys.stderr)
     return code
 
 

@@ -501,8 +501,8 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
         ("Generado", sheet.datetime(data.generated_at, tz)),
         ("Filas de datos", len(data.rows)),
         ("Personas (CURP válidas distintas)", counts.people),
-        ("Filas con CURP inválida (no se consultaron)", counts.invalid_rows),
-        ("Filas duplicadas (contadas en su primera fila)", counts.duplicate_rows),
+        ("CURP inválidas (no consultadas)", counts.invalid_rows),
+        ("Filas repetidas (misma CURP)", counts.duplicate_rows),
     ]
     for label, value in facts:
         if isinstance(value, int):

@@ -51,9 +51,9 @@ def test_cli_summary_counts_people_per_portal_and_invalid_and_duplicate_rows_onc
     assert lines[0] == f"Lote {bid}: 3 persona(s); con resultado: IMSS 3/3, ISSSTE 3/3."
     assert lines[1:8] == ["IMSS:", "Sin derecho a servicio médico: 2", "Vigente (con derecho): 1",
                           "ISSSTE:", "No afiliado al ISSSTE: 2", "Afiliado al ISSSTE: 1",
-                          "Filas con CURP inválida (no se consultaron): 1"]
-    assert lines[8] == "Filas duplicadas (contadas en su primera fila): 1"
-    assert not any(line.startswith("CURP inválida") for line in lines)
+                          "CURP inválidas (no consultadas): 1"]
+    assert lines[8] == "Filas repetidas (misma CURP): 1"
+    assert not any(line.startswith("CURP inválida:") for line in lines)  # never per portal
 
 
 def test_report_resumen_counts_people_and_vigente_needs_attention(tmp_path: Path) -> None:

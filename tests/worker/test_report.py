@@ -327,8 +327,8 @@ def test_resumen_counts_statuses_and_has_a_native_bar_chart(recheck_report) -> N
     facts = {r[0]: r[1] for r in rows if r and len(r) > 1}
     people = len({r.curp for r in data.rows if r.curp})
     assert facts["Personas (CURP válidas distintas)"] == people
-    assert facts["Filas con CURP inválida (no se consultaron)"] == 2
-    assert facts["Filas duplicadas (contadas en su primera fila)"] == 1
+    assert facts["CURP inválidas (no consultadas)"] == 2
+    assert facts["Filas repetidas (misma CURP)"] == 1
     start = next(i for i, r in enumerate(rows) if r[:2] == ["Estado", "Tipo"])
     assert [h for h in rows[start][2:] if h] == ["IMSS", "ISSSTE"]  # no "Total" of both
     counts = {}
