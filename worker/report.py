@@ -756,15 +756,16 @@ def _write_cambios(wb: Workbook, data: ReportData, changes: Sequence[ReportChang
 # --- entry point --------------------------------------------------------------------------
 
 
-def write_report(data: ReportData, path: Path) -> Path:
+def write_report(data: ReportData, path: Path, *, links_from: Path | None = None) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
 
-    Hyperlinks are relative to ``path.parent``, so that folder can be zipped and moved.
-    Returns ``path``.
+    Hyperlinks are relative to ``links_from`` (default ``path.parent``), so that folder can be
+    zipped and moved; a report written elsewhere to be put at the top of that folder's zip
+    passes the folder. Returns ``path``.
     """
     path = Path(path)
-    out_dir = path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(links_from) if links_from is not None else path.parent
     tz = ZoneInfo(data.timezone)
     # Input order is the source's own row order; sorted() is stable for equal numbers.
     rows = sorted(data.rows, key=lambda r: r.row)
@@ -782,7 +783,8 @@ def write_report(data: ReportData, path: Path) -> Path:
         _discard(wb)
         raise
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".xlsx.tmp", dir=out_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".xlsx.tmp",
+                                    dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:

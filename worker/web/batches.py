@@ -201,7 +201,9 @@ def _report_path(request: Request, batch: Batch) -> tuple[Path, bool]:
     tmp = _tmp_dir(request)
     handle = tempfile.NamedTemporaryFile(prefix="reporte-", suffix=".xlsx", dir=tmp, delete=False)
     handle.close()
-    return build_report(st.settings, st.storage, batch.id, Path(handle.name)), True
+    # Written in tmp/, but it goes to the top of the batch's zip: links from the batch folder.
+    return build_report(st.settings, st.storage, batch.id, Path(handle.name),
+                        links_from=base), True
 
 
 def _tmp_dir(request: Request) -> Path:

@@ -8,12 +8,13 @@ import zipfile
 from pathlib import Path
 
 import openpyxl
+from sqlalchemy import update
 
 from tests.people import synthetic_curps, write_sheet
 from tests.worker.web.conftest import WebServer
 from worker.purge import purge
 from worker.service import prepare_batch
-from worker.storage import Storage
+from worker.storage import Batch, Storage
 
 CURP = synthetic_curps(1, seed=17)[0]
 
@@ -105,6 +106,24 @@ def test_zip_holds_only_recorded_files_and_everything_its_report_links(
              for cell in row if cell.hyperlink is not None and cell.hyperlink.target}
     assert f"{home}/imss.pdf" in links
     assert any("evidencia" in link for link in links)
+    for link in links:
+        assert link in names or any(n.startswith(link.rstrip("/") + "/") for n in names), link
+
+
+def test_zip_of_a_running_batch_links_only_what_it_holds(web: WebServer,
+                                                         tmp_path: Path) -> None:
+    """The zip of a batch still running carries a partial report whose PDF and evidence
+    links lead to files inside the zip (the report is written elsewhere first)."""
+    bid, _folder, storage = _setup(web, tmp_path)
+    with storage.session() as s:
+        s.execute(update(Batch).where(Batch.id == bid).values(state="running"))
+    archive = zipfile.ZipFile(io.BytesIO(web.client().get(f"/lotes/{bid}/zip").content))
+    names = set(archive.namelist())
+    assert f"constancias/{CURP}/imss.pdf" in names
+    workbook = openpyxl.load_workbook(io.BytesIO(archive.read("reporte.xlsx")))
+    links = {cell.hyperlink.target for sheet in workbook for row in sheet.iter_rows()
+             for cell in row if cell.hyperlink is not None and cell.hyperlink.target}
+    assert f"constancias/{CURP}/imss.pdf" in links
     for link in links:
         assert link in names or any(n.startswith(link.rstrip("/") + "/") for n in names), link
 
