@@ -204,7 +204,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _backoff(self) -> Settings:
         if self.retry_backoff_max_s * 2 >= self.visibility_timeout_s:
-            raise ValueError("retry_backoff_max_s debe ser menor que la mitad de visibility_timeout_s")
+            raise ValueError(
+                "retry_backoff_max_s debe ser menor que la mitad de visibility_timeout_s")
         if self.lease_s >= self.visibility_timeout_s:
             raise ValueError("lease_s debe ser menor que visibility_timeout_s")
         return self
