@@ -90,8 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("beat", help="la programación nocturna")
 
     s = sub.add_parser("web", help="la página web de RH")
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="dirección donde escucha (127.0.0.1: solo este equipo)")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--proxy-headers", action=argparse.BooleanOptionalAction, default=None,
+                   dest="proxy_headers",
+                   help="confiar en X-Forwarded-For/-Proto de los proxies de "
+                        "--forwarded-allow-ips (CONSTANCIAS_WEB_PROXY_HEADERS)")
+    s.add_argument("--forwarded-allow-ips", default=None, dest="forwarded_allow_ips",
+                   help="direcciones de los proxies de confianza, separadas por comas "
+                        "(CONSTANCIAS_WEB_FORWARDED_ALLOW_IPS)")
+    s.add_argument("--ssl-certfile", default=None, dest="ssl_certfile",
+                   help="certificado para servir la página por HTTPS")
+    s.add_argument("--ssl-keyfile", default=None, dest="ssl_keyfile",
+                   help="clave privada del certificado")
 
     s = sub.add_parser("sandbox", help="simuladores de los portales y del correo")
     s.add_argument("--port", type=int, default=0)

@@ -147,6 +147,27 @@ class Settings(BaseSettings):
     web_password: str | None = None
     """Password of the HR web page (required by ``constancias web``)."""
     web_max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    web_password_min_length: int = Field(12, ge=8)
+    """``constancias web`` refuses to start with a shorter ``WEB_PASSWORD`` (or one of very few
+    different characters): the page holds personal data and may be reachable from a network."""
+    web_session_idle_s: float = Field(3600, gt=0)
+    """A web session unused this long ends (the password is asked again)."""
+    web_session_max_age_s: float = Field(12 * 3600, gt=0)
+    """A web session ends this long after log-in however much it is used (a working day)."""
+    web_login_delay_s: float = Field(1.0, gt=0)
+    """After a wrong password, the client address and the account wait this long before the next
+    try is even looked at; the wait doubles with every further failure."""
+    web_login_delay_max_s: float = Field(60, gt=0)
+    """Cap of that growing wait."""
+    web_login_lock_after: int = Field(10, ge=1)
+    """After this many failures in a row, the address (or the account) is locked..."""
+    web_login_lock_s: float = Field(900, gt=0)
+    """...for this long: even the right password is refused until the lock ends."""
+    web_proxy_headers: bool = True
+    """Trust ``X-Forwarded-For``/``X-Forwarded-Proto`` from ``WEB_FORWARDED_ALLOW_IPS``: behind
+    an HTTPS proxy the page then knows the client's address and sets ``Secure`` cookies."""
+    web_forwarded_allow_ips: str = "127.0.0.1"
+    """Comma-separated addresses (or ``*``) of the proxies whose forwarded headers are trusted."""
     smtp_url: str | None = None
     """``smtp://user:pass@host:port`` for change notifications; unset: none sent."""
     notify_to: str | None = None

@@ -26,16 +26,28 @@ def configure_web_logging(log_format: str, level: str) -> None:
 
 def cmd_web(args: Any) -> int:
     """``constancias web [--host H] [--port P]``; ``ConfigError`` (exit 2) without a password."""
-    import uvicorn
+    import logging
+    import sys
 
     from worker.settings import load_settings
     from worker.web.app import create_app
+    from worker.web.server import PageServer, exposure_warning, proxy_declared, server_config
 
-    settings = load_settings()
+    overrides: dict[str, Any] = {}
+    if getattr(args, "proxy_headers", None) is not None:
+        overrides["web_proxy_headers"] = args.proxy_headers
+    if getattr(args, "forwarded_allow_ips", None):
+        overrides["web_forwarded_allow_ips"] = args.forwarded_allow_ips
+    settings = load_settings(**overrides)
     configure_web_logging(settings.log_format, settings.log_level)
+    # uvicorn's own start-up and shutdown lines (INFO, in English) give way to the Spanish one.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     app = create_app(settings)
-    # log_config=None: uvicorn leaves its loggers alone, so they keep propagating to the root
-    # handler configure_logging installed, whose filter masks CURPs in every line.
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None,
-                proxy_headers=True, server_header=False)
+    tls = bool(args.ssl_certfile)
+    warning = exposure_warning(args.host, tls=tls, proxy_trusted=proxy_declared(settings))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    config = server_config(app, settings, host=args.host, port=args.port,
+                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    PageServer(config, host=args.host, scheme="https" if tls else "http").run()
     return 0
