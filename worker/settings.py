@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     """HR address(es), comma-separated, that receive change notifications."""
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_file: Path | None = None
+    """Also write the whole log (from ``LOG_LEVEL`` up) to this file, appending. On a terminal,
+    ``run`` and ``demo`` show only warnings on screen (unless ``LOG_LEVEL`` is set): the rest
+    goes here."""
 
     @field_validator("timezone")
     @classmethod

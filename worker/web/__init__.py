@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 __all__ = ["cmd_web", "configure_web_logging"]
 
 
-def configure_web_logging(log_format: str, level: str) -> None:
+def configure_web_logging(log_format: str, level: str, log_file: Path | None = None) -> None:
     """The masking logging set-up, with uvicorn's own loggers (access log included) sent to
     it: a uvicorn started elsewhere in the process with its default config gives them their
     own unmasked handlers, ``propagate=False`` or a higher level; undo that."""
@@ -15,7 +16,7 @@ def configure_web_logging(log_format: str, level: str) -> None:
 
     from worker.logs import configure_logging
 
-    configure_logging(log_format, level)
+    configure_logging(log_format, level, log_file=log_file)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
@@ -39,7 +40,7 @@ def cmd_web(args: Any) -> int:
     if getattr(args, "forwarded_allow_ips", None):
         overrides["web_forwarded_allow_ips"] = args.forwarded_allow_ips
     settings = load_settings(**overrides)
-    configure_web_logging(settings.log_format, settings.log_level)
+    configure_web_logging(settings.log_format, settings.log_level, settings.log_file)
     # uvicorn's own start-up and shutdown lines (INFO, in English) give way to the Spanish one.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     app = create_app(settings)
