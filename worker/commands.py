@@ -163,8 +163,9 @@ def cmd_demo(args: Any) -> int:
 def _require_broker(settings: Settings) -> None:
     if settings.embedded:
         raise ConfigError(
-            "CONSTANCIAS_BROKER_URL no está configurado: este comando necesita Redis "
-            "(p. ej. redis://localhost:6379/0). Sin broker use «constancias run»."
+            "Este comando reparte el trabajo entre workers y necesita Redis: indique su "
+            "dirección, p. ej. redis://localhost:6379/0 (CONSTANCIAS_BROKER_URL). Sin Redis, "
+            "use «constancias procesar» (run)."
         )
 
 

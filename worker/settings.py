@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -220,9 +220,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _backoff(self) -> Settings:
         if self.retry_backoff_max_s * 2 >= self.visibility_timeout_s:
-            raise ValueError("retry_backoff_max_s debe ser menor que la mitad de visibility_timeout_s")
+            raise ValueError("la espera más larga entre reintentos debe ser menor que la mitad "
+                             "del plazo en que Redis reentrega una tarea "
+                             "(CONSTANCIAS_RETRY_BACKOFF_MAX_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         if self.lease_s >= self.visibility_timeout_s:
-            raise ValueError("lease_s debe ser menor que visibility_timeout_s")
+            raise ValueError("la reserva de una consulta en curso debe durar menos que el plazo "
+                             "en que Redis reentrega una tarea "
+                             "(CONSTANCIAS_LEASE_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         return self
 
     # --- derived ------------------------------------------------------------------------
@@ -253,13 +257,35 @@ class Settings(BaseSettings):
         return {"imss": self.max_concurrency_imss, "issste": self.max_concurrency_issste}[portal]
 
 
+#: pydantic's error types -> what the value must be, in Spanish (its own texts are English).
+_MUST_BE = {
+    "int_parsing": "un número entero", "int_from_float": "un número entero",
+    "float_parsing": "un número", "bool_parsing": "true o false",
+    "greater_than": "mayor que {gt}", "greater_than_equal": "{ge} o más",
+    "less_than": "menor que {lt}", "less_than_equal": "{le} o menos",
+    "literal_error": "uno de estos: {expected}", "url_parsing": "una URL válida",
+}
+
+
+def _spanish_error(error: Any) -> str:
+    """What is wrong with one value, in Spanish: our validators' own message, or what pydantic
+    expected (its English text only when the catalogue lacks the case)."""
+    template = _MUST_BE.get(error["type"])
+    if template is None:
+        return str(error["msg"]).removeprefix("Value error, ")
+    expected = template.format(**{k: str(v).replace("'", "").replace(" or ", " o ")
+                                  for k, v in (error.get("ctx") or {}).items()})
+    return f"el valor {error.get('input')!r} no sirve, debe ser {expected}"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment (and ``.env``); a bad value becomes one Spanish line (exit 2)."""
+    """Read the environment (and ``.env``); a bad value becomes one Spanish line (exit 2): what
+    to fix first, the setting's name last, in parentheses."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "configuración"
-        name = f"CONSTANCIAS_{field.upper()}" if first["loc"] else "configuración"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"Configuración inválida en {name}: {message}") from None
+        field = ".".join(str(p) for p in first["loc"])
+        where = f" (CONSTANCIAS_{field.upper()})" if field else ""
+        raise ConfigError(f"Corrija la configuración, en el entorno o en .env: "
+                          f"{_spanish_error(first)}{where}.") from None
