@@ -202,3 +202,22 @@ def test_web_says_where_to_open_it_and_warns_beyond_loopback(tmp_path: Path) -> 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_browser_sees_why_it_must_log_in_again(web: WebServer, login, page) -> None:
+    """In Chromium: after "Salir" the log-in page says so; a copy of the old cookie lands on
+    the log-in page saying the session ended, not on the batches."""
+    from tests.worker.web.conftest import shot
+
+    login(web)
+    cookie = next(c for c in page.context.cookies() if c["name"] == COOKIE)
+    page.get_by_role("button", name="Salir").click()
+    page.wait_for_url("**/entrar?motivo=salio")
+    assert "Salió de la página" in page.text_content("main")
+    shot(page, "sesion-salio")
+    page.context.add_cookies([cookie])
+    page.goto(web.url + "/lotes")
+    assert page.url.startswith(web.url + "/entrar?siguiente=%2Flotes")
+    assert "Su sesión terminó" in page.text_content("main")
+    assert page.get_by_role("button", name="Salir").count() == 0
+    shot(page, "sesion-terminada")
