@@ -4,6 +4,7 @@ real uvicorn, real HTTP, real storage."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -174,7 +175,12 @@ def _start_web(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], list[
                             cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     assert proc.stderr is not None
-    for line in proc.stderr:
+    deadline = time.monotonic() + 60  # a page that never says where it is fails, not hangs
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], deadline - time.monotonic())
+        line = proc.stderr.readline() if ready else ""
+        if not line:
+            break
         lines.append(line.rstrip("\n"))
         if line.startswith("Abra "):
             break
