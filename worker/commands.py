@@ -18,15 +18,20 @@ __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "c
            "execute_batch", "sandbox_settings", "print_summary", "data_dir_line"]
 
 
-def _settings(quiet_on_terminal: bool = False) -> Settings:
+def _console_level(quiet_on_terminal: bool) -> str | None:
+    """``warning`` for the screen of a command whose progress line people watch on a terminal
+    (log lines would scroll it away), unless ``CONSTANCIAS_LOG_LEVEL`` asks for more."""
     import os
 
-    settings = load_settings()
-    level = settings.log_level
-    # On a terminal, people watch the progress line; log lines would scroll it away.
     if quiet_on_terminal and sys.stderr.isatty() and "CONSTANCIAS_LOG_LEVEL" not in os.environ:
-        level = "warning"
-    configure_logging(settings.log_format, level)
+        return "warning"
+    return None
+
+
+def _settings(quiet_on_terminal: bool = False) -> Settings:
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level,
+                      console_level=_console_level(quiet_on_terminal), log_file=settings.log_file)
     return settings
 
 
@@ -39,7 +44,10 @@ def sandbox_settings(settings: Settings, sandbox: Any) -> Settings:
 
 
 class _TerminalProgress:
-    """Rows done / total per portal, redrawn in place on a terminal (stderr)."""
+    """Rows done / total per portal, redrawn in place on a terminal (stderr).
+
+    Redrawn on every tick, changed or not: a log line (written by a worker process, which
+    clears the line first, see ``worker.logs``) may have taken its place meanwhile."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -53,23 +61,25 @@ class _TerminalProgress:
         if getattr(progress, "retrying", 0):
             parts.append(f"reintentos en espera: {progress.retrying}")
         line = "Avance: " + "  ·  ".join(parts)
-        if line != self._last:
-            sys.stderr.write("\r" + line.ljust(len(self._last)))
-            sys.stderr.flush()
-            self._last = line
+        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.flush()
+        self._last = line
 
     def close(self) -> None:
         if self.enabled and self._last:
             sys.stderr.write("\n")
 
 
-def execute_batch(settings: Settings, storage: Any, batch_id: str, *, progress: Any = None) -> None:
+def execute_batch(settings: Settings, storage: Any, batch_id: str, *, progress: Any = None,
+                  console_level: str | None = None) -> None:
     """Run a stored batch to completion: embedded pool, or the Celery workers when a broker
-    is configured (then wait for them, polling storage)."""
+    is configured (then wait for them, polling storage). ``console_level``: what the embedded
+    worker processes show on the screen (see ``_console_level``)."""
     if settings.embedded:
         from worker.embedded import run_embedded
 
-        run_embedded(settings, storage, batch_id, on_progress=progress)
+        run_embedded(settings, storage, batch_id, on_progress=progress,
+                     console_level=console_level)
         return
     from worker.dispatch import enqueue_batch
 
@@ -152,7 +162,8 @@ def cmd_run(args: Any) -> int:
             prompt = CaptchaPrompt(settings.data_dir)
             prompt.start()
         try:
-            execute_batch(settings, storage, batch_id, progress=progress)
+            execute_batch(settings, storage, batch_id, progress=progress,
+                          console_level=_console_level(quiet_on_terminal=True))
         finally:
             progress.close()
             if prompt is not None:
@@ -184,8 +195,9 @@ def cmd_demo(args: Any) -> int:
 def _require_broker(settings: Settings) -> None:
     if settings.embedded:
         raise ConfigError(
-            "CONSTANCIAS_BROKER_URL no está configurado: este comando necesita Redis "
-            "(p. ej. redis://localhost:6379/0). Sin broker use «constancias run»."
+            "Este comando reparte el trabajo entre workers y necesita Redis: indique su "
+            "dirección, p. ej. redis://localhost:6379/0 (CONSTANCIAS_BROKER_URL). Sin Redis, "
+            "use «constancias procesar» (run)."
         )
 
 

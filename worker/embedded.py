@@ -42,18 +42,20 @@ class Progress:
 
 
 def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
-           environ: dict[str, str] | None = None) -> None:
+           environ: dict[str, str] | None = None, console_level: str | None = None) -> None:
     """A child's whole life. Anything that escapes it would be printed by multiprocessing as a
     raw traceback on stderr, where a CURP in a path or a message would appear whole: it is
     printed masked instead, and the child exits 1 (the parent requeues its check).
 
     ``environ`` is the parent's environment when it started the child: a fork server keeps the
-    one it was started with, and a long-lived parent (the web page) may have changed since."""
+    one it was started with, and a long-lived parent (the web page) may have changed since.
+    ``console_level``: what the child shows on the parent's screen (the log file, if any,
+    gets everything)."""
     if environ is not None:
         os.environ.clear()
         os.environ.update(environ)
     try:
-        _child_loop(settings_data, jobs, results, parent)
+        _child_loop(settings_data, jobs, results, parent, console_level)
     except Exception:  # noqa: BLE001 - last resort: mask, then die like a crash
         import traceback
 
@@ -64,13 +66,15 @@ def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
         sys.exit(1)
 
 
-def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int) -> None:
+def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
+                console_level: str | None = None) -> None:
     # Children must not survive the parent, nor die on the terminal's Ctrl-C before it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from worker.logs import configure_logging
 
     settings = Settings(**settings_data)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, console_level=console_level,
+                      log_file=settings.log_file)
     engine = Engine(settings)
     while True:
         try:
@@ -149,8 +153,12 @@ def run_embedded(
     concurrency: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     poll_s: float = 0.2,
+    console_level: str | None = None,
 ) -> None:
-    """Run every pending check of a batch to a status, then make sure the report exists."""
+    """Run every pending check of a batch to a status, then make sure the report exists.
+
+    ``console_level``: the least a worker process shows on stderr (``run`` on a terminal:
+    ``warning``, so that its progress line stays readable); ``None``: ``LOG_LEVEL``."""
     k = max(1, concurrency or settings.concurrency)
     # A run killed while it wrote the report left the claim behind: this run writes it.
     if storage.reclaim_report(batch_id):
@@ -163,8 +171,8 @@ def run_embedded(
     parent = os.getpid()
 
     def spawn() -> Any:
-        p = ctx.Process(target=_child, args=(data, jobs, results, parent, dict(os.environ)),
-                        daemon=True)
+        p = ctx.Process(target=_child, daemon=True,
+                        args=(data, jobs, results, parent, dict(os.environ), console_level))
         p.start()
         return p
 

@@ -307,8 +307,9 @@ def read_sheet(path: str | Path, settings: Settings) -> Intake:
     if size == 0:
         raise InputError(f"{name} está vacío (0 bytes)")
     if size > settings.max_file_bytes:
-        raise InputError(f"{name} pesa {_mb(size)}, más que el límite de "
-                         f"{_mb(settings.max_file_bytes)} (CONSTANCIAS_MAX_FILE_BYTES)")
+        raise InputError(f"{name} pesa {_mb(size)}, más de los {_mb(settings.max_file_bytes)} "
+                         "que se aceptan: quite imágenes u hojas que no hagan falta, o reparta "
+                         "las personas en varios archivos (límite CONSTANCIAS_MAX_FILE_BYTES)")
 
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         sheets, closer = _xlsx_sheets(path, settings)
@@ -433,9 +434,10 @@ def _check_zip(path: Path, settings: Settings) -> None:
     total = sum(i.file_size for i in infos)
     if total > settings.max_uncompressed_bytes:
         raise InputError(
-            f"{name} declara {_mb(total)} sin comprimir, más que el límite de "
-            f"{_mb(settings.max_uncompressed_bytes)} (posible bomba ZIP; "
-            "CONSTANCIAS_MAX_UNCOMPRESSED_BYTES)")
+            f"{name} ocupa {_mb(total)} sin comprimir, más de los "
+            f"{_mb(settings.max_uncompressed_bytes)} que se aceptan: quite imágenes u hojas que "
+            "no hagan falta y guárdelo de nuevo, o reparta las personas en varios archivos "
+            "(posible bomba ZIP; límite CONSTANCIAS_MAX_UNCOMPRESSED_BYTES)")
     for info in infos:
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > _RATIO_MIN_BYTES and ratio > _MAX_RATIO:
@@ -531,6 +533,7 @@ def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
 
     found: dict[str, list[tuple[int, int, int, int]]] = {}
     with zipfile.ZipFile(path) as zf:
+        titles = _sheet_titles(zf)
         for info in zf.infolist():
             part = info.filename
             if not (part.startswith("xl/worksheets/") and part.endswith(".xml")):
@@ -542,7 +545,9 @@ def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
             parser.StartDoctypeDeclHandler = _refuse_dtd
             parser.EntityDeclHandler = _refuse_dtd
             parser.ExternalEntityRefHandler = _refuse_dtd
-            where = f"{path.name}: la hoja {part.rsplit('/', 1)[-1]}"
+            # The name HR sees on the sheet's tab, not the part inside the file.
+            title = titles.get(part)
+            where = f"{path.name}: la hoja «{title}»" if title else f"{path.name}: una hoja"
             try:
                 with zf.open(info) as fh:
                     parser.ParseFile(fh)
@@ -555,6 +560,39 @@ def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
                 raise InputError(f"{where} está dañada o incompleta; {_SAVE_AS_XLSX}") from None
             found[part] = merges
     return found
+
+
+def _sheet_titles(zf: zipfile.ZipFile) -> dict[str, str]:
+    """Worksheet part (``xl/worksheets/sheet1.xml``) -> the name on its tab, from the workbook
+    and its relationships; parsed with DTDs refused, and ``{}`` for anything unexpected (the
+    names only make messages clearer)."""
+    from xml.parsers import expat
+
+    def attributes(part: str, tag: str) -> list[dict[str, str]]:
+        found: list[dict[str, str]] = []
+        parser = expat.ParserCreate(namespace_separator=" ")
+        parser.StartElementHandler = lambda name, attrs: (
+            found.append({k.rsplit(" ", 1)[-1]: v for k, v in attrs.items()})
+            if name.rsplit(" ", 1)[-1] == tag else None)
+        parser.StartDoctypeDeclHandler = _refuse_dtd
+        parser.EntityDeclHandler = _refuse_dtd
+        with zf.open(part) as fh:
+            parser.ParseFile(fh)
+        return found
+
+    try:
+        targets = {r.get("Id"): r.get("Target", "")
+                   for r in attributes("xl/_rels/workbook.xml.rels", "Relationship")}
+        titles = {}
+        for sheet in attributes("xl/workbook.xml", "sheet"):
+            target = targets.get(sheet.get("id"), "")
+            part = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+            if sheet.get("name"):
+                titles[part] = sheet["name"]
+        return titles
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile, _UnsafeSheet,
+            expat.ExpatError):
+        return {}
 
 
 class FormulaText(str):

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -138,9 +139,44 @@ def _mask_exception_text(logger: Any, method: str, event: dict[str, Any]) -> dic
     return event
 
 
-def configure_logging(log_format: str = "console", level: str = "info") -> None:
-    """Configure structlog and the stdlib root logger (Celery, uvicorn) alike, once per process."""
-    numeric = getattr(logging, level.upper(), logging.INFO)
+class _TerminalHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """On a terminal, each line first clears the line the cursor is on: a progress line being
+    redrawn there (``run``'s "Avance: …", by another process) is replaced, never glued to."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        try:
+            self._clear = "\r\x1b[K" if stream.isatty() else ""
+        except (AttributeError, ValueError):
+            self._clear = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._clear + super().format(record)
+
+
+def _formatter(shared: list[Any], renderer: Any) -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared, processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer
+        ]
+    )
+
+
+def _level(name: str) -> int:
+    return getattr(logging, name.upper(), logging.INFO)
+
+
+def configure_logging(log_format: str = "console", level: str = "info", *,
+                      console_level: str | None = None, log_file: Path | None = None) -> None:
+    """Configure structlog and the stdlib root logger (Celery, uvicorn) alike, once per process.
+
+    ``level`` is what is logged; the console (stderr) shows from ``console_level`` up when
+    given (``run`` on a terminal: warnings only), and ``log_file``, when given, receives all
+    of it (in ``log_format``, never coloured)."""
+    numeric = _level(level)
+    console = max(numeric, _level(console_level)) if console_level else numeric
+    if log_file is None:
+        numeric = console  # nothing would show what the console leaves out: skip rendering it
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -150,28 +186,36 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
     ]
     # Tracebacks are rendered to text here so that the masking step sees them.
     shared += [structlog.processors.format_exc_info, _mask_exception_text]
-    renderer: Any
-    if log_format == "json":
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+
+    def renderer(colors: bool) -> Any:
+        if log_format == "json":
+            return structlog.processors.JSONRenderer(ensure_ascii=False)
+        return structlog.dev.ConsoleRenderer(colors=colors)
+
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared, processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer
-            ]
-        )
-    )
-    handler.addFilter(MaskingFilter())
+    handler: logging.Handler = _TerminalHandler(sys.stderr)
+    handler.setFormatter(_formatter(shared, renderer(sys.stderr.isatty())))
+    handler.setLevel(console)
+    handlers = [handler]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Append mode: the parent and every worker process write whole lines to one file.
+        file_handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        file_handler.setFormatter(_formatter(shared, renderer(False)))
+        file_handler.setLevel(numeric)
+        handlers.append(file_handler)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if isinstance(old, logging.FileHandler):
+            old.close()
+    for h in handlers:
+        h.addFilter(MaskingFilter())
+    root.handlers[:] = handlers
     root.setLevel(numeric)
     # Library warnings (openpyxl, Celery) become log records: masked, and JSON when asked.
     logging.captureWarnings(True)
@@ -184,5 +228,9 @@ def reset_logging() -> None:
     """Undo ``configure_logging`` (tests)."""
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
-    logging.getLogger().handlers[:] = []
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+    root.handlers[:] = []
     logging.captureWarnings(False)

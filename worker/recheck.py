@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from worker.errors import UserError
 from worker.settings import Settings
-from worker.statuses import PORTALS, RETRYABLE
+from worker.statuses import PORTALS, RETRYABLE, label_of
 from worker.storage import Batch, Check, Person, Row, Storage, new_batch_id, utcnow
 
 __all__ = [
@@ -306,6 +306,7 @@ def cmd_recheck(args: Any) -> int:
 
 def cmd_people(args: Any) -> int:
     """``constancias people {list,deactivate,activate} [CURPS...] [--json]``."""
+    from worker.cli import PEOPLE_ACTIONS
     from worker.commands import _settings
     from worker.service import existing_storage, open_storage
 
@@ -322,12 +323,13 @@ def cmd_people(args: Any) -> int:
             return 0
         for p in people:
             state = "activa" if p["active"] else "inactiva"
-            latest = ", ".join(f"{portal.upper()}: {r['status']}"
+            latest = ", ".join(f"{portal.upper()}: {label_of(r['status'])}"
                                for portal, r in p["latest"].items()) or "sin resultados"
             print(f"{p['curp']}  {state:<8}  {latest}")
         return 0
     if not args.curps:
-        raise UserError(f"Indique al menos una CURP para «people {args.action}».")
+        raise UserError("Indique al menos una CURP, p. ej. «constancias personas "
+                        f"{PEOPLE_ACTIONS[args.action][0]} CURP1 CURP2».")
     storage = open_storage(settings)
     active = args.action == "activate"
     changed, unknown = set_people_active(storage, args.curps, active)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -156,12 +156,37 @@ class Settings(BaseSettings):
     web_password: str | None = None
     """Password of the HR web page (required by ``constancias web``)."""
     web_max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    web_password_min_length: int = Field(12, ge=8)
+    """``constancias web`` refuses to start with a shorter ``WEB_PASSWORD`` (or one of very few
+    different characters): the page holds personal data and may be reachable from a network."""
+    web_session_idle_s: float = Field(3600, gt=0)
+    """A web session unused this long ends (the password is asked again)."""
+    web_session_max_age_s: float = Field(12 * 3600, gt=0)
+    """A web session ends this long after log-in however much it is used (a working day)."""
+    web_login_delay_s: float = Field(1.0, gt=0)
+    """After a wrong password, the client address and the account wait this long before the next
+    try is even looked at; the wait doubles with every further failure."""
+    web_login_delay_max_s: float = Field(60, gt=0)
+    """Cap of that growing wait."""
+    web_login_lock_after: int = Field(10, ge=1)
+    """After this many failures in a row, the address (or the account) is locked..."""
+    web_login_lock_s: float = Field(900, gt=0)
+    """...for this long: even the right password is refused until the lock ends."""
+    web_proxy_headers: bool = True
+    """Trust ``X-Forwarded-For``/``X-Forwarded-Proto`` from ``WEB_FORWARDED_ALLOW_IPS``: behind
+    an HTTPS proxy the page then knows the client's address and sets ``Secure`` cookies."""
+    web_forwarded_allow_ips: str = "127.0.0.1"
+    """Comma-separated addresses (or ``*``) of the proxies whose forwarded headers are trusted."""
     smtp_url: str | None = None
     """``smtp://user:pass@host:port`` for change notifications; unset: none sent."""
     notify_to: str | None = None
     """HR address(es), comma-separated, that receive change notifications."""
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_file: Path | None = None
+    """Also write the whole log (from ``LOG_LEVEL`` up) to this file, appending. On a terminal,
+    ``run`` and ``demo`` show only warnings on screen (unless ``LOG_LEVEL`` is set): the rest
+    goes here."""
 
     @field_validator("timezone")
     @classmethod
@@ -204,10 +229,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _backoff(self) -> Settings:
         if self.retry_backoff_max_s * 2 >= self.visibility_timeout_s:
-            raise ValueError(
-                "retry_backoff_max_s debe ser menor que la mitad de visibility_timeout_s")
+            raise ValueError("la espera más larga entre reintentos debe ser menor que la mitad "
+                             "del plazo en que Redis reentrega una tarea "
+                             "(CONSTANCIAS_RETRY_BACKOFF_MAX_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         if self.lease_s >= self.visibility_timeout_s:
-            raise ValueError("lease_s debe ser menor que visibility_timeout_s")
+            raise ValueError("la reserva de una consulta en curso debe durar menos que el plazo "
+                             "en que Redis reentrega una tarea "
+                             "(CONSTANCIAS_LEASE_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         return self
 
     # --- derived ------------------------------------------------------------------------
@@ -238,13 +266,35 @@ class Settings(BaseSettings):
         return {"imss": self.max_concurrency_imss, "issste": self.max_concurrency_issste}[portal]
 
 
+#: pydantic's error types -> what the value must be, in Spanish (its own texts are English).
+_MUST_BE = {
+    "int_parsing": "un número entero", "int_from_float": "un número entero",
+    "float_parsing": "un número", "bool_parsing": "true o false",
+    "greater_than": "mayor que {gt}", "greater_than_equal": "{ge} o más",
+    "less_than": "menor que {lt}", "less_than_equal": "{le} o menos",
+    "literal_error": "uno de estos: {expected}", "url_parsing": "una URL válida",
+}
+
+
+def _spanish_error(error: Any) -> str:
+    """What is wrong with one value, in Spanish: our validators' own message, or what pydantic
+    expected (its English text only when the catalogue lacks the case)."""
+    template = _MUST_BE.get(error["type"])
+    if template is None:
+        return str(error["msg"]).removeprefix("Value error, ")
+    expected = template.format(**{k: str(v).replace("'", "").replace(" or ", " o ")
+                                  for k, v in (error.get("ctx") or {}).items()})
+    return f"el valor {error.get('input')!r} no sirve, debe ser {expected}"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment (and ``.env``); a bad value becomes one Spanish line (exit 2)."""
+    """Read the environment (and ``.env``); a bad value becomes one Spanish line (exit 2): what
+    to fix first, the setting's name last, in parentheses."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "configuración"
-        name = f"CONSTANCIAS_{field.upper()}" if first["loc"] else "configuración"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"Configuración inválida en {name}: {message}") from None
+        field = ".".join(str(p) for p in first["loc"])
+        where = f" (CONSTANCIAS_{field.upper()})" if field else ""
+        raise ConfigError(f"Corrija la configuración, en el entorno o en .env: "
+                          f"{_spanish_error(first)}{where}.") from None

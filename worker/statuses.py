@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Status", "StatusClass", "FINAL", "RETRYABLE", "PDF_BEARING", "PORTALS"]
+__all__ = ["Status", "StatusClass", "FINAL", "RETRYABLE", "PDF_BEARING", "PORTALS", "label_of"]
 
 PORTALS = ("imss", "issste")
 
@@ -127,3 +127,11 @@ REUSABLE = frozenset(
         Status.DATA_INCONSISTENT,
     }
 )
+
+
+def label_of(code: str) -> str:
+    """The Spanish label of a stored status code (the code itself if this version lacks it)."""
+    try:
+        return Status(code).label
+    except ValueError:
+        return code

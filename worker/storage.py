@@ -32,6 +32,7 @@ from sqlalchemy import (
     UniqueConstraint,
     case,
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -43,8 +44,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "Storage", "utcnow",
-           "new_batch_id"]
+__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "WebSession", "Storage",
+           "utcnow", "new_batch_id"]
 
 
 def utcnow() -> datetime:
@@ -189,6 +190,21 @@ class Notification(Base):
     recipients: Mapped[str] = mapped_column(Text, default="")
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class WebSession(Base):
+    """A log-in to the web page. The cookie holds a random token; only its SHA-256 is kept
+    here, so a copy of the database opens no session. Deleting the row ends the session (log
+    out, revocation), whatever copies of the cookie exist and however often the server restarts.
+    """
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    """Who logged in, once the page has user accounts; ``None``: the shared HR password."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -583,3 +599,39 @@ class Storage:
     def people(self) -> list[Person]:
         with self.session() as s:
             return list(s.scalars(select(Person).order_by(Person.curp)))
+
+    # --- web sessions -------------------------------------------------------------------
+    def create_web_session(self, token_hash: str, user_id: int | None = None) -> None:
+        with self.session() as s:
+            s.add(WebSession(token_hash=token_hash, user_id=user_id))
+
+    def touch_web_session(self, token_hash: str, *, idle_s: float, max_age_s: float,
+                          refresh_after_s: float = 30.0) -> WebSession | None:
+        """The live session with this token, or ``None`` (unknown, idle too long, too old;
+        an expired one is deleted). Its last use is written at most every ``refresh_after_s``:
+        a page polling its progress must not turn every read into a write."""
+        now = utcnow()
+        with self.session() as s:
+            row = s.get(WebSession, token_hash)
+            if row is None:
+                return None
+            if (now - row.last_seen_at > timedelta(seconds=idle_s)
+                    or now - row.created_at > timedelta(seconds=max_age_s)):
+                s.delete(row)
+                return None
+            if now - row.last_seen_at > timedelta(seconds=refresh_after_s):
+                row.last_seen_at = now
+            return row
+
+    def end_web_session(self, token_hash: str) -> bool:
+        with self.session() as s:
+            return s.execute(delete(WebSession)
+                             .where(WebSession.token_hash == token_hash)).rowcount == 1
+
+    def end_idle_web_sessions(self, *, idle_s: float, max_age_s: float) -> int:
+        """Delete sessions past their idle timeout or their maximum age."""
+        now = utcnow()
+        with self.session() as s:
+            return s.execute(delete(WebSession).where(or_(
+                WebSession.last_seen_at < now - timedelta(seconds=idle_s),
+                WebSession.created_at < now - timedelta(seconds=max_age_s)))).rowcount

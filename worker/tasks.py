@@ -64,7 +64,7 @@ def _logging(**_: Any) -> None:
     # Connecting this stops Celery from configuring loggers itself.
     from worker.logs import configure_logging
 
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, log_file=settings.log_file)
 
 
 @signals.task_prerun.connect

@@ -16,7 +16,8 @@ from worker.settings import Settings
 from worker.statuses import Status
 from worker.storage import Storage
 from worker.web.runner import BatchRunner
-from worker.web.security import csrf_ok, csrf_token
+from worker.web.security import csrf_ok, csrf_token, is_logged_in
+from worker.web.throttle import LoginThrottle
 
 __all__ = ["WebState", "web", "render", "checked_form", "not_found", "templates_for",
            "status_view", "csrf_refused", "PORTAL_NAMES"]
@@ -36,6 +37,7 @@ class WebState:
     storage: Storage
     runner: BatchRunner
     templates: Jinja2Templates
+    throttle: LoginThrottle
 
 
 def web(request: Request) -> WebState:
@@ -77,7 +79,8 @@ def status_view(code: str | None) -> dict[str, str]:
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None,
            status_code: int = 200) -> Response:
-    ctx = {"csrf": csrf_token(request), "nav": "", **(context or {})}
+    ctx = {"csrf": csrf_token(request), "nav": "", "logged_in": is_logged_in(request),
+           **(context or {})}
     return web(request).templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
 

@@ -102,7 +102,7 @@ def test_session_cookie_signed_with_another_key_is_refused(web: WebServer, tmp_p
         stranger = elsewhere.client(logged_in=False)
         stranger.cookies.set("constancias_sesion", cookie)
         assert stranger.get("/lotes").status_code == 303
-    changed = web.settings.model_copy(update={"web_password": "otra-clave"})
+    changed = web.settings.model_copy(update={"web_password": "otra-clave-distinta"})
     with serve(changed) as after_change:
         old = after_change.client(logged_in=False)
         old.cookies.set("constancias_sesion", cookie)
