@@ -261,13 +261,16 @@ def _present(page: Page, control: Control) -> bool:
         return False
 
 
+#: The first captcha element shown (its markup, for the evidence note), or null.
+_CAPTCHA_JS = f"""css => {{ const shown = {SHOWN_JS};
+  const e = [...document.querySelectorAll(css)].find(shown);
+  return e ? e.outerHTML.slice(0, 160) : null; }}"""
+
+
 def _refuse_captcha(page: Page) -> None:
     """A captcha is ``PortalChanged``: none is known on this portal, and none is solved."""
     try:
-        found = page.evaluate(
-            f"css => {{ const shown = {SHOWN_JS};"
-            " const e = [...document.querySelectorAll(css)].find(shown);"
-            " return e ? e.outerHTML.slice(0, 160) : null; }}", PORTAL.captcha)
+        found = page.evaluate(_CAPTCHA_JS, PORTAL.captcha)
     except PlaywrightError:
         return
     if found:
@@ -281,9 +284,10 @@ def _raise_if_unavailable(page: Page) -> None:
 
 
 def _aspnet_error(text: str) -> str | None:
+    """The refusal message when normalised ``text`` is (or holds) an ASP.NET error."""
     for marker in PORTAL.aspnet_errors:
         if marker in text:
-            return f"El ISSSTE respondió un error de ASP.NET: «{marker}»"
+            return f"El ISSSTE rechazó la operación: error de ASP.NET «{marker}»."
     return None
 
 
@@ -329,15 +333,17 @@ class _Postbacks:
             response, partial = self.responses[self._checked]
             self._checked += 1
             if response.status >= 500:
-                detail = _aspnet_error(norm(_body(response))) or f"HTTP {response.status}"
-                raise PortalUnavailable(f"El ISSSTE rechazó la operación ({detail}).")
+                raise PortalUnavailable(
+                    _aspnet_error(norm(_body(response)))
+                    or f"El ISSSTE rechazó la operación (HTTP {response.status}).")
             if partial:
                 body = _body(response)
                 match = self._DELTA_ERROR.match(body)
                 if match:
                     message = body[match.end():match.end() + int(match.group(1))]
                     raise PortalUnavailable(
-                        f"El ISSSTE rechazó la operación (error del servidor: «{message[:200]}»).")
+                        _aspnet_error(norm(message))
+                        or f"El ISSSTE rechazó la operación: error del servidor «{message[:200]}».")
 
 
 def _body(response: Response) -> str:
@@ -497,6 +503,7 @@ class _PdfCatch:
         self.downloads: list[Any] = []
         self.pdf_responses: list[Response] = []
         self.popups: list[Page] = []
+        self.failed: list[str] = []
 
     def __enter__(self) -> _PdfCatch:
         self.page.on("download", self._download)
@@ -525,6 +532,13 @@ class _PdfCatch:
         kind = (response.headers.get("content-type") or "").split(";")[0].strip().lower()
         if response.ok and kind == "application/pdf":
             self.pdf_responses.append(response)
+        elif response.status >= 500 and response.request.is_navigation_request():
+            # A window or frame the click opened got an error page instead of the PDF.
+            self.failed.append(f"HTTP {response.status} en {response.url.split('?', 1)[0]}")
+
+    def raise_if_failed(self) -> None:
+        if self.failed:
+            raise PortalUnavailable(f"La descarga del ISSSTE falló: {self.failed[0]}.")
 
     def pdf(self) -> tuple[bytes, str] | None:
         """The PDF and how it came (``download`` / ``response``), if one arrived."""
@@ -564,6 +578,7 @@ def _download(page: Page, dest: Path, settings: Settings) -> str:
                 got = catch.pdf()
                 if got is None:
                     postbacks.raise_if_refused()
+                    catch.raise_if_failed()
                     got = _viewer_pdf(page, viewers_before, catch, settings)
         except PlaywrightTimeout as exc:
             raise PortalUnavailable("Tiempo de espera agotado en la descarga del ISSSTE.") from exc
