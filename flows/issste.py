@@ -103,14 +103,15 @@ class IssstePortal:
         r"\bno afiliad[oa]s?\b", r"\bsin afiliacion\b",
         r"\bno (?:se encuentra|esta|cuenta con|tiene) (?:afiliad[oa]|afiliacion|registro)",
         r"\bno (?:se encontro|existe|hay) (?:ningun )?registro de afiliacion",
+        r"\bno (?:es|eres) (?:derechohabiente|afiliad)",
     )
     verdict_affiliated: tuple[str, ...] = (
         r"(?<!no )\bafiliad[oa]\b", r"\bcuenta con (?:una )?afiliacion vigente",
+        r"(?<!no )(?<!no es )\bderechohabiente\b",
     )
     msg_not_found: tuple[str, ...] = (
-        "no se encontro informacion", "no se encontraron", "no se localizo", "no existe",
-        "no esta registrad", "sin resultados", "no hay resultados", "curp no encontrada",
-        "no hay informacion",
+        "no se encontr", "no encontrad", "no se localiz", "no localizad", "no existe",
+        "no esta registrad", "sin resultados", "no hay resultados", "no hay informacion",
     )
     msg_curp_format: tuple[str, ...] = ("formato valido", "formato invalido", "curp invalida",
                                         "curp no es valida", "curp incorrecta")
@@ -303,21 +304,33 @@ def _page_text(page: Page) -> str:
 class _Postbacks:
     """The postbacks a click starts (a full one: a POST navigation of the page; a partial one:
     a POST with ``X-MicrosoftAjax``) and what refused them: HTTP 5xx, or an ``error`` entry of
-    a delta. Responses are read after the click, not in the event handler."""
+    a delta. Responses are read after the click, not in the event handler. WebForms pages
+    often answer with a startup script's ``alert()``: those messages are kept (and the dialog
+    accepted) as part of the answer."""
 
     _DELTA_ERROR = re.compile(r"^(\d+)\|error\|[^|]*\|")
 
     def __init__(self, page: Page) -> None:
         self.page = page
         self.responses: list[tuple[Response, bool]] = []
+        self.dialogs: list[str] = []
         self._checked = 0
 
     def __enter__(self) -> _Postbacks:
         self.page.on("response", self._seen)
+        self.page.on("dialog", self._dialog)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.page.remove_listener("response", self._seen)
+        self.page.remove_listener("dialog", self._dialog)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(" ".join(dialog.message.split()))
+        try:
+            dialog.accept()
+        except PlaywrightError:  # already closed with its page
+            pass
 
     def _seen(self, response: Response) -> None:
         request = response.request
@@ -402,8 +415,8 @@ def _wait_for_answer(page: Page, before: list[str], postbacks: _Postbacks,
         changed = _new_lines(page, before, last, deadline)
         if changed is not None:
             lines, last = changed
-        if lines:
-            answer = _classify(page, lines)
+        if lines or postbacks.dialogs:
+            answer = _classify(page, [*postbacks.dialogs, *lines])
             if answer is not None:
                 if answer[0] != "not_affiliated_text":
                     return answer
@@ -413,14 +426,15 @@ def _wait_for_answer(page: Page, before: list[str], postbacks: _Postbacks,
                     raise PortalChanged(
                         f"El ISSSTE dice «{answer[1]}» pero no muestra "
                         f"«{PORTAL.download.what}».")
-            elif changed is not None:
+            elif changed is not None and lines:
                 _raise_if_unavailable(page)
                 _refuse_captcha(page)
         if time.monotonic() >= deadline:
             break
     postbacks.raise_if_refused()
-    if lines:
-        raise FlowError(f"Respuesta desconocida del ISSSTE: «{' / '.join(lines)[:300]}»")
+    if lines or postbacks.dialogs:
+        said = " / ".join([*postbacks.dialogs, *lines])
+        raise FlowError(f"Respuesta desconocida del ISSSTE: «{said[:300]}»")
     _raise_if_unavailable(page)
     _refuse_captcha(page)
     if postbacks.responses:

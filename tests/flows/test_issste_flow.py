@@ -238,6 +238,25 @@ def test_controls_are_found_by_label_and_text_without_their_ids(browser, sandbox
     assert outcome.facts.curp == curp
 
 
+def test_an_alert_answer_is_read(browser, sandbox, tmp_path: Path) -> None:
+    """A portal that answers "not found" in a startup script's alert() instead of a label
+    (common on WebForms sites) still ends curp_not_found with that message."""
+
+    def prepare(context) -> None:
+        def rewrite(route) -> None:
+            response = route.fetch()
+            body = re.sub(r'<span id="[^"]*lblMensaje"[^>]*>([^<]*)</span>',
+                          lambda m: f"<script>alert({m.group(1)!r});</script>", response.text())
+            route.fulfill(response=response, body=body)
+
+        context.route("**/Servicios/**", rewrite)
+
+    sandbox.set_faults("issste", markup="d")
+    outcome = _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_found"], prepare=prepare)
+    assert outcome.status is Status.CURP_NOT_FOUND, outcome.detail
+    assert outcome.detail == t.ISSSTE_MSG_NOT_FOUND
+
+
 def test_failing_handler_download_is_portal_unavailable(browser, sandbox, tmp_path: Path) -> None:
     """A Descarga.ashx that answers 503 instead of the PDF is PortalUnavailable."""
 
