@@ -40,7 +40,9 @@ from flows.steps import (
     goto,
     norm,
     open_page,
-    unavailable_reason,
+)
+from flows.steps import (
+    _raise_if_unavailable as _raise_if_down,
 )
 from worker.statuses import Status
 
@@ -279,7 +281,10 @@ def _refuse_captcha(page: Page) -> None:
 
 
 def _raise_if_unavailable(page: Page) -> None:
-    reason = unavailable_reason(page) or _aspnet_error(norm(_page_text(page)))
+    """The shared "down page" checks (flows.steps: 5xx texts, maintenance…), then an ASP.NET
+    error page: both ``PortalUnavailable``."""
+    _raise_if_down(page, None)
+    reason = _aspnet_error(norm(_page_text(page)))
     if reason:
         raise PortalUnavailable(reason)
 
@@ -309,6 +314,7 @@ class _Postbacks:
     accepted) as part of the answer."""
 
     _DELTA_ERROR = re.compile(r"^(\d+)\|error\|[^|]*\|")
+    _DELTA = re.compile(r"^\d+\|")
 
     def __init__(self, page: Page) -> None:
         self.page = page
@@ -357,6 +363,11 @@ class _Postbacks:
                     raise PortalUnavailable(
                         _aspnet_error(norm(message))
                         or f"El ISSSTE rechazó la operación: error del servidor «{message[:200]}».")
+                if body and not self._DELTA.match(body):
+                    # A page where the delta should be (a gateway's or a proxy's): the page's
+                    # script cannot apply it, so nothing would ever change on screen.
+                    raise PortalUnavailable("El ISSSTE respondió la actualización parcial con "
+                                            "una página en lugar de la respuesta esperada.")
 
 
 def _body(response: Response) -> str:

@@ -238,6 +238,28 @@ def test_controls_are_found_by_label_and_text_without_their_ids(browser, sandbox
     assert outcome.facts.curp == curp
 
 
+def test_a_page_instead_of_a_delta_is_portal_unavailable(browser, sandbox,
+                                                         tmp_path: Path) -> None:
+    """A partial postback answered with an HTML page (a proxy's or a gateway's) instead of a
+    delta is PortalUnavailable at once, not a wait for a change that never comes."""
+
+    def prepare(context) -> None:
+        def answer(route) -> None:
+            if "x-microsoftajax" in route.request.headers:
+                route.fulfill(status=200, content_type="text/html",
+                              body="<html><body><p>Request unsuccessful.</p></body></html>")
+            else:
+                route.continue_()
+
+        context.route("**/Servicios/**", answer)
+
+    sandbox.set_faults("issste", markup="b")
+    with pytest.raises(PortalUnavailable) as info:
+        _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_affiliated"], prepare=prepare,
+             step_retries=0)
+    assert "actualización parcial" in str(info.value)
+
+
 def test_an_alert_answer_is_read(browser, sandbox, tmp_path: Path) -> None:
     """A portal that answers "not found" in a startup script's alert() instead of a label
     (common on WebForms sites) still ends curp_not_found with that message."""
