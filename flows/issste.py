@@ -40,6 +40,7 @@ from flows.steps import (
     goto,
     norm,
     open_page,
+    page_text,
 )
 from flows.steps import (
     _raise_if_unavailable as _raise_if_down,
@@ -284,7 +285,7 @@ def _raise_if_unavailable(page: Page) -> None:
     """The shared "down page" checks (flows.steps: 5xx texts, maintenance…), then an ASP.NET
     error page: both ``PortalUnavailable``."""
     _raise_if_down(page, None)
-    reason = _aspnet_error(norm(_page_text(page)))
+    reason = _aspnet_error(norm(page_text(page)))
     if reason:
         raise PortalUnavailable(reason)
 
@@ -295,13 +296,6 @@ def _aspnet_error(text: str) -> str | None:
         if marker in text:
             return f"El ISSSTE rechazó la operación: error de ASP.NET «{marker}»."
     return None
-
-
-def _page_text(page: Page) -> str:
-    try:
-        return str(page.evaluate("() => document.body ? document.body.innerText : ''"))
-    except PlaywrightError:
-        return ""
 
 
 # --- postbacks ------------------------------------------------------------------------------
@@ -490,14 +484,16 @@ def _classify(page: Page, lines: list[str]) -> tuple[str, str] | None:
         return None
 
     said_not = line_of(PORTAL.verdict_not_affiliated, regex=True)
-    if _present(page, PORTAL.download):
+    said = line_of(PORTAL.verdict_affiliated, regex=True)
+    download = _present(page, PORTAL.download)
+    if said and not said_not:
+        # Affiliated, even if the page shows a (useless) "Descargar" anyway.
+        message = line_of(("afiliad", "afiliacion"), regex=False) or said
+        return "affiliated", message if len(message) > len(said) else said
+    if download:
         return "not_affiliated", said_not or ""
     if said_not:
         return "not_affiliated_text", said_not
-    said = line_of(PORTAL.verdict_affiliated, regex=True)
-    if said:
-        message = line_of(("afiliad", "afiliacion"), regex=False) or said
-        return "affiliated", message if len(message) > len(said) else said
     not_found = line_of(PORTAL.msg_not_found, regex=False)
     if not_found:
         return "not_found", not_found
