@@ -105,7 +105,8 @@ class IssstePortal:
     verdict_not_affiliated: tuple[str, ...] = (
         r"\bno afiliad[oa]s?\b", r"\bsin afiliacion\b",
         r"\bno (?:se encuentra|esta|cuenta con|tiene) (?:afiliad[oa]|afiliacion|registro)",
-        r"\bno (?:se encontro|existe|hay) (?:ningun )?registro de afiliacion",
+        r"\bno (?:se encontr(?:o|aron)|existen?|hay) (?:ningun )?registros? de afiliacion",
+        r"\bsin registros? de afiliacion",
         r"\bno (?:es|eres) (?:derechohabiente|afiliad)",
     )
     verdict_affiliated: tuple[str, ...] = (
@@ -114,7 +115,8 @@ class IssstePortal:
     )
     msg_not_found: tuple[str, ...] = (
         "no se encontr", "no encontrad", "no se localiz", "no localizad", "no existe",
-        "no esta registrad", "sin resultados", "no hay resultados", "no hay informacion",
+        "no esta registrad", "no se encuentra registrad", "sin resultados",
+        "no hay resultados", "no hay informacion",
     )
     msg_curp_format: tuple[str, ...] = ("formato valido", "formato invalido", "curp invalida",
                                         "curp no es valida", "curp incorrecta")
@@ -469,11 +471,18 @@ def _new_lines(page: Page, before: list[str], last: str | None,
 
 
 def _classify(page: Page, lines: list[str]) -> tuple[str, str] | None:
-    """The verdict the new lines give, with the line that says it; ``not_affiliated_text``
-    when they say "not affiliated" but no "Descargar" is shown (yet)."""
+    """``_read_answer`` of the new lines, knowing whether "Descargar" is shown now."""
+    return _read_answer(lines, download=_present(page, PORTAL.download))
+
+
+def _read_answer(lines: list[str], *, download: bool) -> tuple[str, str] | None:
+    """The verdict the lines a postback added give, with the line that says it:
+    ``not_affiliated`` (with "Descargar"), ``not_affiliated_text`` (it says so, but no
+    "Descargar" is shown yet), ``affiliated``, ``not_found``; ``None`` when they say none of
+    those. An ASP.NET error or a "try later" message is ``PortalUnavailable``; a refused CURP
+    format a ``FlowError``."""
     keyed = [(line, norm(line)) for line in lines]
-    text = " ".join(k for _, k in keyed)
-    aspnet = _aspnet_error(text)
+    aspnet = _aspnet_error(" ".join(k for _, k in keyed))
     if aspnet:
         raise PortalUnavailable(aspnet)
 
@@ -483,13 +492,13 @@ def _classify(page: Page, lines: list[str]) -> tuple[str, str] | None:
                 return line
         return None
 
+    # "Not affiliated" first: its sentences also hold the words "afiliación" and "no se
+    # encontró" that the other verdicts look for.
     said_not = line_of(PORTAL.verdict_not_affiliated, regex=True)
     said = line_of(PORTAL.verdict_affiliated, regex=True)
-    download = _present(page, PORTAL.download)
     if said and not said_not:
         # Affiliated, even if the page shows a (useless) "Descargar" anyway.
-        message = line_of(("afiliad", "afiliacion"), regex=False) or said
-        return "affiliated", message if len(message) > len(said) else said
+        return "affiliated", said
     if download:
         return "not_affiliated", said_not or ""
     if said_not:

@@ -343,6 +343,36 @@ def test_portal_texts_match_the_sandbox_messages() -> None:
     assert t.ISSSTE_CTL_DOWNLOAD in p.download.suffixes
 
 
+@pytest.mark.parametrize(("lines", "download", "verdict"), [
+    ([t.ISSSTE_MSG_NOT_AFFILIATED, "Resultado:", t.ISSSTE_VERDICT_NOT_AFFILIATED], True,
+     "not_affiliated"),
+    (["No se encontraron registros de afiliación al ISSSTE."], True, "not_affiliated"),
+    (["Situación: Sin registro de afiliación"], False, "not_affiliated_text"),
+    (["La C.U.R.P. no cuenta con afiliación vigente."], False, "not_affiliated_text"),
+    ([t.ISSSTE_MSG_AFFILIATED, "Resultado:", t.ISSSTE_VERDICT_AFFILIATED], False, "affiliated"),
+    (["Estatus: AFILIADO", "Descargar"], True, "affiliated"),
+    (["El trabajador es derechohabiente del ISSSTE."], False, "affiliated"),
+    ([t.ISSSTE_MSG_NOT_FOUND], False, "not_found"),
+    (["La CURP no se encuentra registrada en RENAPO."], False, "not_found"),
+    (["CURP no localizada"], False, "not_found"),
+    (["Fecha de consulta: 03/12/2026"], False, None),
+])
+def test_answers_are_read_by_meaning_not_by_wording(lines, download, verdict) -> None:
+    """The verdict is read from what the postback added, in wordings a portal might use: "not
+    affiliated" phrasings (which also say "no se encontró…") never read as not found, an
+    affiliated verdict wins over a stray "Descargar", unrelated lines are no verdict."""
+    answer = issste._read_answer(lines, download=download)
+    assert (answer[0] if answer else None) == verdict
+
+
+def test_error_and_failure_answers_are_retried_not_verdicts() -> None:
+    """An ASP.NET error or a "try later" message among the new lines is PortalUnavailable."""
+    for lines in ([t.ASPNET_ERROR_HEADING, t.ASPNET_INVALID_POSTBACK],
+                  ["Ocurrió un error al realizar la consulta. Intenta más tarde."]):
+        with pytest.raises(PortalUnavailable):
+            issste._read_answer(lines, download=False)
+
+
 def test_flaky_portal_gives_every_check_right(browser, sandbox, tmp_path: Path) -> None:
     """With 30 % of responses failing (pages, postbacks, scripts, downloads) on an UpdatePanel
     variant, six ISSSTE checks retried as the engine does all end with their right status."""
