@@ -142,6 +142,8 @@ def run(ctx: CheckContext) -> Outcome:
     retry = StepRetry.from_settings(settings, log)
     page = ctx.browser_context.new_page()
     dialogs = _Dialogs(page)
+    crashed: list[bool] = []
+    page.on("crash", lambda _page: crashed.append(True))
 
     with sw("open"):
         open_page(page, settings.imss_url, what="la página informativa del IMSS", retry=retry)
@@ -197,23 +199,36 @@ def run(ctx: CheckContext) -> Outcome:
     log.info("imss_confirmation_received", seconds=sw.timings["email"])
 
     confirmed_at = time.time()
-    with sw("confirm"):
-        patient = replace(retry, retries=retry.retries * CONFIRM_RETRY_FACTOR)
-        final_url, refusal = _confirm(page, link, patient, timeout, log)
-    if refusal is not None:
-        # The link itself answered with a business error (the daily limit is met at the
-        # link): the constancia was not generated, so no second email will come.
-        assert refusal.status is not None
-        log.info("imss_link_refused", status=refusal.status.value)
-        return Outcome(status=refusal.status, detail=refusal.text, timings=sw.timings)
-
     pdf_path = Path(ctx.work_dir) / "imss.pdf"
+    # The link needs no session (people open it on their phone): when the form's page is gone
+    # (closed, its renderer crashed) it is followed in a fresh context of its own.
+    fresh = None
+    if page.is_closed() or crashed:
+        from flows.runner import new_check_context
+
+        log.warning("imss_link_in_fresh_context")
+        fresh = new_check_context(ctx.browser_context.browser, settings)
+        page = fresh.new_page()
+    try:
+        with sw("confirm"):
+            patient = replace(retry, retries=retry.retries * CONFIRM_RETRY_FACTOR)
+            final_url, refusal = _confirm(page, link, patient, timeout, log)
+        if refusal is not None:
+            # The link itself answered with a business error (the daily limit is met at the
+            # link): the constancia was not generated, so no second email will come.
+            assert refusal.status is not None
+            log.info("imss_link_refused", status=refusal.status.value)
+            return Outcome(status=refusal.status, detail=refusal.text, timings=sw.timings)
+        downloaded = False
+        if final_url is not None:
+            with sw("pdf"):
+                downloaded = _download_report(page, final_url, pdf_path, settings, retry, log)
+    finally:
+        if fresh is not None:
+            fresh.close()
+
     facts = None
     source = "page"
-    downloaded = False
-    if final_url is not None:
-        with sw("pdf"):
-            downloaded = _download_report(page, final_url, pdf_path, settings, retry, log)
     if downloaded:
         with sw("verify"):
             try:
@@ -538,16 +553,20 @@ def _confirm(page: Page, link: str, retry: StepRetry, timeout: float,
     business refusal (the daily limit). The link needs no session: it works in this context
     as in any other."""
     spent: list[int] = []
-    loads: list[int] = []
+    loads: list[str] = []
 
     def answered(response: Response) -> None:
         # The link redirects to the final page only after it has used its token.
-        if _path(response.url) == _path(link):
-            loads.append(response.status)
-            if 300 <= response.status < 400:
-                spent.append(response.status)
+        if _path(response.url) == _path(link) and 300 <= response.status < 400:
+            spent.append(response.status)
+
+    def sent(request: Any) -> None:
+        # A load that timed out may still have reached the portal and used the token.
+        if _path(request.url) == _path(link):
+            loads.append(request.url)
 
     page.on("response", answered)
+    page.on("request", sent)
     try:
         open_page(page, link, what="la liga de confirmación del IMSS", retry=retry)
     except PortalUnavailable as exc:
@@ -557,13 +576,14 @@ def _confirm(page: Page, link: str, retry: StepRetry, timeout: float,
         return None, None
     finally:
         page.remove_listener("response", answered)
+        page.remove_listener("request", sent)
     if _report_control(page):
         return page.url, None
     found = classify(_page_messages(page))
     if found is not None and found.kind is Kind.REFUSED and found.status is not None:
         return None, found
-    # A refusal after an earlier load of this same link that reached the portal: that load
-    # used the token before its page failed (the portal may call a spent token "invalido").
+    # A refusal after an earlier load of this same link (sent to the portal): that load may
+    # have used the token before its page failed (the portal may call a spent token "invalido").
     # Waiting for the second email is right then; were it wrong, the email does not come and
     # the check is retried as unavailable — never a second query spent for nothing.
     if found is not None and (found.kind is Kind.TOKEN_SPENT

@@ -224,6 +224,28 @@ def test_daily_limit_met_at_the_link_is_daily_limit(browser, sandbox, tmp_path: 
     assert sandbox.stats("imss")["constancias"] == {curp: 2}
 
 
+def test_link_is_followed_in_a_fresh_context_when_the_forms_page_is_gone(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """The form's page closed while the email travelled: the link (which needs no session)
+    is followed in a fresh context and the check still ends with its verdict from the page."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+    spy = BrowserSpy(browser)
+    waits: list[str] = []
+
+    def before_mail(subject: str) -> None:
+        waits.append(subject)
+        if len(waits) == 1:
+            spy.context.pages[0].close()
+
+    outcome = check(spy, "imss", curp, flow_settings(sandbox), tmp_path,
+                    solver=OracleSolver(sandbox, spy), before_mail=before_mail)
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert outcome.extra["pdf_source"] == "page"
+    assert sandbox.stats("imss")["constancias"] == {curp: 1}
+
+
 def _constancia_over_http(sandbox, curp: str, address: str) -> None:
     """Send the form and follow its link over plain HTTP: one constancia for ``curp``."""
     _bind_email(sandbox, curp, address)
