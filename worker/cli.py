@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dirección donde escucha (0.0.0.0 dentro de un contenedor)")
     s.add_argument("--public-host", default=None, dest="public_host", metavar="NOMBRE",
                    help="nombre con que otros equipos lo alcanzan, para las URL que imprime")
+    s.add_argument("--markup", default=None,
+                   help="variante del marcado supuesto: b (ambos portales) o imss=b,issste=a")
 
     command("demo", "la hoja de ejemplo contra el sandbox")
 
