@@ -166,9 +166,10 @@ class PausePolicy:
 
     @property
     def memory_s(self) -> float:
-        """How long an episode outlives its pause with no check to end it: a block after that
-        is a new episode (and a new notice)."""
-        return self.max_s
+        """How long an episode outlives its pause with no check getting through to end it (a
+        check can run for minutes after its pause): a block after that is a new episode, and a
+        new notice. An hour at least: a block outlives a batch, not a night."""
+        return max(4 * self.max_s, 3600.0)
 
 
 @dataclass(frozen=True)
