@@ -120,3 +120,42 @@ def test_embedded_batch_waits_out_an_imss_block_and_issste_goes_on(
     assert all(c.attempts == 1 for c in issste)
     first_imss_done = min(c.finished_at for c in imss)
     assert any(c.finished_at < first_imss_done for c in issste)  # ISSSTE went on meanwhile
+
+
+@pytest.mark.slow
+def test_celery_workers_share_the_pause_of_a_blocked_imss_through_redis(
+        tmp_path: Path, sandbox, operator_mail: MailServer) -> None:
+    """The same block with two Celery workers on a redis-server of the test's own: the pause
+    is one record in Redis that both workers honour, one operator notice in all, ISSSTE is not
+    held back, and the batch ends right."""
+    from tests.worker.test_distributed import Cluster
+
+    sandbox.set_faults("imss", incapsula="always")
+    cluster = Cluster(tmp_path, sandbox)
+    try:
+        cluster.env.update({f"CONSTANCIAS_{k.upper()}": v for k, v in POLICY.items()})
+        cluster.env.update({"CONSTANCIAS_SMTP_URL": f"smtp://127.0.0.1:{operator_mail.port}",
+                            "CONSTANCIAS_OPERATOR_TO": "operador@empresa.example"})
+        cluster.start_worker(1)
+        cluster.start_worker(1)
+        curps = synthetic_curps(3, seed=2021)
+        lifter = LiftBlock(sandbox, operator_mail, BLOCKED_AFTER_NOTICE_S)
+        lifter.start()
+        proc = cluster.cli("submit", str(write_sheet(tmp_path / "h.xlsx", curps)))
+        assert proc.returncode == 0, proc.stderr
+        batch_id = proc.stdout.strip().splitlines()[-1]
+        st = cluster.wait_done(batch_id, timeout=400)
+        lifter.stop.set()
+        assert_batch_right(st["results"], curps)
+        logs = [e for w in sorted(tmp_path.glob("worker*.log"))
+                for e in log_events(w.read_text(encoding="utf-8", errors="replace"))]
+        assert [e["portal"] for e in logs if e["event"] == "portal_blocked"] == ["imss"]
+        assert len(notices(operator_mail)) == 1
+        assert any(e["event"] == "portal_resumed" for e in logs)
+        checks = cluster.storage().checks(batch_id)
+        imss = [c for c in checks if c.portal == "imss"]
+        assert any(c.attempts > 1 for c in imss)
+        assert all(c.attempts <= 4 for c in imss), [c.attempts for c in imss]
+        assert all(c.attempts == 1 for c in checks if c.portal == "issste")
+    finally:
+        cluster.close()
