@@ -41,7 +41,9 @@ def operator_mail(tmp_path: Path) -> Iterator[MailServer]:
 
 def notices(server: MailServer) -> list:
     new = server.maildir / "new"
-    return [message_from_bytes(p.read_bytes()) for p in sorted(new.iterdir())] if new.is_dir() else []
+    if not new.is_dir():
+        return []
+    return [message_from_bytes(p.read_bytes()) for p in sorted(new.iterdir())]
 
 
 class LiftBlock(threading.Thread):
