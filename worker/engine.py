@@ -172,7 +172,7 @@ class Engine:
             message = mask_text(str(err)) or type(err).__name__
             blocked = isinstance(err, PortalBlocked)
             pause = 0.0
-            if blocked and self.blocks and blocks < self.settings.blocked_retry_max:
+            if blocked and self.blocks:  # the portal rests, whatever becomes of this check
                 pause = self.blocks.blocked(check.portal, since, message)
             delay = retry_delay(
                 err if isinstance(err, FlowError) else TransientError(str(err)),
@@ -201,7 +201,7 @@ class Engine:
             self._record(check_id, batch.id, status=status, detail=detail,
                          evidence_path=Path(evidence) if evidence else None,
                          timings={"total": round(time.monotonic() - t0, 3)})
-            return Decision(done=True, status=status.value)
+            return Decision(done=True, status=status.value, blocked=blocked, detail=message)
 
         facts = _facts_json(outcome.facts)
         trace = outcome.extra.get("trace")  # kept for done checks with KEEP_TRACES=always
@@ -284,7 +284,8 @@ class Engine:
         return path
 
     def _notify(self, batch_id: str) -> None:
-        """E-mail a re-check's changes to HR (once each; worker/notify.py). Never fails the batch."""
+        """E-mail a re-check's changes to HR (once each; worker/notify.py); never fails the
+        batch."""
         try:
             from worker.notify import notify_batch
 

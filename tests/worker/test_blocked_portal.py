@@ -124,6 +124,38 @@ def test_embedded_batch_waits_out_an_imss_block_and_issste_goes_on(
     assert any(c.finished_at < first_imss_done for c in issste)  # ISSSTE went on meanwhile
 
 
+def test_a_block_that_outlasts_every_wait_ends_portal_blocked_with_evidence(
+        sandbox, tmp_path: Path, operator_mail: MailServer) -> None:
+    """IMSS blocked for good: each IMSS check waits out its pauses, then after
+    `blocked_retry_max` blocks ends `portal_blocked` (never portal_changed) with evidence and
+    the Spanish label and action in the report; ISSSTE is checked; one notice in all."""
+    from openpyxl import load_workbook
+
+    from worker.statuses import Status
+
+    sandbox.set_faults("imss", incapsula="always", incapsula_style="script")
+    settings = sandbox_settings(load_settings(
+        concurrency=2, smtp_url=f"smtp://127.0.0.1:{operator_mail.port}",
+        operator_to="operador@empresa.example", block_pause_s=1, block_pause_max_s=2,
+        blocked_retry_max=2, retry_max=0), sandbox)
+    storage = open_storage(settings)
+    curps = synthetic_curps(2, seed=2022)
+    batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "h.xlsx", curps),
+                                ["imss", "issste"])
+    execute_batch(settings, storage, batch_id)
+    status = batch_status(storage, batch_id)
+    for r in status["results"]:
+        want = "portal_blocked" if r["portal"] == "imss" else expected(r["curp"])["issste"]
+        assert r["status"] == want, r
+    imss = [c for c in storage.checks(batch_id) if c.portal == "imss"]
+    assert all(c.attempts == 3 for c in imss)  # the first run and its 2 waited-out blocks
+    assert all(c.evidence_path and Path(c.evidence_path).is_dir() for c in imss)
+    assert len(notices(operator_mail)) == 1
+    cells = {str(c.value) for row in load_workbook(status["report"])["Errores"].iter_rows()
+             for c in row if c.value}
+    assert Status.PORTAL_BLOCKED.label in cells and Status.PORTAL_BLOCKED.action in cells
+
+
 @pytest.mark.slow
 def test_celery_workers_share_the_pause_of_a_blocked_imss_through_redis(
         tmp_path: Path, sandbox, operator_mail: MailServer) -> None:
