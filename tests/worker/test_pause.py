@@ -132,3 +132,14 @@ def test_redis_pause_is_shared_by_every_worker_and_expires(redis_client) -> None
     assert a.passed("imss", time.time())
     assert b.remaining("imss") == 0.0 and not redis_client.exists("constancias:pause:imss")
     assert a.block("imss", time.time())[1]  # a new episode
+
+
+def test_operator_notice_without_smtp_is_only_the_log_line_and_never_raises() -> None:
+    """Unconfigured, the notice is the warning line alone; an unreachable SMTP server makes
+    it return False instead of stopping the checks."""
+    from worker.notify import notify_portal_blocked
+    from worker.settings import load_settings
+
+    assert notify_portal_blocked(load_settings(), "imss", 60, "Incapsula") is False
+    unreachable = load_settings(smtp_url="smtp://127.0.0.1:9", operator_to="op@empresa.example")
+    assert notify_portal_blocked(unreachable, "imss", 60, "Incapsula") is False
