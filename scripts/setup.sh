@@ -12,6 +12,7 @@ command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
 command -v soffice >/dev/null || need+=(libreoffice-calc)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v Xvfb >/dev/null || need+=(xvfb xauth)  # CONSTANCIAS_BROWSER_HEADED under xvfb-run
 command -v strace >/dev/null || need+=(strace)  # tests/test_privacy.py records connections
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then

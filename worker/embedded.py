@@ -5,7 +5,9 @@ server that has only imported the modules a check needs (``spawn`` where there i
 server): Playwright never crosses a fork, and the K children do not import everything K
 times. Each child runs the very ``Engine.execute`` the Celery task runs, with one
 browser of its own. The parent enforces the per-portal rate limit and concurrency cap, waits
-out retry delays, shows progress, and replaces a child that dies (its check runs again).
+out retry delays, holds back a portal whose bot protection blocked a check (``LocalPause``:
+the whole portal waits, the other goes on, the operator is told once per episode), shows
+progress, and replaces a child that dies (its check runs again).
 Everything is recorded in storage as it happens: an interrupted run, started again with the
 same sheet, resumes where it stopped.
 """
@@ -26,7 +28,8 @@ from typing import Any
 import structlog
 
 from worker.engine import Decision, Engine
-from worker.limits import LocalLimiter
+from worker.limits import BlockWatch, LocalLimiter, LocalPause, PausePolicy
+from worker.notify import notify_portal_blocked
 from worker.settings import Settings
 from worker.storage import Storage
 
@@ -85,13 +88,14 @@ def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: 
             continue
         if job is None:
             break
-        check_id, attempt = job
+        check_id, attempt, blocks = job
         results.put(("started", os.getpid(), check_id, None))
         try:
-            decision = engine.execute(check_id, attempt=attempt, task_id=f"embedded-{os.getpid()}")
+            decision = engine.execute(check_id, attempt=attempt, blocks=blocks,
+                                      task_id=f"embedded-{os.getpid()}")
         except Exception as exc:  # noqa: BLE001 - report, never kill the child
             log.exception("embedded_execute_failed", check_id=check_id)
-            decision = Decision(done=False, retry_in=5.0, attempt=attempt + 1,
+            decision = Decision(done=False, retry_in=5.0, attempt=attempt + 1, blocks=blocks,
                                 status=type(exc).__name__)
         results.put(("result", os.getpid(), check_id, decision))
     from flows.browser import close_shared
@@ -179,9 +183,16 @@ def run_embedded(
     k = min(k, max(1, len(pending)))
     procs = [spawn() for _ in range(k)] if pending else []
     limiter = LocalLimiter(settings.rate_limit, settings.max_concurrency)
-    ready: list[tuple[int, str, int]] = [(cid, portal, 0) for cid, portal in pending]
-    delayed: list[tuple[float, int, str, int]] = []
-    inflight: dict[int, tuple[str, int]] = {}
+    pauses = BlockWatch(
+        LocalPause(PausePolicy.from_settings(settings)),
+        lambda portal, pause, reason: notify_portal_blocked(settings, portal, pause, reason),
+        log.bind(batch_id=batch_id),
+    )
+    # (check id, portal, attempt, blocks met)
+    ready: list[tuple[int, str, int, int]] = [(cid, portal, 0, 0) for cid, portal in pending]
+    delayed: list[tuple[float, int, str, int, int]] = []
+    inflight: dict[int, tuple[str, int, int]] = {}
+    sent_at: dict[int, float] = {}  # check id -> when dispatched (the pause's clock)
     running_on: dict[int, int] = {}  # pid -> check id
     portal_of = {cid: portal for cid, portal in pending}
     last_progress = 0.0
@@ -189,16 +200,20 @@ def run_embedded(
         while ready or delayed or inflight:
             now = time.monotonic()
             while delayed and delayed[0][0] <= now:
-                _, cid, portal, attempt = heapq.heappop(delayed)
-                ready.append((cid, portal, attempt))
-            # Dispatch what the limits allow, in order, keeping every child busy.
-            still: list[tuple[int, str, int]] = []
-            for cid, portal, attempt in ready:
-                if len(inflight) < len(procs) and limiter.acquire(portal):
-                    inflight[cid] = (portal, attempt)
-                    jobs.put((cid, attempt))
+                _, cid, portal, attempt, blocks = heapq.heappop(delayed)
+                ready.append((cid, portal, attempt, blocks))
+            # Dispatch what the limits allow, in order, keeping every child busy; a paused
+            # (blocked) portal waits whole.
+            still: list[tuple[int, str, int, int]] = []
+            paused = {p for p in {r[1] for r in ready} if pauses.remaining(p) > 0}
+            for cid, portal, attempt, blocks in ready:
+                if (portal not in paused and len(inflight) < len(procs)
+                        and limiter.acquire(portal)):
+                    inflight[cid] = (portal, attempt, blocks)
+                    sent_at[cid] = pauses.now()
+                    jobs.put((cid, attempt, blocks))
                 else:
-                    still.append((cid, portal, attempt))
+                    still.append((cid, portal, attempt, blocks))
             ready = still
             try:
                 kind, pid, cid, decision = results.get(timeout=poll_s)
@@ -208,20 +223,27 @@ def run_embedded(
                 running_on[pid] = cid
             elif kind == "result":
                 running_on.pop(pid, None)
-                portal, attempt = inflight.pop(cid, (portal_of.get(cid, "imss"), 0))
+                portal, attempt, _ = inflight.pop(cid, (portal_of.get(cid, "imss"), 0, 0))
                 limiter.release(portal, "local")
+                since = sent_at.pop(cid, pauses.now())
+                wait = decision.retry_in or 0.0
+                if decision.blocked:
+                    wait = max(wait, pauses.blocked(portal, since, decision.detail or ""))
+                elif decision.done and decision.status != "portal_blocked":
+                    pauses.passed(portal, since)
                 if not decision.done:
-                    due = time.monotonic() + (decision.retry_in or 0.0)
-                    heapq.heappush(delayed, (due, cid, portal, decision.attempt))
+                    due = time.monotonic() + wait
+                    heapq.heappush(delayed, (due, cid, portal, decision.attempt,
+                                             decision.blocks))
             # A child that died (OOM, a crash, kill -9): its check goes back in line.
             for i, p in enumerate(procs):
                 if not p.is_alive():
                     _make_sure_it_ended(p)
                     cid = running_on.pop(p.pid, None)
                     if cid is not None and cid in inflight:
-                        portal, attempt = inflight.pop(cid)
+                        portal, attempt, blocks = inflight.pop(cid)
                         limiter.release(portal, "local")
-                        ready.insert(0, (cid, portal, attempt))
+                        ready.insert(0, (cid, portal, attempt, blocks))
                         log.warning("embedded_child_died", pid=p.pid, check_id=cid)
                     procs[i] = spawn()
             if on_progress and (time.monotonic() - last_progress > 0.5):

@@ -107,11 +107,25 @@ class Settings(BaseSettings):
     """Recycle a worker process (and its Chromium) after this many checks."""
     max_redeliveries: int = Field(3, ge=1)
     """A check started this many times without finishing ends as ``error`` (poison task)."""
+    block_pause_s: float = Field(60, gt=0)
+    """When a portal's bot protection (Incapsula) refuses a check, the whole portal is paused,
+    cluster-wide, this long: a block belongs to the portal, not to one check."""
+    block_pause_factor: float = Field(2.0, ge=1)
+    """Each block met again right after a pause multiplies the next pause by this."""
+    block_pause_max_s: float = Field(900, gt=0)
+    """Longest pause of a blocked portal (kept below half the broker's visibility timeout)."""
+    blocked_retry_max: int = Field(10, ge=0, le=100)
+    """Blocks one check may meet (each waits for the portal's pause; they do not spend
+    ``retry_max``) before it is recorded as ``portal_blocked``."""
 
     # --- browser and waits --------------------------------------------------------------
     browser_executable: str | None = None
-    """Chromium binary. Unset: ``/usr/bin/chromium-headless-shell``, else ``/usr/bin/chromium``,
-    else Playwright's own."""
+    """Chromium binary. Unset: Debian's full ``/usr/bin/chromium`` (in its new headless mode),
+    else Playwright's own. ``/usr/bin/chromium-headless-shell`` (the old headless mode) is
+    lighter but shows the portal a different browser."""
+    browser_headed: bool = False
+    """Run a headed (windowed) browser instead of the headless mode. Needs a display: start
+    the worker under Xvfb (``xvfb-run -a constancias worker``)."""
     navigation_timeout_s: float = Field(30, gt=0)
     """One page load."""
     element_timeout_s: float = Field(10, gt=0)
@@ -181,6 +195,9 @@ class Settings(BaseSettings):
     """``smtp://user:pass@host:port`` for change notifications; unset: none sent."""
     notify_to: str | None = None
     """HR address(es), comma-separated, that receive change notifications."""
+    operator_to: str | None = None
+    """Operator address(es), comma-separated, told when a portal blocks the checks (once per
+    episode, by ``SMTP_URL``). Unset: ``NOTIFY_TO``."""
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_file: Path | None = None
@@ -232,6 +249,10 @@ class Settings(BaseSettings):
             raise ValueError("la espera más larga entre reintentos debe ser menor que la mitad "
                              "del plazo en que Redis reentrega una tarea "
                              "(CONSTANCIAS_RETRY_BACKOFF_MAX_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
+        if self.block_pause_max_s * 2 >= self.visibility_timeout_s:
+            raise ValueError("la pausa más larga de un portal que nos bloquea debe ser menor que "
+                             "la mitad del plazo en que Redis reentrega una tarea "
+                             "(CONSTANCIAS_BLOCK_PAUSE_MAX_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         if self.lease_s >= self.visibility_timeout_s:
             raise ValueError("la reserva de una consulta en curso debe durar menos que el plazo "
                              "en que Redis reentrega una tarea "

@@ -22,27 +22,40 @@ def engine() -> Engine:
     if _engine is None:
         from worker.limits import RedisLimiter
 
-        limiter = None
+        limiter = blocks = None
         if settings.broker_url and settings.broker_url.startswith("redis"):
             import redis
 
-            limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url), settings.rate_limit,
+            from worker.limits import BlockWatch, PausePolicy, RedisPause
+            from worker.notify import notify_portal_blocked
+
+            client = redis.Redis.from_url(settings.broker_url)
+            limiter = RedisLimiter(client, settings.rate_limit,
                                    settings.max_concurrency, settings.task_time_limit_s + 60)
+            # A portal's block pauses it for every worker (one record in Redis).
+            blocks = BlockWatch(
+                RedisPause(client, PausePolicy.from_settings(settings)),
+                lambda portal, pause, reason: notify_portal_blocked(settings, portal, pause,
+                                                                    reason),
+                structlog.get_logger("constancias.engine"),
+            )
         # A redelivered copy of a running check's task (the worker was lost, or the visibility
         # timeout passed) waits on the lease instead of running alongside. The lease is short
         # and renewed while the flow runs, so a dead worker's check is free again soon.
-        _engine = Engine(settings, limiter=limiter, lease_s=settings.lease_s)
+        _engine = Engine(settings, limiter=limiter, lease_s=settings.lease_s, blocks=blocks)
     return _engine
 
 
 @app.task(bind=True, name="constancias.check", max_retries=None)
-def check(self: Any, check_id: int, attempt: int = 0) -> str | None:
-    decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id)
+def check(self: Any, check_id: int, attempt: int = 0, blocks: int = 0) -> str | None:
+    decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id,
+                                blocks=blocks)
     if decision.retry_in is not None and not decision.done:
         # Recorded so that the sweeper can tell a pending retry from a lost one.
         engine().storage.set_due([check_id], decision.retry_in)
         raise self.retry(countdown=decision.retry_in, max_retries=None,
-                         kwargs={"check_id": check_id, "attempt": decision.attempt})
+                         kwargs={"check_id": check_id, "attempt": decision.attempt,
+                                 "blocks": decision.blocks})
     return decision.status
 
 

@@ -49,6 +49,9 @@ class BrowserSpy:
         self._prepare = prepare
         self.context: Any = None
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)  # everything else is the real browser's
+
     def new_context(self, **kwargs: Any) -> Any:
         self.context = self._browser.new_context(**kwargs)
         if self._prepare:
