@@ -12,6 +12,8 @@ yardstick for (c), which cannot leave out its own. (d) is warmed by a batch of K
 
     .venv/bin/python bench/throughput.py [--people 24] [--k 8] [--latency-ms 300] [--modes abcd]
     .venv/bin/python bench/throughput.py --growth 500     # memory growth over 500 checks
+    .venv/bin/python bench/throughput.py --modes c --people 20 \
+        --browsers /usr/bin/chromium-headless-shell,/usr/bin/chromium   # one browser vs another
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class TreeMemory:
     def __init__(self, root_pids: list[int] | None = None) -> None:
         self.roots = root_pids or [os.getpid()]
         self.peak = 0
+        #: (pid, start time) -> CPU seconds last seen: the tree's CPU, processes gone included
+        #: (up to their last sample).
+        self.cpu: dict[tuple[int, float], float] = {}
         self.samples: list[int] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -57,9 +62,15 @@ class TreeMemory:
             for q in procs:
                 try:
                     total += q.memory_info().rss
+                    times = q.cpu_times()
+                    self.cpu[(q.pid, q.create_time())] = times.user + times.system
                 except psutil.NoSuchProcess:
                     pass
         return total
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.cpu.values())
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -69,12 +80,21 @@ class TreeMemory:
             time.sleep(1.0)
 
     def __enter__(self) -> TreeMemory:
+        self.current()
+        self._base = dict(self.cpu)
         self._t.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
+        self.current()
+        # CPU spent inside the block: what the tree had already used before it is left out.
+        _LAST_CPU[0] = sum(v - self._base.get(k, 0.0) for k, v in self.cpu.items())
+
+
+#: CPU core-seconds of the process tree in the last TreeMemory block (the mode just run).
+_LAST_CPU = [0.0]
 
 
 def _settings(sb, tmp: Path, **extra):
@@ -277,6 +297,8 @@ def main() -> None:
     ap.add_argument("--naive-people", type=int, default=20,
                     help="the naive mode is slow; its rate varies with the captchas drawn")
     ap.add_argument("--growth", type=int, default=0)
+    ap.add_argument("--browsers", default="",
+                    help="comma-separated Chromium executables: the modes run once with each")
     args = ap.parse_args()
     if args.quiet:
         from worker.core.logs import configure_logging
@@ -301,28 +323,36 @@ def main() -> None:
                  "c": (f"constancias run (embedded, K={args.k})", mode_embedded),
                  "d": (f"Celery on Redis, worker -c {args.k}", mode_celery)}
         rows = []
-        for key in args.modes:
-            label, fn = modes[key]
-            people = curps[: args.naive_people] if key == "a" else curps
-            sb.reset()
-            for portal in ("imss", "issste"):
-                sb.set_faults(portal, latency_ms=args.latency_ms)
-            secs, peak = fn(sb, people, args.k, tmp / key)
-            rate = len(people) * 2 / secs * 60
-            rows.append((key, label, len(people) * 2, secs, rate, peak))
-            print(f"  {key}: {rate:.1f} checks/min", file=sys.stderr)
-            if key in _STARTUP:
-                # The embedded run (c) cannot leave out its own start (spawning K processes,
-                # launching K browsers): the ceiling timed the same way, for (c)/(b0).
-                cold = secs + _STARTUP[key]
-                rows.append(("b0", "ceiling, its start included (as (c) includes its own)",
-                             len(people) * 2, cold, len(people) * 2 / cold * 60, peak))
+        browsers = [b for b in args.browsers.split(",") if b] or [None]
+        for browser in browsers:
+            if browser:
+                os.environ["CONSTANCIAS_BROWSER_EXECUTABLE"] = browser
+            for key in args.modes:
+                label, fn = modes[key]
+                if browser:
+                    label += f", {os.path.basename(browser)}"
+                people = curps[: args.naive_people] if key == "a" else curps
+                sb.reset()
+                for portal in ("imss", "issste"):
+                    sb.set_faults(portal, latency_ms=args.latency_ms)
+                secs, peak = fn(sb, people, args.k, tmp / f"{key}-{len(rows)}")
+                rate = len(people) * 2 / secs * 60
+                cpu = _LAST_CPU[0] / (len(people) * 2)
+                rows.append((key, label, len(people) * 2, secs, rate, peak, cpu))
+                print(f"  {key}: {rate:.1f} checks/min", file=sys.stderr)
+                if key in _STARTUP:
+                    # The embedded run (c) cannot leave out its own start (spawning K
+                    # processes, launching K browsers): the ceiling timed the same way.
+                    cold = secs + _STARTUP[key]
+                    rows.append(("b0", "ceiling, its start included (as (c) includes its own)",
+                                 len(people) * 2, cold, len(people) * 2 / cold * 60, peak, cpu))
         rates = {r[0]: r[4] for r in rows}
         print(f"\nlatency {args.latency_ms} ms per response, K={args.k}, {os.cpu_count()} cores\n")
-        print("| mode | checks | seconds | checks/min | peak RSS (MiB) |")
-        print("|---|---:|---:|---:|---:|")
-        for key, label, n, secs, rate, peak in rows:
-            print(f"| ({key}) {label} | {n} | {secs:.1f} | {rate:.1f} | {peak / 2**20:.0f} |")
+        print("| mode | checks | seconds | checks/min | CPU core-s per check | peak RSS (MiB) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for key, label, n, secs, rate, peak, cpu in rows:
+            print(f"| ({key}) {label} | {n} | {secs:.1f} | {rate:.1f} | {cpu:.2f} "
+                  f"| {peak / 2**20:.0f} |")
         for num, den, target in (("c", "b", 0.85), ("c", "b0", 0.85), ("d", "b", 0.85),
                                  ("c", "a", 6)):
             if num in rates and den in rates:

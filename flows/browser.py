@@ -1,6 +1,12 @@
 """Chromium for the flows: one browser per process, launched lazily (never before a fork),
 a fresh context per check.
 
+What a portal sees: Debian's full Chromium in its new headless mode (the same browser as the
+desktop one, without a window), or headed under Xvfb (``CONSTANCIAS_BROWSER_HEADED``), sending
+the user agent that same Chromium sends when headed — its own string with only the
+"HeadlessChrome" token, which marks the mode, written "Chrome". Nothing else is faked: no
+stealth plugins, no forged plugins, WebGL or navigator properties.
+
 Playwright objects belong to the thread that created them (playwright-python#1207); the
 browser here is created on first use in the process (and thread) that uses it.
 """
@@ -19,7 +25,8 @@ import structlog
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Playwright
 
-__all__ = ["CHROMIUM_ARGS", "chromium_executable", "launch", "shared_browser", "close_shared"]
+__all__ = ["CHROMIUM_ARGS", "chromium_executable", "launch", "shared_browser", "close_shared",
+           "presented_user_agent", "headed_user_agent"]
 
 log = structlog.get_logger(__name__)
 
@@ -44,16 +51,20 @@ CHROMIUM_ARGS = [
 ]
 
 
-#: Debian's Chromium builds, lightest first. ``chromium-headless-shell`` (same source package,
-#: the "old headless" without the desktop browser's per-profile services) costs a sixth of the
-#: CPU of full ``chromium --headless`` for each fresh context and page — 0.35 s against 2.3 s
-#: measured here — and on a small machine the checks are CPU-bound (bench/throughput.py).
-DEBIAN_CHROMIUMS = ("/usr/bin/chromium-headless-shell", "/usr/bin/chromium")
+#: Debian's full Chromium. Its sibling ``chromium-headless-shell`` (the "old headless", without
+#: the desktop browser's per-profile services) is lighter — see the README's Rendimiento — but
+#: is another browser to a portal's bot protection; it stays available through
+#: ``CONSTANCIAS_BROWSER_EXECUTABLE``.
+DEBIAN_CHROMIUMS = ("/usr/bin/chromium",)
+
+#: The new headless mode, named explicitly (Playwright passes a bare ``--headless``; a later
+#: switch wins). The headless shell has only the old mode and is left to its default.
+_NEW_HEADLESS = "--headless=new"
 
 
 def chromium_executable(configured: str | None = None) -> str | None:
-    """The Chromium to launch: the configured one, else Debian's headless shell, else Debian's
-    chromium, else Playwright's own (``None``: let Playwright find its bundled browser)."""
+    """The Chromium to launch: the configured one, else Debian's chromium, else Playwright's
+    own (``None``: let Playwright find its bundled browser)."""
     if configured:
         return configured
     env = os.environ.get("CONSTANCIAS_BROWSER_EXECUTABLE")
@@ -74,31 +85,61 @@ class _Handle:
     thread: int
 
 
-def launch(executable: str | None = None, **kwargs: Any) -> tuple[Playwright, Browser]:
-    """Start Playwright and a headless Chromium; the caller closes both."""
+def launch(executable: str | None = None, *, headed: bool = False,
+           **kwargs: Any) -> tuple[Playwright, Browser]:
+    """Start Playwright and Chromium (new headless mode, or ``headed``: a window, which needs
+    a display such as Xvfb's); the caller closes both."""
     from playwright.sync_api import sync_playwright
 
     path = chromium_executable(executable)
+    args = list(CHROMIUM_ARGS)
+    if not headed and "headless-shell" not in os.path.basename(path or ""):
+        args.append(_NEW_HEADLESS)
     pw = sync_playwright().start()
     try:
         browser = pw.chromium.launch(
             executable_path=path,
-            headless=True,
-            args=CHROMIUM_ARGS,
+            headless=not headed,
+            args=args,
             **kwargs,
         )
     except Exception:
         pw.stop()
         raise
-    log.info("browser_started", browser_version=browser.version,
+    log.info("browser_started", browser_version=browser.version, headed=headed,
              executable=path or "playwright", pid=os.getpid())
     return pw, browser
+
+
+def headed_user_agent(user_agent: str) -> str:
+    """The user agent the same Chromium sends headed: only "HeadlessChrome" becomes "Chrome"."""
+    return user_agent.replace("HeadlessChrome/", "Chrome/")
+
+
+#: Browser -> the user agent its contexts send (read once per browser).
+_user_agents: dict[int, tuple[Any, str]] = {}
+
+
+def presented_user_agent(browser: Browser) -> str:
+    """The user agent contexts of ``browser`` send: its own (``Browser.getVersion`` over CDP,
+    no page needed), as headed."""
+    cached = _user_agents.get(id(browser))
+    if cached is not None and cached[0] is browser:
+        return cached[1]
+    session = browser.new_browser_cdp_session()
+    try:
+        own = str(session.send("Browser.getVersion")["userAgent"])
+    finally:
+        session.detach()
+    agent = headed_user_agent(own)
+    _user_agents[id(browser)] = (browser, agent)
+    return agent
 
 
 _local = threading.local()
 
 
-def shared_browser(executable: str | None = None) -> Browser:
+def shared_browser(executable: str | None = None, *, headed: bool = False) -> Browser:
     """This process's (and thread's) browser, launched on first use, relaunched if it died."""
     handle: _Handle | None = getattr(_local, "handle", None)
     if handle is not None and (handle.pid != os.getpid() or not handle.browser.is_connected()):
@@ -107,7 +148,7 @@ def shared_browser(executable: str | None = None) -> Browser:
             close_shared()
         handle = None
     if handle is None:
-        pw, browser = launch(executable)
+        pw, browser = launch(executable, headed=headed)
         handle = _Handle(pw, browser, os.getpid(), threading.get_ident())
         _local.handle = handle
         atexit.register(close_shared)
@@ -120,6 +161,7 @@ def close_shared() -> None:
     _local.handle = None
     if handle is None or handle.pid != os.getpid():
         return
+    _user_agents.pop(id(handle.browser), None)
     for closer in (handle.browser.close, handle.playwright.stop):
         try:
             closer()

@@ -17,6 +17,7 @@ __all__ = [
     "PortalUnavailable",
     "EmailNotReceived",
     "CaptchaUnsolved",
+    "PortalBlocked",
     "PermanentError",
     "PortalChanged",
     "classify",
@@ -56,6 +57,16 @@ class CaptchaUnsolved(TransientError):
     status = Status.CAPTCHA_UNSOLVED
 
 
+class PortalBlocked(TransientError):
+    """The portal's bot protection (Imperva/Incapsula) refused the session. A property of the
+    portal, not of one check: the engine **pauses that portal cluster-wide** (a growing pause,
+    the operator told once per episode) and puts the check back to wait for the pause — without
+    spending one of its ``retry_max`` retries, up to ``blocked_retry_max`` blocks; then
+    ``portal_blocked``. Never retried in place (``StepRetry``): hammering a block prolongs it."""
+
+    status = Status.PORTAL_BLOCKED
+
+
 class PermanentError(FlowError):
     """Trying again would give the same answer: **recorded, not retried**."""
 
@@ -89,13 +100,26 @@ def retry_delay(
     backoff_s: float,
     backoff_max_s: float,
     rng: random.Random | None = None,
+    blocks: int = 0,
+    blocked_retry_max: int = 0,
+    pause_s: float = 0.0,
 ) -> float | None:
     """Seconds to wait before attempt ``attempt + 1``, or ``None`` to record the status now.
 
-    ``attempt`` counts retries already made (0 on the first run). Exponential backoff with
+    ``attempt`` counts runs already made (0 on the first run), ``blocks`` how many of them met
+    a ``PortalBlocked``: those do not count against ``retry_max``. Exponential backoff with
     "full jitter" (uniform in [cap/2, cap]) so that a fleet of workers does not retry in step.
+    A block waits for the portal's pause (``pause_s``, from the engine's pause record) plus up
+    to a tenth of it, so that the checks waiting on it do not all come back at one instant.
     """
-    if not classify(error)[1] or attempt >= retry_max:
+    if not classify(error)[1]:
         return None
-    cap = min(backoff_max_s, backoff_s * (2**attempt))
+    if isinstance(error, PortalBlocked):
+        if blocks >= blocked_retry_max:
+            return None
+        return pause_s + (rng or random).uniform(0, max(pause_s, 1.0) / 10)
+    failures = attempt - blocks
+    if failures >= retry_max:
+        return None
+    cap = min(backoff_max_s, backoff_s * (2**failures))
     return (rng or random).uniform(cap / 2, cap)

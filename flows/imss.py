@@ -1,15 +1,20 @@
 """IMSS — Constancia de No Derechohabiencia.
 
 Information page → "Tramitar Constancia" → form (CURP, the per-CURP email twice, captcha) →
-the server's message → confirmation email → its link, in the same browser context → final
-page → the PDF from "Ver reporte" (else from the second email) → the verdict read from the PDF.
+the server's message → confirmation email → its link (it needs no session) → final page → the
+report's POST (answered inline or as an attachment) → the verdict read from the PDF; the second
+email, which carries the same PDF, when the page gives none.
+
+The portal's answers are found by what they say, wherever they are shown (an alert, a Spring
+binding span under the captcha, a ``window.alert()`` dialog, a modal): ``flows.messages`` is the
+one table of those texts; this module only says where to look and what to do.
 
 A flaky portal (5xx, "Servicio no disponible", a broken captcha image) costs a retry of the one
 step that failed (``flows.steps.StepRetry``), not of the whole check: after the form is
 accepted, a whole-check retry would spend the second of the 2 daily queries per CURP.
 
-Every selector and portal text the flow depends on is in ``PORTAL`` below: when the portal
-changes, that is where the fix goes.
+Every selector the flow depends on is in ``PORTAL`` below: when the portal changes, that is
+where the fix goes (and in ``flows.messages`` for its texts).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urljoin
 
 from playwright.sync_api import Error as PlaywrightError
@@ -34,29 +39,26 @@ from flows.errors import (
     PortalChanged,
     PortalUnavailable,
 )
+from flows.messages import Kind, Match, classify, fold
 from flows.pdf import InvalidConstancia, read_constancia
 from flows.registry import Portal, register
+from flows.runner import new_check_context
 from flows.steps import (
     POLL_MS,
     SHOWN_JS,
     InPage,
     StepRetry,
     Stopwatch,
-    download_by_click,
     expect_visible,
-    first_visible,
     goto,
-    navigating,
-    norm,
     open_page,
-    page_text,
     unavailable_reason,
 )
 from worker.core.logs import mask_text
 from worker.core.statuses import Status
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page, Response
+    from playwright.sync_api import Browser, Page, Response
 
     from worker.core.settings import Settings
 
@@ -65,11 +67,9 @@ __all__ = ["DECLARATION", "PORTAL", "ImssPortal", "run", "classify_message"]
 
 @dataclass(frozen=True)
 class ImssPortal:
-    """Selectors and texts of the IMSS portal (SPEC §3, verbatim). Messages are matched on
-    normalised fragments (lower case, no accents), so "válido"/"valido" both match. The form's
-    and the captcha's selectors are plain CSS: they are read inside the page
-    (``document.querySelector``, flows.steps.InPage); the information page's link is the
-    ``info_link`` whose text contains ``info_link_text``."""
+    """Selectors of the IMSS portal (SPEC §3 [V], verbatim). Plain CSS: they are read inside
+    the page (``document.querySelector``, flows.steps.InPage); the information page's link is
+    the ``info_link`` whose text contains ``info_link_text``. Texts live in flows.messages."""
 
     info_link: str = "a"
     info_link_text: str = "Tramitar Constancia"
@@ -80,36 +80,18 @@ class ImssPortal:
     captcha_refresh: str = "#refreshCaptcha"
     captcha_input: str = "input[name=captcha]"
     submit: str = "#continuar"
-    error: str = ".alert.alert-danger"
-    success: str = ".alert.alert-success"
-    field_error: str = ".help-block.error"
-    view_report: str = "#btnVerReporte"
-
-    success_fragment: str = "le hemos enviado una liga de confirmacion"
+    #: Where the page's script writes its paste refusal (inside the hidden #errorWrapperAux).
+    paste_error: str = "#mailConfirmacionErrors"
+    #: The final page's report control is found by its words ([A]: its markup is not known):
+    #: the first visible button, submit or link whose folded text holds one of these.
+    report_labels: tuple[str, ...] = ("ver reporte", "descargar", "reporte", "constancia",
+                                      "imprimir")
     confirm_link_fragment: str = "confirmacionUrl"
-    mail1_subject: str = "Confirmación de correo electrónico"
-    mail2_subject: str = "Constancia de No Derechohabiencia"
-
-    #: Server messages → status. ``None``: the captcha was refused, try another one.
-    messages: tuple[tuple[str, Status | None], ...] = (
-        ("captcha no fue valido", None),
-        ("este campo es obligatorio", None),
-        ("no se localizo informacion en renapo", Status.CURP_NOT_FOUND),
-        ("ha localizado inconsistencias en tus datos", Status.DATA_INCONSISTENT),
-        ("agotado el numero de consultas", Status.DAILY_LIMIT),
-        ("dominio del correo electronico es invalido", Status.EMAIL_REJECTED),
-        ("relacionado a una curp distinta", Status.EMAIL_REJECTED),
-        # Client-side messages (next to the field): the configured address is refused.
-        ("el correo no es valido", Status.EMAIL_REJECTED),
-        ("correos gmail no deben contener", Status.EMAIL_REJECTED),
-    )
-    #: The confirmation link did not work: the whole query must be made again (retried).
-    token_errors: tuple[str, ...] = ("confirmacion invalida", "token expirado")
-    #: The link was already used — by this check's own earlier load, whose page then failed:
-    #: the constancia exists and the second email brings it.
-    token_spent: str = "este token ya fue utilizado"  # noqa: S105 - a portal message
+    #: Subjects are [A]: any subject will do; email 1 is told by its link, email 2 by its PDF.
+    mail1_subject: str = ""
+    mail2_subject: str = ""
     #: The confirmation refused text that was not typed (its anti-paste script).
-    paste_refused: str = "no se permite copiar-pegar"
+    paste_refused: str = "no se permite copiar pegar"
 
 
 PORTAL = ImssPortal()
@@ -119,17 +101,36 @@ PORTAL = ImssPortal()
 CONFIRM_RETRY_FACTOR = 2
 
 #: How long to wait for the second email (which carries the same PDF) once the PDF came from
-#: "Ver reporte": only to claim it so it does not pile up in the mailbox; never fails a check.
+#: the final page: only to claim it so it does not pile up in the mailbox; never fails a check.
 EMAIL2_GRACE_S = 5.0
 
 
 def classify_message(text: str) -> tuple[bool, Status | None]:
-    """``(known, status)`` for a portal message: ``(True, None)`` means "wrong captcha"."""
-    normalised = norm(text)
-    for fragment, status in PORTAL.messages:
-        if fragment in normalised:
-            return True, status
-    return False, None
+    """``(known, status)`` for a portal message: ``(True, None)`` means "wrong captcha" (or
+    another message that ends no check); ``(False, None)`` an unknown text."""
+    found = classify(text)
+    if found is None:
+        return False, None
+    return True, found.status if found.kind is Kind.REFUSED else None
+
+
+class _Dialogs:
+    """The page's ``window.alert()`` messages, recorded and accepted as they come (an open
+    dialog blocks the page's script; Playwright would otherwise dismiss it unseen)."""
+
+    def __init__(self, page: Page) -> None:
+        self.seen: list[str] = []
+        page.on("dialog", self._on_dialog)
+
+    def _on_dialog(self, dialog: Any) -> None:
+        self.seen.append(dialog.message)
+        try:
+            dialog.accept()
+        except PlaywrightError:
+            pass  # the page went away with its dialog
+
+    def since(self, mark: int) -> list[str]:
+        return self.seen[mark:]
 
 
 def run(ctx: CheckContext) -> Outcome:
@@ -141,6 +142,9 @@ def run(ctx: CheckContext) -> Outcome:
     sw = Stopwatch()
     retry = StepRetry.from_settings(settings, log)
     page = ctx.browser_context.new_page()
+    dialogs = _Dialogs(page)
+    crashed: list[bool] = []
+    page.on("crash", lambda _page: crashed.append(True))
 
     with sw("open"):
         open_page(page, settings.imss_url, what="la página informativa del IMSS", retry=retry)
@@ -154,7 +158,6 @@ def run(ctx: CheckContext) -> Outcome:
         open_page(page, form_url, what="el formulario del IMSS", retry=retry)
     log.info("imss_form_opened", seconds=sw.timings["open"])
 
-    message = ""
     # Captcha keys name one image for the solver (a manual solver files it under this key):
     # unique per check, never a CURP.
     check_key = secrets.token_hex(4)
@@ -165,28 +168,26 @@ def run(ctx: CheckContext) -> Outcome:
         # captcha. The sandbox's 5xx comes from its front (fixtures/faults.py), before the CURP
         # lookup, so no daily query is spent; were a real portal's 5xx to come after the
         # lookup, repeating the whole check instead would spend that same query.
-        kind, message, key = retry(
-            lambda: _send_form(
-                ctx, page, sw, retry, form_url, email, f"imss-{check_key}-{next(solves)}"
-            ),
+        found, key = retry(
+            lambda: _send_form(ctx, page, dialogs, sw, retry, form_url, email,
+                               f"imss-{check_key}-{next(solves)}"),
             what="el formulario del IMSS",
             recover=lambda: open_page(page, form_url, what="el formulario del IMSS", retry=retry),
         )
-        if kind == "no_answer":
+        if found is None:
             log.info("imss_captcha_no_answer", attempt=attempt)
             continue
-        if kind == "success":
+        if found.kind is Kind.SUCCESS:
             log.info("imss_query_accepted", attempt=attempt)
             break
-        known, status = classify_message(message)
-        if known and status is None:
+        if found.kind is Kind.CAPTCHA:
             ctx.captcha.reject(key)
             log.info("imss_captcha_refused", attempt=attempt)
             continue
-        if known and status is not None:
-            log.info("imss_portal_refused", status=status.value)
-            return Outcome(status=status, detail=message, timings=sw.timings)
-        raise FlowError(f"Mensaje desconocido del portal del IMSS: «{message}»")
+        if found.kind is Kind.REFUSED and found.status is not None:
+            log.info("imss_portal_refused", status=found.status.value)
+            return Outcome(status=found.status, detail=found.text, timings=sw.timings)
+        raise FlowError(f"Respuesta inesperada del portal del IMSS: «{found.text}»")
     else:
         raise CaptchaUnsolved(
             f"El captcha del IMSS no se resolvió en {settings.captcha_attempts} intento(s)."
@@ -195,29 +196,38 @@ def run(ctx: CheckContext) -> Outcome:
     # From here on the query is spent: every step is retried on its own, and when the page
     # cannot give the PDF the second email (sent once the link is followed) still can.
     with sw("email"):
-        mail1 = ctx.mailbox.wait_for(
-            to=email,
-            subject_contains=PORTAL.mail1_subject,
-            since=submitted_at - 1,
-            timeout_s=settings.email_timeout_s,
-        )
-    confirm_url = next((u for u in mail1.links if PORTAL.confirm_link_fragment in u), None)
-    if confirm_url is None:
-        raise PortalChanged("El correo de confirmación del IMSS no trae la liga confirmacionUrl.")
+        confirm_url = _confirmation_link(ctx, email, submitted_at)
     log.info("imss_confirmation_received", seconds=sw.timings["email"])
 
     confirmed_at = time.time()
-    with sw("confirm"):
-        patient = replace(retry, retries=retry.retries * CONFIRM_RETRY_FACTOR)
-        final_url = _confirm(page, confirm_url, patient, timeout, log)
-
     pdf_path = Path(ctx.work_dir) / "imss.pdf"
+    # The link needs no session (people open it on their phone): when the form's page is gone
+    # (closed, its renderer crashed) it is followed in a fresh context of its own.
+    fresh = None
+    if page.is_closed() or crashed:
+        log.warning("imss_link_in_fresh_context")
+        fresh = new_check_context(cast("Browser", ctx.browser_context.browser), settings)
+        page = fresh.new_page()
+    try:
+        with sw("confirm"):
+            patient = replace(retry, retries=retry.retries * CONFIRM_RETRY_FACTOR)
+            final_url, refusal = _confirm(page, confirm_url, patient, timeout, log)
+        if refusal is not None:
+            # The link itself answered with a business error (the daily limit is met at the
+            # link): the constancia was not generated, so no second email will come.
+            assert refusal.status is not None
+            log.info("imss_link_refused", status=refusal.status.value)
+            return Outcome(status=refusal.status, detail=refusal.text, timings=sw.timings)
+        downloaded = False
+        if final_url is not None:
+            with sw("pdf"):
+                downloaded = _download_report(page, final_url, pdf_path, settings, retry, log)
+    finally:
+        if fresh is not None:
+            fresh.close()
+
     facts = None
     source = "page"
-    downloaded = False
-    if final_url is not None:
-        with sw("pdf"):
-            downloaded = _download_report(page, final_url, pdf_path, settings, retry, log)
     if downloaded:
         with sw("verify"):
             try:
@@ -230,7 +240,7 @@ def run(ctx: CheckContext) -> Outcome:
     if facts is None:
         if mail2 is None:
             raise EmailNotReceived(
-                "No se obtuvo la constancia: «Ver reporte» falló y el segundo correo "
+                "No se obtuvo la constancia: la página final no dio el PDF y el segundo correo "
                 "del IMSS no llegó."
             )
         _save_attachment(mail2, pdf_path)
@@ -257,15 +267,15 @@ def run(ctx: CheckContext) -> Outcome:
 def _send_form(
     ctx: CheckContext,
     page: Page,
+    dialogs: _Dialogs,
     sw: Stopwatch,
     retry: StepRetry,
     form_url: str,
     email: str,
     key: str,
-) -> tuple[str, str, str]:
-    """One captcha round: image → solver → form → the portal's answer, as
-    ``(kind, message, key)`` with kind ``success``, ``error`` or ``no_answer`` (the solver had
-    no reading: rejected and refreshed here, nothing sent)."""
+) -> tuple[Match | None, str]:
+    """One captcha round: image → solver → form → the portal's answer, as ``(message, key)``;
+    ``None`` when the solver had no reading (rejected and refreshed here, nothing sent)."""
     timeout = ctx.settings.element_timeout_s
     with sw("captcha"):
         image = retry(
@@ -277,36 +287,80 @@ def _send_form(
     if not answer:
         ctx.captcha.reject(key)
         _refresh_captcha(page, form_url)
-        return "no_answer", "", key
+        return None, key
     with sw("form"):
+        mark = len(dialogs.seen)
         _fill_form(page, ctx.person.curp, email, answer, timeout)
+        # The page's own email checks are window.alert() dialogs, raised on leaving the field.
+        if refused := _refusal(dialogs.since(mark)):
+            return refused, key
         button = expect_visible(page, PORTAL.submit, what="botón Continuar", timeout_s=timeout)
     with sw("submit"):
-        with navigating(page, what="la respuesta del formulario del IMSS"):
-            button.click()
-        kind, message = _read_answer(page, timeout)
-    return kind, message, key
+        mark = len(dialogs.seen)
+        response = _click_and_wait(page, button, dialogs, ctx.settings.navigation_timeout_s)
+        if refused := _refusal(dialogs.since(mark)):
+            return refused, key
+        if response is None:
+            raise PortalUnavailable("El formulario del IMSS no respondió al enviarlo.")
+        if reason := unavailable_reason(page, response):
+            raise PortalUnavailable(reason)
+        found = _read_answer(page, timeout)
+    return found, key
 
+
+def _refusal(texts: list[str]) -> Match | None:
+    """A dialog's text that ends the check (the Gmail rule, a malformed address)."""
+    found = classify(texts) if texts else None
+    return found if found is not None and found.kind is Kind.REFUSED else None
+
+
+def _click_and_wait(page: Page, button: InPage, dialogs: _Dialogs,
+                    timeout_s: float) -> Response | None:
+    """Click and wait until the page has loaded its next document (its response), or a
+    dialog said why the page's script did not send the form; ``None`` then (or on timeout)."""
+    responses: list[Response] = []
+    loaded: list[bool] = []
+    mark = len(dialogs.seen)
+
+    def answered(response: Response) -> None:
+        if response.request.is_navigation_request() and response.frame == page.main_frame:
+            responses.append(response)
+
+    def ready(_page: Any) -> None:
+        loaded.append(True)
+
+    page.on("response", answered)
+    page.on("domcontentloaded", ready)
+    try:
+        button.click()
+        deadline = time.monotonic() + timeout_s
+        while not loaded and len(dialogs.seen) == mark and time.monotonic() < deadline:
+            page.wait_for_timeout(POLL_MS)
+    except PlaywrightError as exc:
+        raise PortalUnavailable(f"Falló el envío del formulario del IMSS: {exc}") from exc
+    finally:
+        page.remove_listener("response", answered)
+        page.remove_listener("domcontentloaded", ready)
+    return responses[-1] if loaded and responses else None
 
 
 #: Reads the form in one round trip: each field's value, or ``None`` when it is missing or not
-#: visible (then ``expect_visible`` waits for it and names it), and the page's own field errors.
+#: visible (then ``expect_visible`` waits for it and names it), and the paste refusal if shown.
 _FORM_STATE_JS = """sels => {
   const shown = SHOWN_JS;
   const fields = sels.fields.map(s => {
     const e = document.querySelector(s);
     return shown(e) ? e.value : null;
   });
-  const errors = Array.from(document.querySelectorAll(sels.errors))
-    .filter(shown).map(e => e.innerText.trim()).filter(t => t);
-  return {fields, errors};
+  const paste = document.querySelector(sels.paste);
+  return {fields, paste: shown(paste) ? paste.innerText.trim() : ""};
 }""".replace("SHOWN_JS", SHOWN_JS)
 
 
-def _form_state(page: Page) -> tuple[list[str | None], list[str]]:
+def _form_state(page: Page) -> tuple[list[str | None], str]:
     fields = [PORTAL.curp, PORTAL.email, PORTAL.email_confirm, PORTAL.captcha_input]
-    state = page.evaluate(_FORM_STATE_JS, {"fields": fields, "errors": PORTAL.field_error})
-    return state["fields"], state["errors"]
+    state = page.evaluate(_FORM_STATE_JS, {"fields": fields, "paste": PORTAL.paste_error})
+    return state["fields"], state["paste"]
 
 
 def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -> None:
@@ -331,20 +385,15 @@ def _fill_form(page: Page, curp: str, email: str, answer: str, timeout: float) -
         curp_box.fill(curp)
         curp_box.blur()
     if values[1] != email:
-        InPage(page, PORTAL.email).fill(email)
+        email_box = InPage(page, PORTAL.email)
+        email_box.fill(email)
+        email_box.blur()  # the page checks the address on blur (window.alert)
     if values[2] != email:
         _write_confirmation(page, email, typed=False)
     InPage(page, PORTAL.captcha_input).fill(answer)
-    values, errors = _form_state(page)
-    if values[2] != email or any(PORTAL.paste_refused in norm(text) for text in errors):
+    values, paste = _form_state(page)
+    if values[2] != email or PORTAL.paste_refused in fold(paste):
         _write_confirmation(page, email, typed=True)
-        values, errors = _form_state(page)
-    # The page's own checks (email format, Gmail rule) show their message next to the field
-    # and keep the form from being sent: report it instead of waiting for a navigation.
-    for text in errors:
-        known, status = classify_message(text)
-        if known and status is not None:
-            raise _ClientRefusal(status, text)
 
 
 def _write_confirmation(page: Page, email: str, *, typed: bool) -> None:
@@ -359,37 +408,60 @@ def _write_confirmation(page: Page, email: str, *, typed: bool) -> None:
     confirm.blur()
 
 
-class _ClientRefusal(FlowError):
-    """The page's script refused the data before sending it (e.g. the email format)."""
+#: Every shown block of the page with its text, links written out as "text (url)": the
+#: candidates in which the classifier looks for the portal's message.
+_TEXTS_JS = """() => {
+  const shown = SHOWN_JS;
+  const out = [];
+  const blocks = document.body ? document.body.querySelectorAll(
+    "div,span,p,li,td,th,strong,b,label,h1,h2,h3,h4,h5,font,center,em,section") : [];
+  for (const e of blocks) {
+    if (!shown(e)) continue;
+    let text = e.innerText || "";
+    if (!text.trim() || text.length > 4000) continue;
+    for (const a of e.querySelectorAll("a[href]")) {
+      const label = (a.innerText || "").trim();
+      const href = a.href || "";
+      if (label && /^https?:/.test(href) && !href.includes("#")) {
+        text = text.replace(label, label + " (" + href + ")");
+      }
+    }
+    out.push(text);
+  }
+  return out;
+}""".replace("SHOWN_JS", SHOWN_JS)
 
-    def __init__(self, status: Status, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+
+def _page_messages(page: Page) -> list[str]:
+    try:
+        return list(page.evaluate(_TEXTS_JS))
+    except PlaywrightError:
+        return []  # the page is being replaced: read again
 
 
-def _read_answer(page: Page, timeout: float) -> tuple[str, str]:
-    """``("success"|"error", text)`` of the page the form led to."""
-    found = first_visible(
-        page, {"error": PORTAL.error, "success": PORTAL.success}, timeout_s=timeout
-    )
-    if found is None:
-        raise PortalChanged(
-            f"La respuesta del IMSS no muestra mensaje ({PORTAL.error} / {PORTAL.success})."
-        )
-    kind, locator = found
-    text = " ".join(locator.inner_text().split())
-    if kind == "success" and PORTAL.success_fragment not in norm(text):
-        raise FlowError(f"Mensaje de éxito desconocido del portal del IMSS: «{text}»")
-    return kind, text
+def _read_answer(page: Page, timeout: float) -> Match:
+    """The portal's message on this page, in whatever container, waited for up to ``timeout``
+    (a script may fill it, a modal may open); none known is ``PortalChanged``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = classify(_page_messages(page))
+        if found is not None:
+            return found
+        if time.monotonic() >= deadline:
+            raise PortalChanged(
+                f"La respuesta del IMSS no muestra un mensaje conocido en {_path(page.url)}."
+            )
+        page.wait_for_timeout(POLL_MS * 2)
 
 
-#: Waits in the page until the captcha image has loaded (``complete``; a broken image is complete
-#: too, with ``naturalWidth`` 0), then returns it drawn onto a canvas at its natural size: one
-#: round trip. ``"tainted"`` when the canvas may not be read (an image from another origin).
+#: Waits in the page until the captcha image has a ``src`` (the page's script sets it on
+#: document ready) and has loaded (``complete``; a broken image is complete too, with
+#: ``naturalWidth`` 0), then returns it drawn onto a canvas at its natural size: one round trip.
+#: ``"tainted"`` when the canvas may not be read (an image from another origin).
 _CAPTCHA_JS = """sel => {
   const i = document.querySelector(sel);
   if (!i) return {state: "missing"};
-  if (!i.complete) return null;
+  if (!i.getAttribute("src") || !i.complete) return null;
   if (!(i.naturalWidth > 0)) return {state: "broken"};
   try {
     const c = document.createElement("canvas");
@@ -432,8 +504,9 @@ def _captcha_image(page: Page, settings: Settings) -> bytes:
 
 
 def _refresh_captcha(page: Page, form_url: str) -> None:
-    """A new captcha image: the refresh icon, else loading the form again (a failed load shows
-    up as a missing image, which the next captcha step reports)."""
+    """A new captcha image: a click on the refresh control (an ``<img>``), else loading the
+    form again (a failed load shows up as a missing image, which the next captcha step
+    reports)."""
     img = InPage(page, PORTAL.captcha_img)
     refresh = InPage(page, PORTAL.captcha_refresh)
     try:
@@ -442,7 +515,8 @@ def _refresh_captcha(page: Page, form_url: str) -> None:
             refresh.click()
             page.wait_for_function(
                 "([sel, old]) => { const i = document.querySelector(sel);"
-                " return i && i.getAttribute('src') !== old && i.complete; }",
+                " return i && i.getAttribute('src') && i.getAttribute('src') !== old"
+                " && i.complete; }",
                 arg=[PORTAL.captcha_img, old],
                 polling=POLL_MS,
             )
@@ -453,59 +527,134 @@ def _refresh_captcha(page: Page, form_url: str) -> None:
     goto(page, form_url, what="el formulario del IMSS")
 
 
-def _confirm(page: Page, link: str, retry: StepRetry, timeout: float, log: Any) -> str | None:
-    """Follow the confirmation link (in this context: the portal expects its own session) to
-    the final page; its URL, or ``None`` when the token was spent but its page never showed —
-    the constancia was generated all the same and comes by the second email."""
+def _confirmation_link(ctx: CheckContext, email: str, since: float) -> str:
+    """The link of email 1 (told by its link: the subject is not known); an email without it
+    (a late email 2 of an earlier attempt) is claimed and skipped."""
+    deadline = time.monotonic() + ctx.settings.email_timeout_s
+    while True:
+        mail = ctx.mailbox.wait_for(to=email, subject_contains=PORTAL.mail1_subject,
+                                    since=since - 1,
+                                    timeout_s=max(0.1, deadline - time.monotonic()))
+        link = next((u for u in mail.links if PORTAL.confirm_link_fragment in u), None)
+        if link is not None:
+            return str(link)
+        ctx.log.info("imss_skipped_email_without_link")
+        if time.monotonic() >= deadline:
+            raise PortalChanged(
+                "El correo de confirmación del IMSS no trae la liga confirmacionUrl.")
+
+
+def _confirm(page: Page, link: str, retry: StepRetry, timeout: float,
+             log: Any) -> tuple[str | None, Match | None]:
+    """Follow the confirmation link to the final page: ``(its URL, None)``; ``(None, None)``
+    when the token was spent but its page never showed — the constancia was generated all the
+    same and comes by the second email; ``(None, message)`` when the link answered with a
+    business refusal (the daily limit). The link needs no session: it works in this context
+    as in any other."""
     spent: list[int] = []
+    loads: list[str] = []
 
     def answered(response: Response) -> None:
         # The link redirects to the final page only after it has used its token.
         if _path(response.url) == _path(link) and 300 <= response.status < 400:
             spent.append(response.status)
 
+    def sent(request: Any) -> None:
+        # A load that timed out may still have reached the portal and used the token.
+        if _path(request.url) == _path(link):
+            loads.append(request.url)
+
     page.on("response", answered)
+    page.on("request", sent)
     try:
         open_page(page, link, what="la liga de confirmación del IMSS", retry=retry)
     except PortalUnavailable as exc:
         if not spent:
             raise  # the token is still good: the engine's retry may use it… or a new one
         log.warning("imss_final_page_unavailable", detail=mask_text(str(exc)))
-        return None
+        return None, None
     finally:
         page.remove_listener("response", answered)
-    text = norm(page_text(page))
-    if PORTAL.token_spent in text:
-        # An earlier load of this same link used it before its page failed.
+        page.remove_listener("request", sent)
+    if _report_control(page):
+        return page.url, None
+    found = classify(_page_messages(page))
+    if found is not None and found.kind is Kind.REFUSED and found.status is not None:
+        return None, found
+    # A refusal after an earlier load of this same link (sent to the portal): that load may
+    # have used the token before its page failed (the portal may call a spent token "invalido").
+    # Waiting for the second email is right then; were it wrong, the email does not come and
+    # the check is retried as unavailable — never a second query spent for nothing.
+    if found is not None and (found.kind is Kind.TOKEN_SPENT
+                              or (found.kind is Kind.TOKEN_INVALID and (spent or len(loads) > 1))):
         log.warning("imss_token_already_used")
-        return None
-    for fragment in PORTAL.token_errors:
-        if fragment in text:
-            raise PortalUnavailable(f"La liga de confirmación del IMSS no funcionó: «{fragment}».")
-    expect_visible(page, PORTAL.view_report, what="botón Ver reporte", timeout_s=timeout)
-    return page.url
+        return None, None
+    if found is not None and found.kind is Kind.TOKEN_INVALID:
+        raise PortalUnavailable(f"La liga de confirmación del IMSS no funcionó: «{found.text}».")
+    try:
+        _wait_report_control(page, timeout)
+    except PortalChanged:
+        if found is not None and found.kind is Kind.FINAL:
+            return page.url, None  # a final page without a control: email 2 brings the PDF
+        raise
+    return page.url, None
 
 
 def _path(url: str) -> str:
-    return url.split("?", 1)[0]
+    return url.split("?", 1)[0].split(";", 1)[0]
+
+
+#: Marks the final page's report control (the first visible button, submit or link whose
+#: folded text holds one of the labels) with ``data-constancias-report``; true if there is one.
+_REPORT_CONTROL_JS = """labels => {
+  const shown = SHOWN_JS;
+  const fold = s => (s || "").normalize("NFKD").replace(/[\u0300-\u036f]/g, "")
+    .toLowerCase().replace(/[^a-z0-9]+/g, " ").trim();
+  const all = document.querySelectorAll(
+    "button, input[type=submit], input[type=button], input[type=image], a[href]");
+  for (const e of all) {
+    if (!shown(e)) continue;
+    const text = fold(e.innerText || e.value || e.alt || e.title);
+    if (labels.some(l => text.includes(l))) {
+      e.setAttribute("data-constancias-report", "1");
+      return true;
+    }
+  }
+  return false;
+}""".replace("SHOWN_JS", SHOWN_JS)
+_REPORT_MARK = "[data-constancias-report]"
+
+
+def _report_control(page: Page) -> bool:
+    try:
+        return bool(page.evaluate(_REPORT_CONTROL_JS, list(PORTAL.report_labels)))
+    except PlaywrightError:
+        return False
+
+
+def _wait_report_control(page: Page, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _report_control(page):
+        if time.monotonic() >= deadline:
+            if reason := unavailable_reason(page):
+                raise PortalUnavailable(reason)
+            raise PortalChanged(
+                f"No se encontró el botón del reporte en la página final ({_path(page.url)}).")
+        page.wait_for_timeout(POLL_MS * 2)
 
 
 def _download_report(
     page: Page, final_url: str, dest: Path, settings: Settings, retry: StepRetry, log: Any
 ) -> bool:
-    """Click "Ver reporte" and save the PDF, retried from the final page; ``False`` if no PDF
-    came (the caller falls back to the second email)."""
+    """Press the final page's report control and save the PDF, retried from the final page;
+    ``False`` if no PDF came (the caller falls back to the second email)."""
 
     def fetch() -> None:
-        button = expect_visible(
-            page, PORTAL.view_report, what="botón Ver reporte", timeout_s=settings.element_timeout_s
-        )
-        try:
-            saved = download_by_click(page, button, dest, timeout_s=settings.navigation_timeout_s)
-        except PlaywrightError as exc:
-            raise PortalUnavailable(f"«Ver reporte» falló ({type(exc).__name__}).") from exc
-        if not saved:
-            raise PortalUnavailable(unavailable_reason(page) or "«Ver reporte» no dio el PDF.")
+        _wait_report_control(page, settings.element_timeout_s)
+        data = _report_bytes(page, InPage(page, _REPORT_MARK), settings.navigation_timeout_s)
+        if not data:
+            raise PortalUnavailable(unavailable_reason(page) or "El reporte no dio el PDF.")
+        dest.write_bytes(data)
 
     try:
         retry(
@@ -515,16 +664,87 @@ def _download_report(
                 page, final_url, what="la página final del IMSS", retry=retry
             ),
         )
-    except PortalUnavailable as exc:
+    except (PortalUnavailable, PortalChanged) as exc:
         log.warning("imss_view_report_failed", detail=mask_text(str(exc)))
         return False
     return True
 
 
+def _report_bytes(page: Page, control: InPage, timeout_s: float) -> bytes | None:
+    """Click ``control`` and return the PDF its request is answered with, whether the answer
+    is inline or an attachment: a browser with a PDF viewer shows an inline PDF (its bytes are
+    read from the response), one without (headless Chromium) downloads it, as it does any
+    attachment (read from the download). ``None`` when the request failed or answered 5xx."""
+    context = page.context
+    responses: list[Response] = []
+    failed: list[str] = []
+    downloads: list[Any] = []
+
+    def answered(response: Response) -> None:
+        if response.request.is_navigation_request():
+            responses.append(response)
+
+    def lost(request: Any) -> None:
+        # A download also ends its navigation as "aborted", just before it is announced.
+        if request.is_navigation_request():
+            failed.append(request.url)
+
+    def download(item: Any) -> None:
+        downloads.append(item)
+
+    def watch(new_page: Page) -> None:
+        new_page.on("download", download)
+        new_page.on("response", answered)
+
+    page.on("response", answered)
+    page.on("requestfailed", lost)
+    page.on("download", download)
+    context.on("page", watch)
+    try:
+        control.click()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not downloads:
+            data = _pdf_body(responses)
+            if data is not None:
+                return data
+            if failed or any(r.status >= 500 for r in responses):
+                grace = time.monotonic() + 1.0  # a download may still be announced
+                while not downloads and time.monotonic() < grace:
+                    page.wait_for_timeout(100)
+                break
+            page.wait_for_timeout(100)
+        if downloads:
+            path = downloads[0].path()
+            return Path(path).read_bytes() if path else None
+        return None
+    except PlaywrightError as exc:
+        raise PortalUnavailable(f"El reporte del IMSS falló ({type(exc).__name__}).") from exc
+    finally:
+        page.remove_listener("response", answered)
+        page.remove_listener("requestfailed", lost)
+        page.remove_listener("download", download)
+        context.remove_listener("page", watch)
+
+
+def _pdf_body(responses: list[Response]) -> bytes | None:
+    """The body of the first PDF response shown in a page (one that became a download has no
+    body to read: the download gives it)."""
+    for response in responses:
+        if "pdf" not in (response.headers.get("content-type") or ""):
+            continue
+        try:
+            body = response.body()
+        except PlaywrightError:
+            continue
+        if body.startswith(b"%PDF-"):
+            return body
+    return None
+
+
 def _second_email(ctx: CheckContext, email: str, since: float, *, need: bool) -> Any | None:
     """The email with the PDF attached: waited for fully when it is the only PDF left,
-    briefly otherwise (only to claim it). Its subject is part of the first email's subject,
-    so a late first email (from an earlier attempt) is claimed and skipped on the way."""
+    briefly otherwise (only to claim it). Its subject is not known ([A]): any email to this
+    address is looked at, and one without a PDF (a late first email) is claimed and skipped."""
     settings = ctx.settings
     timeout = settings.email_timeout_s if need else min(EMAIL2_GRACE_S, settings.email_timeout_s)
     deadline = time.monotonic() + timeout

@@ -6,6 +6,9 @@ CURP, and then reads the result, name, folio and dates from its text. Anything e
 ``InvalidConstancia`` (permanent: downloading the same broken document again would not help the
 engine decide; the check is recorded as ``error`` with the evidence).
 
+The layout is not known ([A]): every fact is read from the words, so a table that prints a
+label and its value on different lines of the text reads as well as "Label: value" lines.
+
 Validity: an IMSS constancia is valid for one day (the PDF prints "Válida hasta"; when absent,
 the issue date is used). The ISSSTE document states no expiry, so ``valid_until`` is ``None``:
 the nightly re-check decides when to refresh it from the check's age.
@@ -48,7 +51,10 @@ _ISSSTE_NOT_AFFILIATED = re.compile(
     r"NO SE ENCONTRARON REGISTROS DE AFILIACION|\bNO AFILIAD[OA]\b|NO SE ENCUENTRA AFILIAD[OA]"
 )
 _CURP_FIELD = re.compile(r"\bCURP\s*:?\s*([A-Z0-9]{18})\b")
-_FOLIO = re.compile(r"\bFOLIO\s*:?\s*([A-Z0-9][A-Z0-9\-/]{2,40})")
+#: Any CURP-shaped word: a table may print the label "CURP" lines away from its value.
+_CURP_SHAPE = re.compile(r"\b[A-Z][AEIOUX][A-Z]{2}\d{6}[HMX][A-Z]{5}[A-Z0-9]\d\b")
+#: A folio holds digits: a table's next label ("FOLIO JUAN…") is not one.
+_FOLIO = re.compile(r"\bFOLIO\s*:?\s*([A-Z0-9\-/]*\d[A-Z0-9\-/]*)\b")
 _ISSUED = re.compile(r"FECHA DE EMISION\s*:?\s*(\d{1,2})/(\d{1,2})/(\d{4})")
 _VALID_UNTIL = re.compile(r"VALIDA HASTA\s*:?\s*(\d{1,2})/(\d{1,2})/(\d{4})")
 _LONG_DATE = re.compile(r"\bA (\d{1,2}) DE ([A-Z]+) DE (\d{4})\b")
@@ -133,7 +139,8 @@ def read_constancia(path: Path, *, portal: str, curp: str) -> PdfFacts:
 
     if declared.pdf_title not in folded:
         raise InvalidConstancia(f"El PDF descargado no es una constancia del {declared.title}.")
-    named = _CURP_FIELD.findall(folded)
+    # The labelled value first; any CURP-shaped word when a layout keeps them apart.
+    named = _CURP_FIELD.findall(folded) or _CURP_SHAPE.findall(folded)
     if curp not in named:
         other = f" (menciona {mask_curp(named[0])})" if named else ""
         raise InvalidConstancia(

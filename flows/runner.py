@@ -2,37 +2,46 @@
 
 The engine (Celery task or embedded pool) calls ``run_check`` and gets either an ``Outcome``
 or a ``TransientError`` to retry (``flows.errors.retry_delay`` decides); the context is closed
-in every case.
+in every case. A check that failed in any way while the portal's bot protection was refusing
+it (a page, or a sub-resource such as the captcha image, was Incapsula's block) ends as
+``PortalBlocked`` — never ``portal_changed`` — whatever the flow made of it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows import get_flow
 from flows.base import CaptchaSolver, CheckContext, Mailbox, Outcome, Person
-from flows.errors import FlowError, TransientError
+from flows.browser import presented_user_agent
+from flows.errors import FlowError, PortalBlocked, TransientError
 from flows.evidence import evidence_dir, save_pages, save_trace, write_note
+from flows.incapsula import blocked_in_context, watch_responses
 from worker.core.logs import mask_text
 from worker.core.statuses import Status, StatusClass
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext
+    from playwright.sync_api import Browser, BrowserContext, ViewportSize
 
     from worker.core.settings import Settings
 
 __all__ = ["run_check", "new_check_context", "trace_snapshots"]
 
 _LOCALE = "es-MX"
+#: A common desktop screen (Playwright's default, 1280×720, is no real screen size).
+_VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
 
 
 def new_check_context(browser: Browser, settings: Settings) -> BrowserContext:
-    """A fresh context as a person in Mexico would have it: Spanish, Mexico City time,
-    downloads accepted, the configured timeouts."""
+    """A fresh context as a person in Mexico would have it on a desktop: Spanish, Mexico City
+    time, a desktop viewport, the user agent this Chromium sends when headed, downloads
+    accepted, the configured timeouts. Nothing else is altered (no fingerprint forgery)."""
     context = browser.new_context(
-        accept_downloads=True, locale=_LOCALE, timezone_id=settings.timezone
+        accept_downloads=True, locale=_LOCALE, timezone_id=settings.timezone,
+        viewport=_VIEWPORT, user_agent=presented_user_agent(browser),
     )
     context.set_default_navigation_timeout(settings.navigation_timeout_s * 1000)
     context.set_default_timeout(settings.element_timeout_s * 1000)
@@ -62,6 +71,7 @@ def run_check(
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     context = new_check_context(browser, settings)
+    blocks_seen = watch_responses(context)
     try:
         tracing = settings.keep_traces != "never"
         snapshots = tracing and trace_snapshots(settings, attempt)
@@ -78,7 +88,7 @@ def run_check(
         )
         error: BaseException | None = None
         try:
-            outcome = flow(ctx)
+            outcome = _unless_blocked(flow, ctx, blocks_seen)
         except TransientError as exc:
             path = _keep_evidence(context, work_dir, portal, attempt, exc.status, exc, tracing,
                                   snapshots)
@@ -99,7 +109,10 @@ def run_check(
                 status=Status.ERROR,
                 detail=f"Error inesperado ({type(exc).__name__}): {_short(exc)}",
             )
-        if outcome.status.status_class is not StatusClass.DONE or error is not None:
+        # A constancia is its own proof (SPEC §2): evidence is for checks that ended without one
+        # and not done, even when their class asks HR for attention ("Vigente").
+        settled = outcome.status.has_pdf or outcome.status.status_class is StatusClass.DONE
+        if not settled or error is not None:
             path = _keep_evidence(
                 context, work_dir, portal, attempt, outcome.status, error, tracing, snapshots
             )
@@ -125,6 +138,30 @@ def run_check(
             context.close()
         except Exception as exc:  # noqa: BLE001 - the browser may already be gone
             log.debug("context_close_failed", error=mask_text(str(exc)))
+
+
+#: Outcomes a refused page can pass for: with a block seen, the block is what happened.
+_BLOCK_LOOKALIKES = frozenset({Status.PORTAL_CHANGED, Status.PORTAL_UNAVAILABLE, Status.ERROR})
+
+
+def _unless_blocked(flow: Callable[[CheckContext], Outcome], ctx: CheckContext,
+                    seen: list[str]) -> Outcome:
+    """Run the flow; whatever it made of a refused page (a missing element, a broken captcha
+    image, an unknown text), a check that met the portal's bot protection is ``PortalBlocked``."""
+    try:
+        outcome = flow(ctx)
+    except PortalBlocked:
+        raise
+    except Exception as exc:
+        reason = blocked_in_context(ctx.browser_context, seen)
+        if reason:
+            raise PortalBlocked(reason) from exc
+        raise
+    if outcome.status in _BLOCK_LOOKALIKES:
+        reason = blocked_in_context(ctx.browser_context, seen)
+        if reason:
+            raise PortalBlocked(reason)
+    return outcome
 
 
 def trace_snapshots(settings: Settings, attempt: int) -> bool:

@@ -1,8 +1,10 @@
 """Page steps both flows share: navigation and expected elements, mapped to flow errors.
 
-The one rule they implement: a page that did not load, answered 5xx or says the service is
-down is ``PortalUnavailable`` (retried); a page that loaded fine but lacks an element the flow
-expects is ``PortalChanged`` (the flow needs updating).
+The one rule they implement: a page that is the portal's bot-protection block (Incapsula,
+``flows.incapsula``) is ``PortalBlocked`` (the engine pauses the portal); a page that did not
+load, answered 5xx or says the service is down is ``PortalUnavailable`` (retried); a page that
+loaded fine but lacks an element the flow expects is ``PortalChanged`` (the flow needs
+updating).
 
 ``StepRetry`` repeats one idempotent step that was ``PortalUnavailable`` (``open_page`` is
 ``goto`` under it) before the whole check is given back to the engine as transient.
@@ -21,7 +23,8 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from flows.errors import PortalChanged, PortalUnavailable
+from flows.errors import PortalBlocked, PortalChanged, PortalUnavailable
+from flows.incapsula import PROBE_JS, block_reason
 from worker.core.logs import mask_text
 from worker.core.text import fold
 
@@ -80,16 +83,26 @@ def norm(text: str) -> str:
     return fold(text)
 
 
+#: One read of the page: its visible text and, when it mentions Incapsula, its HTML.
+_READ_JS = ("() => [document.body ? document.body.innerText : null,"
+            f" ({PROBE_JS})()]")
+
+
 def page_text(page: Page) -> str:
     """The visible text of the page (empty if the page is gone or still navigating). A page
-    being replaced, or without a body yet, is given up to 2 s to load and read again."""
+    being replaced, or without a body yet, is given up to 2 s to load and read again.
+    Raises ``PortalBlocked`` when the page is the portal's bot-protection block: a flow that
+    reads a page to find the portal's answer can never take the block for an answer."""
     for attempt in range(2):
         try:
-            text = page.evaluate("() => document.body ? document.body.innerText : null")
-            if text is not None:
-                return str(text)
+            text, markup = page.evaluate(_READ_JS)
         except PlaywrightError:
-            pass
+            text, markup = None, None
+        reason = block_reason(markup)
+        if reason:
+            raise PortalBlocked(f"{reason} En {_path(page.url)}.")
+        if text is not None:
+            return str(text)
         if attempt == 0:
             try:
                 page.wait_for_load_state("domcontentloaded", timeout=2000)
@@ -99,10 +112,11 @@ def page_text(page: Page) -> str:
 
 
 def unavailable_reason(page: Page, response: Response | None = None) -> str | None:
-    """Why this page means "the portal is down", or ``None`` if it looks like a normal page."""
+    """Why this page means "the portal is down", or ``None`` if it looks like a normal page.
+    A block page (any HTTP status) raises ``PortalBlocked`` instead (``page_text``)."""
+    text = norm(page_text(page))
     if response is not None and response.status >= 500:
         return f"HTTP {response.status} en {_path(response.url)}"
-    text = norm(page_text(page))
     for marker in UNAVAILABLE_MARKERS:
         if marker in text:
             return f"El portal respondió «{marker}» en {_path(page.url)}"

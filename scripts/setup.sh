@@ -12,6 +12,7 @@ command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
 command -v soffice >/dev/null || need+=(libreoffice-calc)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v Xvfb >/dev/null || need+=(xvfb xauth)  # CONSTANCIAS_BROWSER_HEADED under xvfb-run
 command -v strace >/dev/null || need+=(strace)  # tests/test_privacy.py records connections
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
@@ -28,6 +29,9 @@ fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "setup: instalando paquetes de Python"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[dev]'
+  # setuptools reports the editable install of a flat layout (worker/, flows/, fixtures/ at
+  # the top, as this project is on purpose) with an information-only warning on every set-up;
+  # only that one is silenced, by its exact text.
+  PYTHONWARNINGS="ignore:Editable installation:Warning" .venv/bin/pip install -q -e '.[dev]'
   touch .venv/.installed
 fi

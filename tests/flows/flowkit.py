@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from stdnum.mx import curp as stdcurp
 
+from fixtures.texts import IMSS_SESSION_COOKIE
 from flows.base import Outcome, Person
 from flows.errors import TransientError, retry_delay, status_for
 from flows.mailbox import open_mailbox
@@ -48,6 +49,9 @@ class BrowserSpy:
         self._prepare = prepare
         self.context: Any = None
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)  # everything else is the real browser's
+
     def new_context(self, **kwargs: Any) -> Any:
         self.context = self._browser.new_context(**kwargs)
         if self._prepare:
@@ -75,7 +79,7 @@ class OracleSolver:
         if len(self.solved) <= self.wrong_first:
             return self.wrong_answer
         cookies = {c["name"]: c["value"] for c in self.spy.context.cookies()}
-        return self.sandbox.captcha_answer(cookies["JSESSIONID"])
+        return self.sandbox.captcha_answer(cookies[IMSS_SESSION_COOKIE])
 
     def reject(self, key: str) -> None:
         self.rejected.append(key)

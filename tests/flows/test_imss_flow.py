@@ -1,8 +1,10 @@
-"""The IMSS flow in real Chromium against the sandbox: every status the portal can produce."""
+"""The IMSS flow in real Chromium against the sandbox: every status the portal can produce, on
+every markup variant of the simulator (the ``markup`` fixture runs each test once per variant)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -30,6 +32,13 @@ from worker.core.statuses import Status
 pytestmark = pytest.mark.browser
 
 
+@pytest.fixture(autouse=True, params=t.IMSS_MARKUPS, ids=lambda v: f"markup-{v}")
+def markup(request, sandbox) -> str:
+    """Every test runs against each markup variant of the IMSS simulator."""
+    sandbox.set_faults("imss", markup=request.param)
+    return request.param
+
+
 def _run(browser, sandbox, tmp_path: Path, curp: str, *, solver=None, prepare=None,
          shots: str | None = None, **settings):
     spy = BrowserSpy(browser, prepare)
@@ -37,10 +46,13 @@ def _run(browser, sandbox, tmp_path: Path, curp: str, *, solver=None, prepare=No
     if isinstance(solver, OracleSolver):
         solver.spy = spy
 
+    waits: list[str] = []
+
     def before_mail(subject: str) -> None:
         # The flow waits for email 1 on the "liga enviada" page, for email 2 on the final page.
+        waits.append(subject)
         if shots:
-            step = "2-link-sent" if subject == imss.PORTAL.mail1_subject else "3-final-page"
+            step = "2-link-sent" if len(waits) == 1 else "3-final-page"
             SHOTS.mkdir(exist_ok=True)
             spy.context.pages[0].screenshot(path=SHOTS / f"{shots}-{step}.png", full_page=True)
 
@@ -61,7 +73,7 @@ def _refused(browser, sandbox, tmp_path, curp, status: Status, **kw):
 
 
 def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
-    browser, sandbox, tmp_path: Path
+    browser, sandbox, tmp_path: Path, markup: str
 ) -> None:
     """With the configured (OCR) solver at the sandbox's default difficulty, the documented
     not-entitled CURP ends not_entitled, with its PDF and the facts read from it; no evidence
@@ -73,7 +85,9 @@ def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
     assert outcome.pdf_path == tmp_path / "imss.pdf"
     assert outcome.pdf_path.read_bytes()[:5] == b"%PDF-"
     assert outcome.facts.curp == curp and outcome.facts.result == "not_entitled"
-    assert outcome.facts.valid_until and outcome.facts.folio
+    assert outcome.facts.valid_until
+    # The folio is read where the layout keeps it beside its label (variant b's table does not).
+    assert bool(outcome.facts.folio) == (markup == "a")
     assert outcome.extra["pdf_source"] == "page" and "evidence" not in outcome.extra
     assert "Sin derecho" in outcome.detail
     assert {"open", "captcha", "form", "submit", "email", "confirm", "pdf"} <= set(outcome.timings)
@@ -109,7 +123,7 @@ def test_pdf_comes_from_the_second_email_when_ver_reporte_fails(
     sandbox.set_person(curp, imss="not_entitled")
 
     def prepare(context) -> None:
-        context.route("**" + t.IMSS_REPORT_PATH + "*", lambda route: route.abort())
+        context.route(re.compile(r".*/(viewReport|downloadReport)"), lambda route: route.abort())
 
     outcome, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
@@ -136,7 +150,7 @@ def test_form_is_filled_and_the_confirmation_accepted(browser, sandbox, strict: 
         imss._fill_form(page, curp, address, "Ab3dE", timeout=5)
         assert page.input_value(t.IMSS_SEL_CURP) == curp
         assert page.input_value(t.IMSS_SEL_EMAIL_CONFIRM) == address
-        assert page.locator(t.IMSS_SEL_FIELD_ERROR).count() == 0
+        assert not page.is_visible("#" + t.IMSS_PASTE_WRAPPER_ID)
         keydowns = page.evaluate("window.keydowns")
         assert keydowns >= len(address) if strict else keydowns == 0
         SHOTS.mkdir(exist_ok=True)
@@ -167,14 +181,19 @@ def test_unknown_curp_is_curp_not_found(browser, sandbox, tmp_path: Path) -> Non
         browser, sandbox, tmp_path, SCENARIOS["imss_not_found"], Status.CURP_NOT_FOUND
     )
     assert "RENAPO" in outcome.detail
+    # The message's link is kept for HR.
+    assert f"consúltala aquí ({t.IMSS_RENAPO_URL})" in outcome.detail
 
 
-def test_inconsistent_data_is_data_inconsistent(browser, sandbox, tmp_path: Path) -> None:
-    """An override to "inconsistent" through the admin API gives data_inconsistent."""
+def test_inconsistent_data_is_data_inconsistent(browser, sandbox, tmp_path: Path,
+                                                markup: str) -> None:
+    """An override to "inconsistent" gives data_inconsistent, whether the portal says so in an
+    alert (variant a) or with "REQUIERE ACTUALIZACION" in its modal (variant b)."""
     curp = fresh_curp()
     sandbox.set_person(curp, imss="inconsistent")
     outcome = _refused(browser, sandbox, tmp_path, curp, Status.DATA_INCONSISTENT)
-    assert "subdelegación" in outcome.detail
+    wording = "subdelegación" if markup == "a" else t.IMSS_MSG_REQUIRES_UPDATE
+    assert wording in outcome.detail
 
 
 def test_third_query_of_the_day_is_daily_limit(browser, sandbox, tmp_path: Path) -> None:
@@ -182,7 +201,60 @@ def test_third_query_of_the_day_is_daily_limit(browser, sandbox, tmp_path: Path)
     outcome = _refused(
         browser, sandbox, tmp_path, SCENARIOS["imss_daily_limit"], Status.DAILY_LIMIT
     )
-    assert "agotado" in outcome.detail
+    wordings = [norm(w) for w in t.IMSS_MSG_DAILY_LIMIT_SUBMIT.values()]
+    assert norm(outcome.detail) in wordings
+
+
+def test_daily_limit_met_at_the_link_is_daily_limit(browser, sandbox, tmp_path: Path) -> None:
+    """When the day's two constancias were generated while the email travelled, the link says
+    "Has agotado el número de consultas permitidas por día.": daily_limit, no PDF."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+    waits: list[str] = []
+
+    def before_mail(subject: str) -> None:
+        waits.append(subject)
+        if len(waits) == 1:
+            for n in range(2):  # two constancias by someone else, meanwhile
+                _constancia_over_http(sandbox, curp, f"otra{n}-{curp.lower()}@empresa.example")
+
+    spy = BrowserSpy(browser)
+    outcome = check(spy, "imss", curp, flow_settings(sandbox), tmp_path,
+                    solver=OracleSolver(sandbox, spy), before_mail=before_mail)
+    assert outcome.status is Status.DAILY_LIMIT, outcome.detail
+    assert outcome.detail == t.IMSS_MSG_DAILY_LIMIT and outcome.pdf_path is None
+    assert sandbox.stats("imss")["constancias"] == {curp: 2}
+
+
+def test_link_is_followed_in_a_fresh_context_when_the_forms_page_is_gone(
+    browser, sandbox, tmp_path: Path
+) -> None:
+    """The form's page closed while the email travelled: the link (which needs no session)
+    is followed in a fresh context and the check still ends with its verdict from the page."""
+    curp = fresh_curp()
+    sandbox.set_person(curp, imss="not_entitled")
+    spy = BrowserSpy(browser)
+    waits: list[str] = []
+
+    def before_mail(subject: str) -> None:
+        waits.append(subject)
+        if len(waits) == 1:
+            spy.context.pages[0].close()
+
+    outcome = check(spy, "imss", curp, flow_settings(sandbox), tmp_path,
+                    solver=OracleSolver(sandbox, spy), before_mail=before_mail)
+    assert outcome.status is Status.NOT_ENTITLED, outcome.detail
+    assert outcome.extra["pdf_source"] == "page"
+    assert sandbox.stats("imss")["constancias"] == {curp: 1}
+
+
+def _constancia_over_http(sandbox, curp: str, address: str) -> None:
+    """Send the form and follow its link over plain HTTP: one constancia for ``curp``."""
+    _bind_email(sandbox, curp, address)
+    links = [m["link"] for m in httpx.get(sandbox.imss_origin + "/_sandbox/emails").json()
+             if m["to"] == address and m["link"]]
+    assert links
+    httpx.get(links[-1], follow_redirects=True, timeout=10).raise_for_status()
 
 
 def test_invalid_email_domain_is_email_rejected(browser, sandbox, tmp_path: Path) -> None:
@@ -203,12 +275,32 @@ def test_email_bound_to_another_curp_is_email_rejected(browser, sandbox, tmp_pat
     assert "CURP distinta" in outcome.detail
 
 
+@pytest.mark.parametrize(("template", "message"), [
+    ("constancias+{curp}@gmail.com", t.IMSS_MSG_GMAIL),
+    ("constancias {curp}@empresa.example", t.IMSS_MSG_EMAIL_INVALID),
+], ids=["gmail-rule", "malformed"])
+def test_address_refused_by_the_pages_dialog_is_email_rejected(
+    browser, sandbox, tmp_path: Path, template: str, message: str
+) -> None:
+    """The page's own email check (a window.alert dialog: the Gmail "+"/"-" rule, a malformed
+    address) gives email_rejected with the dialog's text; the form is never sent."""
+    settings = flow_settings(sandbox)
+    # Settings refuse these templates; the flow must still recognise the portal's answer.
+    settings = settings.model_copy(update={"imss_email": template})
+    spy = BrowserSpy(browser)
+    outcome = check(spy, "imss", fresh_curp(), settings, tmp_path,
+                    solver=OracleSolver(sandbox, spy))
+    assert outcome.status is Status.EMAIL_REJECTED, outcome.detail
+    assert outcome.detail == message
+    assert sandbox.stats("imss")["queries"] == {}
+
+
 def _bind_email(sandbox, curp: str, address: str) -> None:
     """Use ``address`` for ``curp`` directly over HTTP (as another person would have)."""
     with httpx.Client(base_url=sandbox.imss_origin, timeout=10) as client:
         client.get(t.IMSS_FORM_PATH).raise_for_status()
         client.get(t.IMSS_CAPTCHA_PATH + "?1").raise_for_status()
-        answer = sandbox.captcha_answer(client.cookies["JSESSIONID"])
+        answer = sandbox.captcha_answer(client.cookies[t.IMSS_SESSION_COOKIE])
         page = client.post(t.IMSS_SUBMIT_PATH, data={
             t.IMSS_CURP_NAME: curp, t.IMSS_EMAIL_NAME: address,
             t.IMSS_EMAIL_CONFIRM_NAME: address, t.IMSS_CAPTCHA_NAME: answer,
@@ -274,17 +366,20 @@ def test_lost_email_is_email_not_received(browser, sandbox, tmp_path: Path) -> N
 def test_confirmation_link_of_another_day_is_portal_unavailable(
     browser, sandbox, tmp_path: Path
 ) -> None:
-    """A confirmation link followed after midnight ("Token expirado") is retried."""
+    """A confirmation link followed after midnight (refused: "Token invalido" / "Token
+    expirado") is retried."""
     spy = BrowserSpy(browser)
+    waits: list[str] = []
 
     def before_mail(subject: str) -> None:
-        if subject == imss.PORTAL.mail1_subject:
+        waits.append(subject)
+        if len(waits) == 1:
             sandbox.set_clock(86400, "imss")  # the link is opened "tomorrow"
 
     with pytest.raises(PortalUnavailable) as info:
         check(spy, "imss", fresh_curp(), flow_settings(sandbox), tmp_path,
               solver=OracleSolver(sandbox, spy), before_mail=before_mail)
-    assert "token expirado" in norm(str(info.value))
+    assert "token" in norm(str(info.value))
 
 
 def test_slow_portal_and_late_email_still_give_the_verdict(
@@ -341,29 +436,34 @@ def test_form_without_captcha_image_is_portal_changed(browser, sandbox, tmp_path
 
 
 def test_messages_map_to_statuses() -> None:
-    """Every server message of the sandbox's contract maps to its status (or to "retry the
-    captcha"); the flow's selectors are the contract's."""
+    """Every message of SPEC §3 maps to its status (or to "retry the captcha"), whatever its
+    accents, case and final punctuation; the flow's selectors are the contract's."""
     cases = {
         t.IMSS_MSG_CAPTCHA_INVALID: None,
+        t.IMSS_MSG_CAPTCHA_MISMATCH: None,
+        "La informacion del captcha no coincide, favor de intentar nuevamente": None,
         t.IMSS_MSG_REQUIRED: None,
         t.IMSS_MSG_CURP_NOT_FOUND: Status.CURP_NOT_FOUND,
         t.IMSS_MSG_INCONSISTENT: Status.DATA_INCONSISTENT,
+        t.IMSS_MSG_REQUIRES_UPDATE: Status.DATA_INCONSISTENT,
         t.IMSS_MSG_DAILY_LIMIT: Status.DAILY_LIMIT,
+        **{wording: Status.DAILY_LIMIT for wording in t.IMSS_MSG_DAILY_LIMIT_SUBMIT.values()},
         t.IMSS_MSG_DOMAIN_INVALID: Status.EMAIL_REJECTED,
         t.IMSS_MSG_EMAIL_BOUND.format(correo="a@b.example"): Status.EMAIL_REJECTED,
         t.IMSS_MSG_EMAIL_INVALID: Status.EMAIL_REJECTED,
         t.IMSS_MSG_GMAIL: Status.EMAIL_REJECTED,
+        "Error: El dominio del correo electr&oacute;nico es inv&aacute;lido.".replace(
+            "&oacute;", "ó").replace("&aacute;", "á"): Status.EMAIL_REJECTED,
     }
     for message, status in cases.items():
         assert imss.classify_message(message) == (True, status), message
     assert imss.classify_message("Algo nuevo") == (False, None)
     p = imss.PORTAL
-    assert (p.curp, p.email, p.email_confirm) == (
-        t.IMSS_SEL_CURP, t.IMSS_SEL_EMAIL, t.IMSS_SEL_EMAIL_CONFIRM)
-    assert (p.captcha_img, p.captcha_refresh, p.captcha_input, p.submit, p.view_report) == (
-        t.IMSS_SEL_CAPTCHA_IMG, t.IMSS_SEL_CAPTCHA_REFRESH, t.IMSS_SEL_CAPTCHA,
-        t.IMSS_SEL_CONTINUE, t.IMSS_SEL_VIEW_REPORT)
-    assert p.mail1_subject in t.IMSS_MAIL1_SUBJECT and p.mail2_subject in t.IMSS_MAIL2_SUBJECT
+    assert (p.form, p.curp, p.email, p.email_confirm) == (
+        t.IMSS_SEL_FORM, t.IMSS_SEL_CURP, t.IMSS_SEL_EMAIL, t.IMSS_SEL_EMAIL_CONFIRM)
+    assert (p.captcha_img, p.captcha_input) == (t.IMSS_SEL_CAPTCHA_IMG, t.IMSS_SEL_CAPTCHA)
+    assert p.captcha_refresh == "#" + t.IMSS_CAPTCHA_REFRESH_ID
+    assert p.submit == "#" + t.IMSS_CONTINUE_ID
 
 
 # --- a flaky portal (step retries) -------------------------------------------------------------
@@ -437,8 +537,8 @@ def test_spent_link_whose_page_failed_gives_the_pdf_of_the_second_email(
     browser, sandbox, tmp_path: Path
 ) -> None:
     """When the confirmation link uses its token but its answer fails (500), the retried link
-    says "Este token ya fue utilizado": the constancia comes from the second email, and the
-    CURP was queried once."""
+    is refused ("Token invalido" / "Este token ya fue utilizado"): the constancia comes from
+    the second email, and the CURP was queried once."""
     curp = fresh_curp()
     sandbox.set_person(curp, imss="not_entitled")
     loads: list[int] = []

@@ -107,3 +107,32 @@ def test_invalid_constancia_is_permanent_and_recorded_as_error() -> None:
     error = InvalidConstancia("x")
     assert isinstance(error, PermanentError)
     assert error.status is Status.ERROR and not error.transient
+
+
+@pytest.mark.parametrize("entitled", [True, False], ids=["vigente", "sin-derecho"])
+def test_imss_table_layout_with_label_and_value_on_different_lines_is_read(
+    tmp_path: Path, entitled: bool
+) -> None:
+    """A constancia whose table prints the CURP label lines away from its value still gives
+    the CURP, the verdict, the NSS and the validity."""
+    pdf = _write(tmp_path, imss_constancia(curp=CURP, name="JOSÉ PEÑA NÚÑEZ", entitled=entitled,
+                                           nss="12345678901" if entitled else None,
+                                           folio="2503130001", issued=WHEN, layout="table"))
+    from flows.pdf import pdf_text
+
+    lines = pdf_text(pdf.read_bytes()).splitlines()
+    assert not any("CURP" in line and CURP in line for line in lines)  # apart, as intended
+    facts = read_constancia(pdf, portal="imss", curp=CURP)
+    assert facts.curp == CURP
+    assert facts.result == (Status.ENTITLED if entitled else Status.NOT_ENTITLED).value
+    assert facts.nss == ("12345678901" if entitled else None)
+    assert facts.valid_until == date(2025, 3, 13)
+
+
+def test_imss_table_layout_naming_another_curp_is_refused(tmp_path: Path) -> None:
+    """In a table layout too, a constancia of another CURP is InvalidConstancia."""
+    pdf = _write(tmp_path, imss_constancia(curp=OTHER, name="MARÍA PÉREZ", entitled=False,
+                                           nss=None, folio="2503130002", issued=WHEN,
+                                           layout="table"))
+    with pytest.raises(InvalidConstancia):
+        read_constancia(pdf, portal="imss", curp=CURP)

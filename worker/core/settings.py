@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,6 +26,13 @@ REAL_ISSSTE_URL = (
 )
 
 
+def _default_data_dir() -> Path:
+    """The platform's per-user data folder: the same whichever folder a command runs in."""
+    from platformdirs import user_data_path
+
+    return Path(user_data_path("constancias", appauthor=False))
+
+
 class Settings(BaseSettings):
     """Configuration of every constancias process (CLI, workers, beat, web)."""
 
@@ -38,8 +45,10 @@ class Settings(BaseSettings):
     """Celery broker (``redis://…``). Unset: the embedded engine, no server needed."""
     database_url: str | None = None
     """SQLAlchemy URL. Unset: SQLite at ``DATA_DIR/constancias.db``."""
-    data_dir: Path = Path("data")
-    """Database, PDFs, evidence and reports live here (owner-only permissions)."""
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Database, PDFs, evidence and reports live here (owner-only permissions). Unset: the
+    user's data folder (``$XDG_DATA_HOME/constancias``, else ``~/.local/share/constancias``),
+    whatever the current folder; the Docker image sets ``/data``."""
     imss_url: str = REAL_IMSS_URL
     """IMSS information page where the procedure starts."""
     issste_url: str = REAL_ISSSTE_URL
@@ -98,11 +107,25 @@ class Settings(BaseSettings):
     """Recycle a worker process (and its Chromium) after this many checks."""
     max_redeliveries: int = Field(3, ge=1)
     """A check started this many times without finishing ends as ``error`` (poison task)."""
+    block_pause_s: float = Field(60, gt=0)
+    """When a portal's bot protection (Incapsula) refuses a check, the whole portal is paused,
+    cluster-wide, this long: a block belongs to the portal, not to one check."""
+    block_pause_factor: float = Field(2.0, ge=1)
+    """Each block met again right after a pause multiplies the next pause by this."""
+    block_pause_max_s: float = Field(900, gt=0)
+    """Longest pause of a blocked portal (kept below half the broker's visibility timeout)."""
+    blocked_retry_max: int = Field(10, ge=0, le=100)
+    """Blocks one check may meet (each waits for the portal's pause; they do not spend
+    ``retry_max``) before it is recorded as ``portal_blocked``."""
 
     # --- browser and waits --------------------------------------------------------------
     browser_executable: str | None = None
-    """Chromium binary. Unset: ``/usr/bin/chromium-headless-shell``, else ``/usr/bin/chromium``,
-    else Playwright's own."""
+    """Chromium binary. Unset: Debian's full ``/usr/bin/chromium`` (in its new headless mode),
+    else Playwright's own. ``/usr/bin/chromium-headless-shell`` (the old headless mode) is
+    lighter but shows the portal a different browser."""
+    browser_headed: bool = False
+    """Run a headed (windowed) browser instead of the headless mode. Needs a display: start
+    the worker under Xvfb (``xvfb-run -a constancias worker``)."""
     navigation_timeout_s: float = Field(30, gt=0)
     """One page load."""
     element_timeout_s: float = Field(10, gt=0)
@@ -147,12 +170,40 @@ class Settings(BaseSettings):
     web_password: str | None = None
     """Password of the HR web page (required by ``constancias web``)."""
     web_max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    web_password_min_length: int = Field(12, ge=8)
+    """``constancias web`` refuses to start with a shorter ``WEB_PASSWORD`` (or one of very few
+    different characters): the page holds personal data and may be reachable from a network."""
+    web_session_idle_s: float = Field(3600, gt=0)
+    """A web session unused this long ends (the password is asked again)."""
+    web_session_max_age_s: float = Field(12 * 3600, gt=0)
+    """A web session ends this long after log-in however much it is used (a working day)."""
+    web_login_delay_s: float = Field(1.0, gt=0)
+    """After a wrong password, the client address and the account wait this long before the next
+    try is even looked at; the wait doubles with every further failure."""
+    web_login_delay_max_s: float = Field(60, gt=0)
+    """Cap of that growing wait."""
+    web_login_lock_after: int = Field(10, ge=1)
+    """After this many failures in a row, the address (or the account) is locked..."""
+    web_login_lock_s: float = Field(900, gt=0)
+    """...for this long: even the right password is refused until the lock ends."""
+    web_proxy_headers: bool = True
+    """Trust ``X-Forwarded-For``/``X-Forwarded-Proto`` from ``WEB_FORWARDED_ALLOW_IPS``: behind
+    an HTTPS proxy the page then knows the client's address and sets ``Secure`` cookies."""
+    web_forwarded_allow_ips: str = "127.0.0.1"
+    """Comma-separated addresses (or ``*``) of the proxies whose forwarded headers are trusted."""
     smtp_url: str | None = None
     """``smtp://user:pass@host:port`` for change notifications; unset: none sent."""
     notify_to: str | None = None
     """HR address(es), comma-separated, that receive change notifications."""
+    operator_to: str | None = None
+    """Operator address(es), comma-separated, told when a portal blocks the checks (once per
+    episode, by ``SMTP_URL``). Unset: ``NOTIFY_TO``."""
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_file: Path | None = None
+    """Also write the whole log (from ``LOG_LEVEL`` up) to this file, appending. On a terminal,
+    ``run`` and ``demo`` show only warnings on screen (unless ``LOG_LEVEL`` is set): the rest
+    goes here."""
 
     @field_validator("timezone")
     @classmethod
@@ -195,10 +246,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _backoff(self) -> Settings:
         if self.retry_backoff_max_s * 2 >= self.visibility_timeout_s:
-            raise ValueError(
-                "retry_backoff_max_s debe ser menor que la mitad de visibility_timeout_s")
+            raise ValueError("la espera más larga entre reintentos debe ser menor que la mitad "
+                             "del plazo en que Redis reentrega una tarea "
+                             "(CONSTANCIAS_RETRY_BACKOFF_MAX_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
+        if self.block_pause_max_s * 2 >= self.visibility_timeout_s:
+            raise ValueError("la pausa más larga de un portal que nos bloquea debe ser menor que "
+                             "la mitad del plazo en que Redis reentrega una tarea "
+                             "(CONSTANCIAS_BLOCK_PAUSE_MAX_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         if self.lease_s >= self.visibility_timeout_s:
-            raise ValueError("lease_s debe ser menor que visibility_timeout_s")
+            raise ValueError("la reserva de una consulta en curso debe durar menos que el plazo "
+                             "en que Redis reentrega una tarea "
+                             "(CONSTANCIAS_LEASE_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         return self
 
     # --- derived ------------------------------------------------------------------------
@@ -223,13 +281,35 @@ class Settings(BaseSettings):
         return self.imss_email.format(curp=curp.lower())
 
 
+#: pydantic's error types -> what the value must be, in Spanish (its own texts are English).
+_MUST_BE = {
+    "int_parsing": "un número entero", "int_from_float": "un número entero",
+    "float_parsing": "un número", "bool_parsing": "true o false",
+    "greater_than": "mayor que {gt}", "greater_than_equal": "{ge} o más",
+    "less_than": "menor que {lt}", "less_than_equal": "{le} o menos",
+    "literal_error": "uno de estos: {expected}", "url_parsing": "una URL válida",
+}
+
+
+def _spanish_error(error: Any) -> str:
+    """What is wrong with one value, in Spanish: our validators' own message, or what pydantic
+    expected (its English text only when the catalogue lacks the case)."""
+    template = _MUST_BE.get(error["type"])
+    if template is None:
+        return str(error["msg"]).removeprefix("Value error, ")
+    expected = template.format(**{k: str(v).replace("'", "").replace(" or ", " o ")
+                                  for k, v in (error.get("ctx") or {}).items()})
+    return f"el valor {error.get('input')!r} no sirve, debe ser {expected}"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment (and ``.env``); a bad value becomes one Spanish line (exit 2)."""
+    """Read the environment (and ``.env``); a bad value becomes one Spanish line (exit 2): what
+    to fix first, the setting's name last, in parentheses."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "configuración"
-        name = f"CONSTANCIAS_{field.upper()}" if first["loc"] else "configuración"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"Configuración inválida en {name}: {message}") from None
+        field = ".".join(str(p) for p in first["loc"])
+        where = f" (CONSTANCIAS_{field.upper()})" if field else ""
+        raise ConfigError(f"Corrija la configuración, en el entorno o en .env: "
+                          f"{_spanish_error(first)}{where}.") from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Status", "StatusClass", "RETRYABLE", "PDF_BEARING", "REUSABLE"]
+__all__ = ["Status", "StatusClass", "RETRYABLE", "PDF_BEARING", "REUSABLE", "label_of"]
 
 
 class StatusClass(str, Enum):
@@ -30,6 +30,7 @@ class Status(str, Enum):
     EMAIL_REJECTED = "email_rejected"
     CAPTCHA_UNSOLVED = "captcha_unsolved"
     PORTAL_UNAVAILABLE = "portal_unavailable"
+    PORTAL_BLOCKED = "portal_blocked"
     PORTAL_CHANGED = "portal_changed"
     ERROR = "error"
 
@@ -53,11 +54,29 @@ class Status(str, Enum):
 
 _D, _A, _F = StatusClass.DONE, StatusClass.NEEDS_ACTION, StatusClass.FAILED
 
+#: Label, next action (SPEC §2's "what happens next", from the seed guide) and report class.
 _LABELS: dict[Status, tuple[str, str, StatusClass]] = {
-    Status.NOT_ENTITLED: ("Sin derecho a servicio médico", "Ninguna: constancia obtenida.", _D),
-    Status.ENTITLED: ("Vigente (con derecho)", "Ninguna: constancia obtenida.", _D),
+    Status.NOT_ENTITLED: (
+        "Sin derecho a servicio médico",
+        "Ninguna: constancia obtenida. Para tener servicio médico, la persona puede "
+        "afiliarse al IMSS-Bienestar o a otra institución.",
+        _D,
+    ),
+    # Not a plain success: the person has IMSS rights, and proving them (if HR needs to) is
+    # another procedure, the "Constancia de vigencia de derechos" (SPEC §2).
+    Status.ENTITLED: (
+        "Vigente (con derecho)",
+        "Constancia obtenida: la persona tiene derechos vigentes en el IMSS. Si necesita "
+        "comprobarlos, es otro trámite: la Constancia de vigencia de derechos del IMSS.",
+        _A,
+    ),
     Status.NOT_AFFILIATED: ("No afiliado al ISSSTE", "Ninguna: constancia obtenida.", _D),
-    Status.AFFILIATED: ("Afiliado al ISSSTE", "Ninguna: el ISSSTE no emite constancia.", _D),
+    Status.AFFILIATED: (
+        "Afiliado al ISSSTE",
+        "Ninguna: el ISSSTE no emite constancia en línea. En persona: Departamentos de "
+        "Afiliación y Prestaciones Económicas, de lunes a viernes de 09:00 a 18:00.",
+        _D,
+    ),
     Status.INVALID_CURP: ("CURP inválida", "Corregir la CURP en la hoja y volver a cargarla.", _A),
     Status.CURP_NOT_FOUND: (
         "CURP no localizada en RENAPO",
@@ -66,7 +85,7 @@ _LABELS: dict[Status, tuple[str, str, StatusClass]] = {
     ),
     Status.DATA_INCONSISTENT: (
         "Datos inconsistentes en el IMSS",
-        "La persona debe acudir a su subdelegación del IMSS.",
+        "La persona debe acudir a su subdelegación del IMSS para regularizar sus datos.",
         _A,
     ),
     Status.DAILY_LIMIT: (
@@ -86,7 +105,13 @@ _LABELS: dict[Status, tuple[str, str, StatusClass]] = {
     ),
     Status.PORTAL_UNAVAILABLE: (
         "Portal no disponible",
-        "Se reintentará en la revisión nocturna.",
+        "Se reintentará más tarde (revisión nocturna).",
+        _F,
+    ),
+    Status.PORTAL_BLOCKED: (
+        "Portal bloqueó la consulta",
+        "La protección contra robots del portal rechazó la sesión: las consultas se "
+        "espaciaron y se reintentará más tarde; el operador ya fue avisado.",
         _F,
     ),
     Status.PORTAL_CHANGED: (
@@ -98,7 +123,9 @@ _LABELS: dict[Status, tuple[str, str, StatusClass]] = {
 }
 
 #: Statuses the nightly re-check picks up again even if they are recent.
-RETRYABLE = frozenset({Status.DAILY_LIMIT, Status.PORTAL_UNAVAILABLE, Status.CAPTCHA_UNSOLVED})
+RETRYABLE = frozenset(
+    {Status.DAILY_LIMIT, Status.PORTAL_UNAVAILABLE, Status.PORTAL_BLOCKED, Status.CAPTCHA_UNSOLVED}
+)
 
 #: Statuses that come with a constancia PDF.
 PDF_BEARING = frozenset({Status.NOT_ENTITLED, Status.ENTITLED, Status.NOT_AFFILIATED})
@@ -114,3 +141,11 @@ REUSABLE = frozenset(
         Status.DATA_INCONSISTENT,
     }
 )
+
+
+def label_of(code: str) -> str:
+    """The Spanish label of a stored status code (the code itself if this version lacks it)."""
+    try:
+        return Status(code).label
+    except ValueError:
+        return code

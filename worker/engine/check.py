@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import threading
 import time
@@ -25,13 +26,13 @@ import structlog
 
 from flows.base import Person
 from flows.browser import shared_browser
-from flows.errors import FlowError, TransientError, classify, retry_delay
+from flows.errors import FlowError, PortalBlocked, TransientError, classify, retry_delay
 from flows.mailbox import open_mailbox
 from flows.runner import run_check
 from worker.core.logs import mask_text
 from worker.core.settings import Settings
 from worker.core.statuses import REUSABLE, Status
-from worker.engine.limits import Limiter, NullLimiter
+from worker.engine.limits import BlockWatch, Limiter, NullLimiter
 from worker.engine.notify import notify_batch
 from worker.report.data import build_report
 from worker.storage.repository import Busy, Skipped, Started, Storage
@@ -54,6 +55,12 @@ class Decision:
     attempt: int = 0
     throttled: bool = False
     status: str | None = None
+    blocks: int = 0
+    """How many of the ``attempt`` runs met the portal's block (they spend no ``retry_max``)."""
+    blocked: bool = False
+    """This run met the portal's block: the embedded dispatcher pauses the portal."""
+    detail: str | None = None
+    """Why a run failed (masked), for the dispatcher's log and the operator's notice."""
 
 
 def person_dir(out_dir: str | Path, curp: str) -> Path:
@@ -65,10 +72,14 @@ class Engine:
     """One per process: holds the storage handle, the limiter and, lazily, the browser."""
 
     def __init__(self, settings: Settings, storage: Storage | None = None,
-                 limiter: Limiter | None = None, lease_s: float | None = None) -> None:
+                 limiter: Limiter | None = None, lease_s: float | None = None,
+                 blocks: BlockWatch | None = None) -> None:
         self.settings = settings
         self.storage = storage or Storage(settings.effective_database_url)
         self.limiter = limiter or NullLimiter()
+        #: The portals' pause record (distributed: Redis). ``None`` in an embedded child: the
+        #: dispatcher holds the pause and learns of blocks from ``Decision.blocked``.
+        self.blocks = blocks
         #: Distributed mode leases a running check (a redelivered copy waits); the embedded
         #: dispatcher never runs a check twice at once and resumes at once after a crash.
         self.lease_s = lease_s
@@ -91,19 +102,28 @@ class Engine:
         return self._mailbox
 
     # --- the check ------------------------------------------------------------------------
-    def execute(self, check_id: int, *, attempt: int = 0, task_id: str | None = None) -> Decision:
+    def execute(self, check_id: int, *, attempt: int = 0, task_id: str | None = None,
+                blocks: int = 0) -> Decision:
         check = self.storage.get_check(check_id)
         if check is None or check.status is not None:
             return Decision(done=True, status=check.status if check else None)
+        paused = self.blocks.remaining(check.portal) if self.blocks else 0.0
+        if paused > 0:
+            # The portal is blocking us: wait for its pause (a tenth more, spread), unspent.
+            wait = paused + random.uniform(0, max(paused, 1.0) / 10)
+            return Decision(done=False, retry_in=wait, attempt=attempt, throttled=True,
+                            blocks=blocks)
         token = self.limiter.acquire(check.portal)
         if token is None:
-            return Decision(done=False, retry_in=THROTTLE_WAIT_S, attempt=attempt, throttled=True)
+            return Decision(done=False, retry_in=THROTTLE_WAIT_S, attempt=attempt, throttled=True,
+                            blocks=blocks)
         try:
-            return self._execute(check_id, attempt=attempt, task_id=task_id)
+            return self._execute(check_id, attempt=attempt, task_id=task_id, blocks=blocks)
         finally:
             self.limiter.release(check.portal, token)
 
-    def _execute(self, check_id: int, *, attempt: int, task_id: str | None) -> Decision:
+    def _execute(self, check_id: int, *, attempt: int, task_id: str | None,
+                 blocks: int = 0) -> Decision:
         # Distributed: a task carries its attempt, so a late copy of one already run is dropped.
         started = self.storage.start_check(check_id, task_id, lease_s=self.lease_s,
                                            attempt=attempt if self.lease_s else None)
@@ -111,13 +131,15 @@ class Engine:
             case Skipped():
                 return Decision(done=True)
             case Busy(retry_in):  # another worker is running it right now
-                return Decision(done=False, retry_in=retry_in, attempt=attempt, throttled=True)
+                return Decision(done=False, retry_in=retry_in, attempt=attempt, throttled=True,
+                                blocks=blocks)
             case Started(check, batch):
                 with _Heartbeat(self.storage, check_id, task_id, self.lease_s):
-                    return self._run_started(check, batch, attempt=attempt, task_id=task_id)
+                    return self._run_started(check, batch, attempt=attempt, task_id=task_id,
+                                             blocks=blocks)
 
     def _run_started(self, check: Any, batch: Any, *, attempt: int,
-                     task_id: str | None) -> Decision:
+                     task_id: str | None, blocks: int = 0) -> Decision:
         check_id = check.id
         bound = log.bind(batch_id=batch.id, portal=check.portal, task_id=task_id,
                          check_id=check_id, attempt=attempt)
@@ -140,35 +162,44 @@ class Engine:
         work_dir = home / f".intento-{uuid.uuid4().hex[:8]}"
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            return self._attempt(check, batch, work_dir, home, bound, attempt)
+            return self._attempt(check, batch, work_dir, home, bound, attempt, blocks)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
     def _attempt(self, check: Any, batch: Any, work_dir: Path, home: Path, bound: Any,
-                 attempt: int) -> Decision:
+                 attempt: int, blocks: int = 0) -> Decision:
         check_id = check.id
         t0 = time.monotonic()
+        since = self.blocks.now() if self.blocks else 0.0
         bound.info("check_started", curp=check.curp)
         try:
             outcome = self._run_flow(check.portal, check.curp, work_dir, bound, attempt)
         except Exception as err:  # noqa: BLE001 - every failure becomes a status or a retry
+            message = mask_text(str(err)) or type(err).__name__
+            blocked = isinstance(err, PortalBlocked)
+            pause = 0.0
+            if blocked and self.blocks:  # the portal rests, whatever becomes of this check
+                pause = self.blocks.blocked(check.portal, since, message)
             delay = retry_delay(
                 err if isinstance(err, FlowError) else TransientError(str(err)),
                 attempt, retry_max=self.settings.retry_max,
                 backoff_s=self.settings.retry_backoff_s,
                 backoff_max_s=self.settings.retry_backoff_max_s,
+                blocks=blocks, blocked_retry_max=self.settings.blocked_retry_max, pause_s=pause,
             )
-            message = mask_text(str(err)) or type(err).__name__
             evidence = _keep(getattr(err, "evidence_path", None), work_dir, home)
             if delay is not None:
                 bound.warning("check_retry", error=message, retry_in=round(delay, 2),
                               error_type=type(err).__name__)
                 self.storage.note_attempt(check_id, message,
                                           due_in=delay if self.lease_s else None)
-                return Decision(done=False, retry_in=delay, attempt=attempt + 1)
+                return Decision(done=False, retry_in=delay, attempt=attempt + 1,
+                                blocks=blocks + blocked, blocked=blocked, detail=message)
             status, transient = classify(err)
             if transient or not isinstance(err, FlowError):
-                detail = _gave_up_detail(status, str(err), attempt)
+                # Blocks and other failures have separate budgets: count the one spent.
+                spent = blocks if blocked else attempt - blocks
+                detail = _gave_up_detail(status, str(err), spent)
             else:
                 detail = str(err)
             bound.warning("check_failed", status=status.value, error=message,
@@ -176,7 +207,7 @@ class Engine:
             self._record(check_id, batch.id, status=status, detail=detail,
                          evidence_path=Path(evidence) if evidence else None,
                          timings={"total": round(time.monotonic() - t0, 3)})
-            return Decision(done=True, status=status.value)
+            return Decision(done=True, status=status.value, blocked=blocked, detail=message)
 
         facts = _facts_json(outcome.facts)
         trace = outcome.extra.get("trace")  # kept for done checks with KEEP_TRACES=always
@@ -194,12 +225,15 @@ class Engine:
         )
         if recorded and pdf and final_pdf:
             os.replace(pdf, final_pdf)
+        if self.blocks:
+            self.blocks.passed(check.portal, since)  # a check got through: the episode ends
         self.finish_if_complete(batch.id)
         bound.info("check_done", status=outcome.status.value, seconds=timings.get("total"))
         return Decision(done=True, status=outcome.status.value)
 
     def _run_flow(self, portal: str, curp: str, work_dir: Path, bound: Any, attempt: int) -> Any:
-        browser = shared_browser(self.settings.browser_executable)
+        browser = shared_browser(self.settings.browser_executable,
+                                 headed=self.settings.browser_headed)
         return run_check(browser, portal, Person(curp=curp), self.settings, work_dir,
                          captcha=self._solver(), mailbox=self._mail(), log=bound,
                          attempt=attempt)
@@ -322,5 +356,6 @@ def _gave_up_detail(status: Status, message: str, attempt: int) -> str:
     base = {
         Status.PORTAL_UNAVAILABLE: "El portal no respondió",
         Status.CAPTCHA_UNSOLVED: "No se resolvió el captcha",
+        Status.PORTAL_BLOCKED: "El portal siguió bloqueando la consulta",
     }.get(status, "Falló la consulta")
     return f"{base} tras {tries} intento(s): {message}".strip()

@@ -5,7 +5,9 @@ server that has only imported the modules a check needs (``spawn`` where there i
 server): Playwright never crosses a fork, and the K children do not import everything K
 times. Each child runs the very ``Engine.execute`` the Celery task runs, with one
 browser of its own. The parent enforces the per-portal rate limit and concurrency cap, waits
-out retry delays, shows progress, and replaces a child that dies (its check runs again).
+out retry delays, holds back a portal whose bot protection blocked a check (``LocalPause``:
+the whole portal waits, the other goes on, the operator is told once per episode), shows
+progress, and replaces a child that dies (its check runs again).
 Everything is recorded in storage as it happens: an interrupted run, started again with the
 same sheet, resumes where it stopped.
 """
@@ -31,7 +33,8 @@ from flows.browser import close_shared
 from worker.core.logs import configure_logging, mask_text
 from worker.core.settings import Settings
 from worker.engine.check import Decision, Engine
-from worker.engine.limits import LocalLimiter
+from worker.engine.limits import BlockWatch, LocalLimiter, LocalPause, PausePolicy
+from worker.engine.notify import notify_portal_blocked
 from worker.storage.repository import Storage
 
 __all__ = ["run_embedded", "Progress"]
@@ -46,29 +49,33 @@ class Progress:
 
 
 def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
-           environ: dict[str, str] | None = None) -> None:
+           environ: dict[str, str] | None = None, console_level: str | None = None) -> None:
     """A child's whole life. Anything that escapes it would be printed by multiprocessing as a
     raw traceback on stderr, where a CURP in a path or a message would appear whole: it is
     printed masked instead, and the child exits 1 (the parent requeues its check).
 
     ``environ`` is the parent's environment when it started the child: a fork server keeps the
-    one it was started with, and a long-lived parent (the web page) may have changed since."""
+    one it was started with, and a long-lived parent (the web page) may have changed since.
+    ``console_level``: what the child shows on the parent's screen (the log file, if any,
+    gets everything)."""
     if environ is not None:
         os.environ.clear()
         os.environ.update(environ)
     try:
-        _child_loop(settings_data, jobs, results, parent)
+        _child_loop(settings_data, jobs, results, parent, console_level)
     except Exception:  # noqa: BLE001 - last resort: mask, then die like a crash
         sys.stderr.write(mask_text(traceback.format_exc()))
         sys.stderr.flush()
         sys.exit(1)
 
 
-def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int) -> None:
+def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
+                console_level: str | None = None) -> None:
     # Children must not survive the parent, nor die on the terminal's Ctrl-C before it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings(**settings_data)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, console_level=console_level,
+                      log_file=settings.log_file)
     engine = Engine(settings)
     while True:
         try:
@@ -79,13 +86,14 @@ def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: 
             continue
         if job is None:
             break
-        check_id, attempt = job
+        check_id, attempt, blocks = job
         results.put(("started", os.getpid(), check_id, None))
         try:
-            decision = engine.execute(check_id, attempt=attempt, task_id=f"embedded-{os.getpid()}")
+            decision = engine.execute(check_id, attempt=attempt, blocks=blocks,
+                                      task_id=f"embedded-{os.getpid()}")
         except Exception as exc:  # noqa: BLE001 - report, never kill the child
             log.exception("embedded_execute_failed", check_id=check_id)
-            decision = Decision(done=False, retry_in=5.0, attempt=attempt + 1,
+            decision = Decision(done=False, retry_in=5.0, attempt=attempt + 1, blocks=blocks,
                                 status=type(exc).__name__)
         results.put(("result", os.getpid(), check_id, decision))
     close_shared()
@@ -144,8 +152,12 @@ def run_embedded(
     concurrency: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     poll_s: float = 0.2,
+    console_level: str | None = None,
 ) -> None:
-    """Run every pending check of a batch to a status, then make sure the report exists."""
+    """Run every pending check of a batch to a status, then make sure the report exists.
+
+    ``console_level``: the least a worker process shows on stderr (``run`` on a terminal:
+    ``warning``, so that its progress line stays readable); ``None``: ``LOG_LEVEL``."""
     k = max(1, concurrency or settings.concurrency)
     # A run killed while it wrote the report left the claim behind: this run writes it.
     if storage.reclaim_report(batch_id):
@@ -158,8 +170,8 @@ def run_embedded(
     parent = os.getpid()
 
     def spawn() -> Any:
-        p = ctx.Process(target=_child, args=(data, jobs, results, parent, dict(os.environ)),
-                        daemon=True)
+        p = ctx.Process(target=_child, daemon=True,
+                        args=(data, jobs, results, parent, dict(os.environ), console_level))
         p.start()
         return p
 
@@ -167,9 +179,16 @@ def run_embedded(
     procs = [spawn() for _ in range(k)] if pending else []
     limiter = LocalLimiter(lambda p: registry.portal(p).rate_limit(settings),
                            lambda p: registry.portal(p).max_concurrency(settings))
-    ready: list[tuple[int, str, int]] = [(cid, portal, 0) for cid, portal in pending]
-    delayed: list[tuple[float, int, str, int]] = []
-    inflight: dict[int, tuple[str, int]] = {}
+    pauses = BlockWatch(
+        LocalPause(PausePolicy.from_settings(settings)),
+        lambda portal, pause, reason: notify_portal_blocked(settings, portal, pause, reason),
+        log.bind(batch_id=batch_id),
+    )
+    # (check id, portal, attempt, blocks met)
+    ready: list[tuple[int, str, int, int]] = [(cid, portal, 0, 0) for cid, portal in pending]
+    delayed: list[tuple[float, int, str, int, int]] = []
+    inflight: dict[int, tuple[str, int, int]] = {}
+    sent_at: dict[int, float] = {}  # check id -> when dispatched (the pause's clock)
     running_on: dict[int, int] = {}  # pid -> check id
     portal_of = {cid: portal for cid, portal in pending}
     last_progress = 0.0
@@ -177,16 +196,20 @@ def run_embedded(
         while ready or delayed or inflight:
             now = time.monotonic()
             while delayed and delayed[0][0] <= now:
-                _, cid, portal, attempt = heapq.heappop(delayed)
-                ready.append((cid, portal, attempt))
-            # Dispatch what the limits allow, in order, keeping every child busy.
-            still: list[tuple[int, str, int]] = []
-            for cid, portal, attempt in ready:
-                if len(inflight) < len(procs) and limiter.acquire(portal):
-                    inflight[cid] = (portal, attempt)
-                    jobs.put((cid, attempt))
+                _, cid, portal, attempt, blocks = heapq.heappop(delayed)
+                ready.append((cid, portal, attempt, blocks))
+            # Dispatch what the limits allow, in order, keeping every child busy; a paused
+            # (blocked) portal waits whole.
+            still: list[tuple[int, str, int, int]] = []
+            paused = {p for p in {r[1] for r in ready} if pauses.remaining(p) > 0}
+            for cid, portal, attempt, blocks in ready:
+                if (portal not in paused and len(inflight) < len(procs)
+                        and limiter.acquire(portal)):
+                    inflight[cid] = (portal, attempt, blocks)
+                    sent_at[cid] = pauses.now()
+                    jobs.put((cid, attempt, blocks))
                 else:
-                    still.append((cid, portal, attempt))
+                    still.append((cid, portal, attempt, blocks))
             ready = still
             try:
                 kind, pid, cid, decision = results.get(timeout=poll_s)
@@ -196,20 +219,27 @@ def run_embedded(
                 running_on[pid] = cid
             elif kind == "result":
                 running_on.pop(pid, None)
-                portal, attempt = inflight.pop(cid, (portal_of[cid], 0))
+                portal, attempt, _ = inflight.pop(cid, (portal_of[cid], 0, 0))
                 limiter.release(portal, "local")
+                since = sent_at.pop(cid, pauses.now())
+                wait = decision.retry_in or 0.0
+                if decision.blocked:
+                    wait = max(wait, pauses.blocked(portal, since, decision.detail or ""))
+                elif decision.done and decision.status != "portal_blocked":
+                    pauses.passed(portal, since)
                 if not decision.done:
-                    due = time.monotonic() + (decision.retry_in or 0.0)
-                    heapq.heappush(delayed, (due, cid, portal, decision.attempt))
+                    due = time.monotonic() + wait
+                    heapq.heappush(delayed, (due, cid, portal, decision.attempt,
+                                             decision.blocks))
             # A child that died (OOM, a crash, kill -9): its check goes back in line.
             for i, p in enumerate(procs):
                 if not p.is_alive():
                     _make_sure_it_ended(p)
                     lost = running_on.pop(p.pid, None) if p.pid is not None else None
                     if lost is not None and lost in inflight:
-                        portal, attempt = inflight.pop(lost)
+                        portal, attempt, blocks = inflight.pop(lost)
                         limiter.release(portal, "local")
-                        ready.insert(0, (lost, portal, attempt))
+                        ready.insert(0, (lost, portal, attempt, blocks))
                         log.warning("embedded_child_died", pid=p.pid, check_id=lost)
                     procs[i] = spawn()
             if on_progress and (time.monotonic() - last_progress > 0.5):

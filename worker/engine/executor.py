@@ -56,11 +56,15 @@ class Executor(Protocol):
 
 
 class EmbeddedExecutor:
-    """No broker: this process runs the batch with K child processes (``engine.embedded``)."""
+    """No broker: this process runs the batch with K child processes (``engine.embedded``).
+    ``console_level``: the least those processes show on the screen (a terminal's ``run``
+    shows warnings only, under its progress line)."""
 
-    def __init__(self, settings: Settings, storage: Storage) -> None:
+    def __init__(self, settings: Settings, storage: Storage,
+                 console_level: str | None = None) -> None:
         self.settings = settings
         self.storage = storage
+        self.console_level = console_level
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -77,7 +81,8 @@ class EmbeddedExecutor:
         return len(self.storage.pending_check_ids(batch_id))
 
     def run_to_end(self, batch_id: str, *, progress: ProgressCallback | None = None) -> None:
-        run_embedded(self.settings, self.storage, batch_id, on_progress=progress)
+        run_embedded(self.settings, self.storage, batch_id, on_progress=progress,
+                     console_level=self.console_level)
 
     def running(self, batch_id: str) -> bool:
         with self._lock:
@@ -152,8 +157,9 @@ class CeleryExecutor:
         return down
 
 
-def executor_for(settings: Settings, storage: Storage) -> Executor:
+def executor_for(settings: Settings, storage: Storage,
+                 console_level: str | None = None) -> Executor:
     """The one place that picks embedded or Celery (``CONSTANCIAS_BROKER_URL``)."""
     if settings.embedded:
-        return EmbeddedExecutor(settings, storage)
+        return EmbeddedExecutor(settings, storage, console_level)
     return CeleryExecutor(settings, storage)

@@ -1,8 +1,9 @@
-"""Politeness: a per-portal rate limit and concurrency cap.
+"""Politeness: a per-portal rate limit and concurrency cap, and the pause of a portal whose
+bot protection blocks us.
 
-Embedded: the parent process dispatches checks and enforces both itself (``LocalLimiter``).
-Distributed: every worker asks Redis (``RedisLimiter``), so the limits hold cluster-wide
-(Celery's own ``rate_limit`` is per worker: celery#5732).
+Embedded: the parent process dispatches checks and enforces both itself (``LocalLimiter``,
+``LocalPause``). Distributed: every worker asks Redis (``RedisLimiter``, ``RedisPause``), so the
+limits and the pause hold cluster-wide (Celery's own ``rate_limit`` is per worker: celery#5732).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Limiter", "LocalLimiter", "RedisLimiter", "NullLimiter"]
+__all__ = ["Limiter", "LocalLimiter", "RedisLimiter", "NullLimiter", "PausePolicy",
+           "PauseState", "LocalPause", "RedisPause", "BlockWatch"]
 
 
 class Limiter:
@@ -135,3 +137,189 @@ class RedisLimiter(Limiter):
 
     def release(self, portal: str, token: str) -> None:
         self.client.zrem(f"{self.prefix}:slots:{portal}", token)
+
+
+# --- the pause of a blocked portal --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PausePolicy:
+    """How long a blocked portal rests (settings ``block_pause_s``, ``block_pause_factor``,
+    ``block_pause_max_s``)."""
+
+    first_s: float
+    factor: float
+    max_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PausePolicy:
+        return cls(settings.block_pause_s, settings.block_pause_factor,
+                   settings.block_pause_max_s)
+
+    @property
+    def memory_s(self) -> float:
+        """How long an episode outlives its pause with no check getting through to end it (a
+        check can run for minutes after its pause): a block after that is a new episode, and a
+        new notice. An hour at least: a block outlives a batch, not a night."""
+        return max(4 * self.max_s, 3600.0)
+
+
+@dataclass(frozen=True)
+class PauseState:
+    """One portal's block episode: the current pause runs from ``started`` to ``until``."""
+
+    started: float
+    until: float
+    pause_s: float
+
+
+def on_block(state: PauseState | None, now: float, since: float,
+             policy: PausePolicy) -> tuple[PauseState, float, bool]:
+    """A check that started at ``since`` met a block at ``now``: the new state, the seconds
+    the portal stays paused, and whether this block opened a new episode.
+
+    The one rule of both stores. Checks already running when a pause began are the same wave
+    of refusals: they neither restart nor lengthen it. A check started after the pause began
+    (a probe once the pause ended) that is blocked again makes the next pause longer."""
+    if state is None:
+        fresh = PauseState(started=now, until=now + policy.first_s, pause_s=policy.first_s)
+        return fresh, policy.first_s, True
+    if now < state.until or since < state.started:
+        return state, max(0.0, state.until - now), False
+    pause = min(policy.max_s, state.pause_s * policy.factor)
+    return PauseState(started=now, until=now + pause, pause_s=pause), pause, False
+
+
+class LocalPause:
+    """The pause record of one process (the embedded dispatcher), on its monotonic clock."""
+
+    def __init__(self, policy: PausePolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy, self.clock = policy, clock
+        self._states: dict[str, PauseState] = {}
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self.clock()
+
+    def _live(self, portal: str, now: float) -> PauseState | None:
+        state = self._states.get(portal)
+        if state is not None and now > state.until + self.policy.memory_s:
+            del self._states[portal]  # forgotten, as Redis expires its record
+            return None
+        return state
+
+    def remaining(self, portal: str) -> float:
+        with self._lock:
+            now = self.clock()
+            state = self._live(portal, now)
+            return max(0.0, state.until - now) if state else 0.0
+
+    def block(self, portal: str, since: float) -> tuple[float, bool]:
+        with self._lock:
+            now = self.clock()
+            state, left, first = on_block(self._live(portal, now), now, since, self.policy)
+            self._states[portal] = state
+            return left, first
+
+    def passed(self, portal: str, since: float) -> bool:
+        """A check started at ``since`` got through: the episode ends, if that check began
+        after the latest pause did (an older one proves nothing). True if one ended."""
+        with self._lock:
+            state = self._live(portal, self.clock())
+            if state is None or since < state.started:
+                return False
+            del self._states[portal]
+            return True
+
+
+class RedisPause:
+    """The pause record shared by every worker: one Redis hash per portal, expiring by itself
+    (``pause + memory``), updated in a WATCH/MULTI transaction with ``on_block``. Times are
+    wall-clock seconds (workers' clocks NTP-synced, as the leases already require)."""
+
+    def __init__(self, client: Any, policy: PausePolicy,
+                 prefix: str = "constancias:pause") -> None:
+        self.client, self.policy, self.prefix = client, policy, prefix
+
+    def now(self) -> float:
+        return time.time()
+
+    def _key(self, portal: str) -> str:
+        return f"{self.prefix}:{portal}"
+
+    @staticmethod
+    def _state(raw: dict[Any, Any]) -> PauseState | None:
+        try:
+            values = {(k.decode() if isinstance(k, bytes) else k): float(v)
+                      for k, v in raw.items()}
+            return PauseState(values["started"], values["until"], values["pause_s"])
+        except (KeyError, ValueError):
+            return None
+
+    def remaining(self, portal: str) -> float:
+        state = self._state(self.client.hgetall(self._key(portal)))
+        return max(0.0, state.until - time.time()) if state else 0.0
+
+    def block(self, portal: str, since: float) -> tuple[float, bool]:
+        key = self._key(portal)
+        out: list[tuple[float, bool]] = []
+
+        def update(pipe: Any) -> None:
+            now = time.time()
+            old = self._state(pipe.hgetall(key))
+            state, left, first = on_block(old, now, since, self.policy)
+            out[:] = [(left, first)]
+            pipe.multi()
+            if state != old:
+                pipe.hset(key, mapping={"started": state.started, "until": state.until,
+                                        "pause_s": state.pause_s})
+                pipe.pexpire(key, int((state.until - now + self.policy.memory_s) * 1000) + 1)
+
+        self.client.transaction(update, key)
+        return out[0]
+
+    def passed(self, portal: str, since: float) -> bool:
+        key = self._key(portal)
+        ended: list[bool] = [False]
+
+        def update(pipe: Any) -> None:
+            state = self._state(pipe.hgetall(key))
+            ended[0] = state is not None and since >= state.started
+            pipe.multi()
+            if ended[0]:
+                pipe.delete(key)
+
+        if not self.client.exists(key):
+            return False  # the usual case: one read, no transaction
+        self.client.transaction(update, key)
+        return ended[0]
+
+
+class BlockWatch:
+    """A pause store plus what happens when a block episode opens and ends: ``on_episode``
+    (the operator's notice: a warning log line and an e-mail) runs exactly once per episode,
+    cluster-wide, in whichever process met the first block."""
+
+    def __init__(self, store: LocalPause | RedisPause,
+                 on_episode: Callable[[str, float, str], object], log: Any) -> None:
+        self.store, self.on_episode, self.log = store, on_episode, log
+
+    def now(self) -> float:
+        """The store's clock: pass its readings back as ``since``."""
+        return self.store.now()
+
+    def remaining(self, portal: str) -> float:
+        return self.store.remaining(portal)
+
+    def blocked(self, portal: str, since: float, reason: str) -> float:
+        """A check started at ``since`` met a block: seconds the portal is paused."""
+        left, first = self.store.block(portal, since)
+        if first:
+            self.on_episode(portal, left, reason)
+        else:
+            self.log.info("portal_pause", portal=portal, pause_s=round(left, 1))
+        return left
+
+    def passed(self, portal: str, since: float) -> None:
+        if self.store.passed(portal, since):
+            self.log.info("portal_resumed", portal=portal)

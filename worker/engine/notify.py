@@ -1,4 +1,5 @@
-"""Change notifications: one e-mail to HR per status change found by a re-check (optional).
+"""Change notifications: one e-mail to HR per status change found by a re-check (optional);
+and the operator's notice when a portal's bot protection blocks the checks (once per episode).
 
 Configured by ``CONSTANCIAS_SMTP_URL`` (``smtp://user:pass@host:port``; ``smtps://`` for TLS
 from the start, ``?starttls=1`` to upgrade a plain connection; ``?from=addr`` sets the sender)
@@ -32,7 +33,8 @@ from worker.core.settings import Settings
 from worker.report.data import report_data
 from worker.storage.repository import Storage
 
-__all__ = ["SmtpTarget", "smtp_target", "notify_batch", "change_message", "forget_purged"]
+__all__ = ["SmtpTarget", "smtp_target", "notify_batch", "change_message", "forget_purged",
+           "notify_portal_blocked"]
 
 log = structlog.get_logger("constancias.notify")
 
@@ -51,9 +53,11 @@ class SmtpTarget:
     recipients: list[str]
 
 
-def smtp_target(settings: Settings) -> SmtpTarget | None:
-    """The SMTP target, or None when notifications are not configured."""
-    if not settings.smtp_url or not settings.notify_to:
+def smtp_target(settings: Settings, recipients: str | None = None) -> SmtpTarget | None:
+    """The SMTP target (to ``recipients``, default ``NOTIFY_TO``), or None when notifications
+    are not configured."""
+    to = recipients if recipients is not None else settings.notify_to
+    if not settings.smtp_url or not to:
         return None
     parts = urlsplit(settings.smtp_url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
@@ -62,7 +66,7 @@ def smtp_target(settings: Settings) -> SmtpTarget | None:
     query = parse_qs(parts.query)
     username = unquote(parts.username) if parts.username else None
     default_sender = username if username and "@" in username else f"constancias@{parts.hostname}"
-    recipients = [a.strip() for a in settings.notify_to.split(",") if a.strip()]
+    addresses = [a.strip() for a in to.split(",") if a.strip()]
     return SmtpTarget(
         host=parts.hostname,
         port=parts.port or (465 if parts.scheme == "smtps" else 25),
@@ -71,7 +75,7 @@ def smtp_target(settings: Settings) -> SmtpTarget | None:
         ssl=parts.scheme == "smtps",
         starttls=query.get("starttls", ["0"])[0].lower() in ("1", "true", "yes"),
         sender=query.get("from", [default_sender])[0],
-        recipients=recipients,
+        recipients=addresses,
     )
 
 
@@ -158,6 +162,43 @@ def notify_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
                  portal=change.portal, before=change.before.value if change.before else None,
                  after=change.after.value)
     return sent
+
+
+def notify_portal_blocked(settings: Settings, portal: str, pause_s: float, reason: str) -> bool:
+    """Tell the operator that ``portal`` blocks the checks: one warning log line, and an e-mail
+    to ``OPERATOR_TO`` (else ``NOTIFY_TO``) when SMTP is configured. Called once per block
+    episode (``worker.engine.limits.BlockWatch``); True if the e-mail went out. Never raises: a mail
+    problem must not stop the checks."""
+    name = registry.title(portal)
+    log.warning("portal_blocked", portal=portal, pause_s=round(pause_s, 1), reason=reason)
+    try:
+        target = smtp_target(settings, settings.operator_to or settings.notify_to)
+    except ConfigError as err:
+        log.warning("operator_notice_failed", portal=portal, error=str(err))
+        return False
+    if target is None:
+        return False
+    msg = EmailMessage()
+    msg["Subject"] = f"constancias: el portal del {name} bloqueó las consultas"
+    msg["From"] = target.sender
+    msg["To"] = ", ".join(target.recipients)
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain="constancias.local")
+    msg.set_content("\n".join([
+        f"La protección contra robots del portal del {name} (Incapsula) rechazó una consulta.",
+        "",
+        f"Detalle: {reason}",
+        f"Las consultas del {name} se pausaron {pause_s:.0f} s en todos los trabajadores; la "
+        "pausa crece si el bloqueo sigue, y se reanudan solas. El otro portal continúa.",
+        "Este aviso se envía una sola vez por episodio.",
+    ]))
+    try:
+        _send(target, [msg])
+    except (OSError, smtplib.SMTPException) as err:
+        log.warning("operator_notice_failed", portal=portal, error=type(err).__name__)
+        return False
+    log.info("operator_notice_sent", portal=portal)
+    return True
 
 
 def forget_purged(storage: Storage) -> int:

@@ -15,7 +15,8 @@ from flows.browser import close_shared
 from worker.core.logs import configure_logging
 from worker.engine.celery_app import app, settings
 from worker.engine.check import Engine
-from worker.engine.limits import RedisLimiter
+from worker.engine.limits import BlockWatch, PausePolicy, RedisLimiter, RedisPause
+from worker.engine.notify import notify_portal_blocked
 from worker.engine.sweeper import Sweeper
 
 __all__ = ["check", "finish_batch"]
@@ -27,27 +28,36 @@ def engine() -> Engine:
     """This process's engine, created after the fork (the browser launches on first check)."""
     global _engine
     if _engine is None:
-        limiter = None
+        limiter = blocks = None
         if settings.broker_url and settings.broker_url.startswith("redis"):
-            limiter = RedisLimiter(redis.Redis.from_url(settings.broker_url),
-                                   lambda p: registry.portal(p).rate_limit(settings),
+            client = redis.Redis.from_url(settings.broker_url)
+            limiter = RedisLimiter(client, lambda p: registry.portal(p).rate_limit(settings),
                                    lambda p: registry.portal(p).max_concurrency(settings),
                                    settings.task_time_limit_s + 60)
+            # A portal's block pauses it for every worker (one record in Redis).
+            blocks = BlockWatch(
+                RedisPause(client, PausePolicy.from_settings(settings)),
+                lambda portal, pause, reason: notify_portal_blocked(settings, portal, pause,
+                                                                    reason),
+                structlog.get_logger("constancias.engine"),
+            )
         # A redelivered copy of a running check's task (the worker was lost, or the visibility
         # timeout passed) waits on the lease instead of running alongside. The lease is short
         # and renewed while the flow runs, so a dead worker's check is free again soon.
-        _engine = Engine(settings, limiter=limiter, lease_s=settings.lease_s)
+        _engine = Engine(settings, limiter=limiter, lease_s=settings.lease_s, blocks=blocks)
     return _engine
 
 
 @app.task(bind=True, name="constancias.check", max_retries=None)
-def check(self: Any, check_id: int, attempt: int = 0) -> str | None:
-    decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id)
+def check(self: Any, check_id: int, attempt: int = 0, blocks: int = 0) -> str | None:
+    decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id,
+                                blocks=blocks)
     if decision.retry_in is not None and not decision.done:
         # Recorded so that the sweeper can tell a pending retry from a lost one.
         engine().storage.set_due([check_id], decision.retry_in)
         raise self.retry(countdown=decision.retry_in, max_retries=None,
-                         kwargs={"check_id": check_id, "attempt": decision.attempt})
+                         kwargs={"check_id": check_id, "attempt": decision.attempt,
+                                 "blocks": decision.blocks})
     return decision.status
 
 
@@ -59,7 +69,7 @@ def finish_batch(batch_id: str) -> None:
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
     # Connecting this stops Celery from configuring loggers itself.
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, log_file=settings.log_file)
 
 
 @signals.task_prerun.connect

@@ -35,7 +35,7 @@ from worker.core.errors import InputError
 from worker.core.settings import Settings
 from worker.core.text import fold
 
-__all__ = ["SheetRow", "Intake", "read_sheet", "normalise_curp", "validate_curp",
+__all__ = ["SheetRow", "Intake", "FormulaText", "read_sheet", "normalise_curp", "validate_curp",
            "looks_like_curp", "is_curp_header"]
 
 #: The header row must be within these first rows (SPEC §4).
@@ -93,6 +93,9 @@ class Intake:
     """The other columns' headers in order ("Columna C" when a column has none)."""
     rows: list[SheetRow]
     """Every non-empty data row, in file order."""
+    formula_cells: list[str] = field(default_factory=list)
+    """Cells (``B7``) of the data rows holding a formula with no saved value: their formula
+    text was kept (``FormulaText``); ``validate`` names them in a warning."""
 
     @property
     def valid_curps(self) -> list[str]:
@@ -299,8 +302,9 @@ def read_sheet(path: str | Path, settings: Settings) -> Intake:
     if size == 0:
         raise InputError(f"{name} está vacío (0 bytes)")
     if size > settings.max_file_bytes:
-        raise InputError(f"{name} pesa {_mb(size)}, más que el límite de "
-                         f"{_mb(settings.max_file_bytes)} (CONSTANCIAS_MAX_FILE_BYTES)")
+        raise InputError(f"{name} pesa {_mb(size)}, más de los {_mb(settings.max_file_bytes)} "
+                         "que se aceptan: quite imágenes u hojas que no hagan falta, o reparta "
+                         "las personas en varios archivos (límite CONSTANCIAS_MAX_FILE_BYTES)")
 
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         sheets, closer = _xlsx_sheets(path, settings)
@@ -331,11 +335,19 @@ def _xlsx_sheets(path: Path, settings: Settings) -> tuple[list[_Sheet], Callable
     merges_by_part = _scan_sheets(path)
     import openpyxl  # imported here: `validate` on a CSV should not pay for it
 
+    with_formulas = {part for part, merges in merges_by_part.items() if _FORMULA_MARK in merges}
     try:
         with _ReadOnlySizeSkipped():
             reader = _excel_reader(openpyxl, path, settings)
             reader.read()
             wb = reader.wb
+            # Formulas without a saved value read as empty cells: a second, formula-text
+            # view of the same parts gives their text (only for sheets that have formulas).
+            formulas_wb = None
+            if with_formulas:
+                second = _excel_reader(openpyxl, path, settings, data_only=False)
+                second.read()
+                formulas_wb = second.wb
     except InputError:
         raise
     except _UnsafeSheet as exc:
@@ -344,15 +356,22 @@ def _xlsx_sheets(path: Path, settings: Settings) -> tuple[list[_Sheet], Callable
         raise InputError(f"{name} no se pudo leer como libro de Excel ({_why(exc)}); "
                          f"{_SAVE_AS_XLSX}") from None
 
-    def make_rows(ws: Any, part: str) -> Callable[[], Iterator[tuple[int, Row]]]:
-        merges = merges_by_part.get(part.lstrip("/"), [])
+    def make_rows(ws: Any, part: str,
+                  formula_ws: Any = None) -> Callable[[], Iterator[tuple[int, Row]]]:
+        merges = [m for m in merges_by_part.get(part.lstrip("/"), []) if m != _FORMULA_MARK]
 
         def rows() -> Iterator[tuple[int, Row]]:
             # Dimensions written by other tools may be wrong or hostile ("A1:XFD1048576"
             # pads every row to 16 384 cells); without them openpyxl yields each row as is.
             ws.reset_dimensions()
             try:
-                stream = enumerate(ws.iter_rows(values_only=True), start=1)
+                values: Iterable[Any] = ws.iter_rows(values_only=True)
+                if formula_ws is not None:
+                    formula_ws.reset_dimensions()
+                    # Both views parse the same XML: their rows pair up one to one.
+                    values = map(_formula_texts, values,
+                                 formula_ws.iter_rows(values_only=True))
+                stream = enumerate(values, start=1)
                 yield from _fill_merged(stream, merges) if merges else (
                     (n, list(v)) for n, v in stream)
             except InputError:
@@ -363,13 +382,23 @@ def _xlsx_sheets(path: Path, settings: Settings) -> tuple[list[_Sheet], Callable
         return rows
 
     sheets = []
-    for ws in wb.worksheets:
+    formula_sheets = formulas_wb.worksheets if formulas_wb is not None else []
+    for i, ws in enumerate(wb.worksheets):
         part = getattr(ws, "_worksheet_path", "")
-        sheets.append(_Sheet(ws.title, make_rows(ws, part), ws.sheet_state == "visible"))
-    if not sheets:
+        formula_ws = (formula_sheets[i] if i < len(formula_sheets)
+                      and part.lstrip("/") in with_formulas else None)
+        sheets.append(_Sheet(ws.title, make_rows(ws, part, formula_ws),
+                             ws.sheet_state == "visible"))
+
+    def close() -> None:
         wb.close()
+        if formulas_wb is not None:
+            formulas_wb.close()
+
+    if not sheets:
+        close()
         raise InputError(f"{name} no tiene hojas de cálculo con datos")
-    return sheets, wb.close
+    return sheets, close
 
 
 def _check_zip(path: Path, settings: Settings) -> None:
@@ -400,9 +429,10 @@ def _check_zip(path: Path, settings: Settings) -> None:
     total = sum(i.file_size for i in infos)
     if total > settings.max_uncompressed_bytes:
         raise InputError(
-            f"{name} declara {_mb(total)} sin comprimir, más que el límite de "
-            f"{_mb(settings.max_uncompressed_bytes)} (posible bomba ZIP; "
-            "CONSTANCIAS_MAX_UNCOMPRESSED_BYTES)")
+            f"{name} ocupa {_mb(total)} sin comprimir, más de los "
+            f"{_mb(settings.max_uncompressed_bytes)} que se aceptan: quite imágenes u hojas que "
+            "no hagan falta y guárdelo de nuevo, o reparta las personas en varios archivos "
+            "(posible bomba ZIP; límite CONSTANCIAS_MAX_UNCOMPRESSED_BYTES)")
     for info in infos:
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > _RATIO_MIN_BYTES and ratio > _MAX_RATIO:
@@ -433,15 +463,21 @@ def _sheet_scanner() -> tuple[Callable[..., None], Callable[[str], None],
     Closures over plain ints: this runs twice per XML element, so every lookup counts.
     """
     depth = row_depth = in_row = rows = outside = 0
+    formulas = False
     merges: list[tuple[int, int, int, int]] = []
 
     def start(name: str, attrs: dict[str, str]) -> None:
-        nonlocal depth, row_depth, in_row, rows, outside
+        nonlocal depth, row_depth, in_row, rows, outside, formulas
         depth += 1
         if row_depth:
             in_row += 1
             if in_row > _MAX_ELEMENTS_PER_ROW:
                 raise _UnsafeSheet("una fila tiene demasiadas celdas")
+            if not formulas and name[-1] == "f" and (len(name) == 1 or name[-2] == ":"):
+                # A formula: the sheet is read a second time for the texts of those that
+                # have no saved value (_xlsx_sheets). None here: no second read.
+                formulas = True
+                merges.append(_FORMULA_MARK)
             return
         local = name.rpartition(":")[2]
         if local == "row":
@@ -465,6 +501,11 @@ def _sheet_scanner() -> tuple[Callable[..., None], Callable[[str], None],
     return start, end, merges
 
 
+#: Put among a part's merged ranges by the scan when the part holds a formula (a range no
+#: sheet can have: row 0), so that the scan keeps its one list and its fast path.
+_FORMULA_MARK = (0, 0, 0, 0)
+
+
 def _add_merge(merges: list[tuple[int, int, int, int]], ref: str) -> None:
     from openpyxl.utils.cell import range_boundaries
 
@@ -481,11 +522,13 @@ def _refuse_dtd(*_: Any) -> Any:
 
 
 def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
-    """Pre-scan every worksheet part (see ``_sheet_scanner``); merged ranges by part."""
+    """Pre-scan every worksheet part (see ``_sheet_scanner``); merged ranges by part (with
+    ``_FORMULA_MARK`` among them when the part holds formulas)."""
     from xml.parsers import expat
 
     found: dict[str, list[tuple[int, int, int, int]]] = {}
     with zipfile.ZipFile(path) as zf:
+        titles = _sheet_titles(zf)
         for info in zf.infolist():
             part = info.filename
             if not (part.startswith("xl/worksheets/") and part.endswith(".xml")):
@@ -497,7 +540,9 @@ def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
             parser.StartDoctypeDeclHandler = _refuse_dtd
             parser.EntityDeclHandler = _refuse_dtd
             parser.ExternalEntityRefHandler = _refuse_dtd
-            where = f"{path.name}: la hoja {part.rsplit('/', 1)[-1]}"
+            # The name HR sees on the sheet's tab, not the part inside the file.
+            title = titles.get(part)
+            where = f"{path.name}: la hoja «{title}»" if title else f"{path.name}: una hoja"
             try:
                 with zf.open(info) as fh:
                     parser.ParseFile(fh)
@@ -512,7 +557,57 @@ def _scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
     return found
 
 
-def _excel_reader(openpyxl: Any, path: Path, settings: Settings) -> Any:
+def _sheet_titles(zf: zipfile.ZipFile) -> dict[str, str]:
+    """Worksheet part (``xl/worksheets/sheet1.xml``) -> the name on its tab, from the workbook
+    and its relationships; parsed with DTDs refused, and ``{}`` for anything unexpected (the
+    names only make messages clearer)."""
+    from xml.parsers import expat
+
+    def attributes(part: str, tag: str) -> list[dict[str, str]]:
+        found: list[dict[str, str]] = []
+        parser = expat.ParserCreate(namespace_separator=" ")
+        parser.StartElementHandler = lambda name, attrs: (
+            found.append({k.rsplit(" ", 1)[-1]: v for k, v in attrs.items()})
+            if name.rsplit(" ", 1)[-1] == tag else None)
+        parser.StartDoctypeDeclHandler = _refuse_dtd
+        parser.EntityDeclHandler = _refuse_dtd
+        with zf.open(part) as fh:
+            parser.ParseFile(fh)
+        return found
+
+    try:
+        targets = {r.get("Id"): r.get("Target", "")
+                   for r in attributes("xl/_rels/workbook.xml.rels", "Relationship")}
+        titles = {}
+        for sheet in attributes("xl/workbook.xml", "sheet"):
+            target = targets.get(sheet.get("id"), "")
+            part = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+            if sheet.get("name"):
+                titles[part] = sheet["name"]
+        return titles
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile, _UnsafeSheet,
+            expat.ExpatError):
+        return {}
+
+
+class FormulaText(str):
+    """The text of a formula cell that has no saved value (a sheet written by a program and
+    never opened in Excel): kept as written, e.g. ``=CONCAT(B2," ",C2)``, and reported."""
+
+
+def _formula_texts(values: tuple[Any, ...], formulas: tuple[Any, ...]) -> Row:
+    """``values`` with each empty cell that holds a formula given that formula's text."""
+    row = list(values)
+    for i, value in enumerate(row):
+        if value is None and i < len(formulas) and formulas[i] is not None:
+            text = getattr(formulas[i], "text", formulas[i])  # ArrayFormula keeps it in .text
+            if isinstance(text, str) and text.startswith("=") and len(text) > 1:
+                row[i] = FormulaText(text)
+    return row
+
+
+def _excel_reader(openpyxl: Any, path: Path, settings: Settings, *,
+                  data_only: bool = True) -> Any:
     """openpyxl's own ``ExcelReader`` (what ``load_workbook`` uses), with a safer string table.
 
     openpyxl builds an object per shared string (~20 µs each, and keeps each XML element
@@ -531,7 +626,7 @@ def _excel_reader(openpyxl: Any, path: Path, settings: Settings) -> Any:
                 with self.archive.open(part.PartName[1:]) as src:
                     self.shared_strings = _read_shared_strings(src, limit)
 
-    return Reader(path, read_only=True, keep_vba=False, data_only=True, keep_links=False)
+    return Reader(path, read_only=True, keep_vba=False, data_only=data_only, keep_links=False)
 
 
 def _read_shared_strings(src: Any, limit: int) -> list[str]:
@@ -889,7 +984,10 @@ def _intake(path: Path, sheets: list[_Sheet], settings: Settings) -> Intake:
         raise InputError(f"{path.name}: la hoja tiene el encabezado CURP{where} pero ninguna "
                          "fila de datos debajo")
 
+    from openpyxl.utils import get_column_letter
+
     columns = _column_names(header, sub_header, raw, col)
+    formula_cells: list[str] = []
     first_seen: dict[str, int] = {}
     rows: list[SheetRow] = []
     for number, text, values in raw:
@@ -902,11 +1000,14 @@ def _intake(path: Path, sheets: list[_Sheet], settings: Settings) -> Intake:
                 duplicate_of = None
         extra = {label: cell_text(values[i]) if i < len(values) else ""
                  for i, label in columns}
+        formula_cells += [f"{get_column_letter(i + 1)}{number}"
+                          for i, v in enumerate(values) if isinstance(v, FormulaText)]
         rows.append(SheetRow(row=number, value=text, curp=curp if reason is None else None,
                              reason=reason, duplicate_of=duplicate_of, extra=extra))
     curp_header = cell_text(header[col]).strip() if header and col < len(header) else None
     return Intake(path=path, sheet_name=target.sheet.name, header_row=target.header_row,
-                  curp_header=curp_header, columns=[label for _, label in columns], rows=rows)
+                  curp_header=curp_header, columns=[label for _, label in columns], rows=rows,
+                  formula_cells=formula_cells)
 
 
 def _column_names(header: Row, sub_header: Row, raw: list[tuple[int, str, Row]],

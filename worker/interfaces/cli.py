@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from worker.core.errors import UserError
+from worker.interfaces.cli_es import SpanishParser, canonical, integer, number
 
 __all__ = ["main", "build_parser"]
 
@@ -35,11 +36,19 @@ HANDLERS: dict[str, str] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one Spanish line with exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"constancias: argumentos inválidos: {message}\n")
+#: English command (SPEC §4, kept) -> its Spanish names, accepted alike.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "validate": ("validar",), "run": ("procesar",), "submit": ("encolar",),
+    "status": ("estado",), "report": ("reporte",), "recheck": ("revisar",),
+    "worker": ("trabajador",), "beat": ("programacion",), "web": (),
+    "sandbox": ("simulador",), "demo": ("demostracion",), "people": ("personas",),
+    "purge": ("purgar",),
+}
+#: ``people`` actions, English (kept) -> Spanish.
+PEOPLE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "list": ("listar",), "deactivate": ("desactivar",), "activate": ("activar",),
+}
+_JSON_HELP = "salida en JSON (para otros programas)"
 
 
 def _portals(value: str) -> list[str]:
@@ -59,63 +68,94 @@ def _portals(value: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="constancias", description="Constancias IMSS e ISSSTE por lote de CURPs.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = SpanishParser(prog="constancias", description="Constancias IMSS e ISSSTE por lote de "
+                      "CURPs. Cada comando tiene también su nombre en español (entre "
+                      "paréntesis) y su ayuda: constancias COMANDO --help.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=SpanishParser,
+                           title="comandos", metavar="COMANDO")
 
-    s = sub.add_parser("validate", help="revisar una hoja sin consultar los portales")
-    s.add_argument("file")
-    s.add_argument("--json", action="store_true")
+    def command(name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's word
+        parser: argparse.ArgumentParser = sub.add_parser(
+            name, aliases=list(ALIASES[name]), help=help, description=help)
+        return parser
 
-    s = sub.add_parser("run", help="procesar una hoja y escribir el reporte")
-    s.add_argument("file")
-    s.add_argument("--out", default=None, help="carpeta de salida (reporte y PDFs)")
-    s.add_argument("--portals", type=_portals, default=None, help="por omisión, todos")
+    s = command("validate", "revisar una hoja sin consultar los portales")
+    s.add_argument("file", metavar="ARCHIVO", help="hoja .xlsx o .csv con una columna CURP")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
+
+    s = command("run", "procesar una hoja y escribir el reporte")
+    s.add_argument("file", metavar="ARCHIVO", help="hoja .xlsx o .csv con una columna CURP")
+    s.add_argument("--out", default=None, metavar="CARPETA",
+                   help="carpeta de salida (reporte y PDFs)")
+    s.add_argument("--portals", type=_portals, default=None, metavar="PORTALES",
+                   help="separados por comas, p. ej. imss,issste (todos, si no se indica)")
     s.add_argument("--sandbox", action="store_true", help="usar los simuladores locales")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
 
-    s = sub.add_parser("submit", help="encolar una hoja en los workers (Redis)")
-    s.add_argument("file")
-    s.add_argument("--portals", type=_portals, default=None, help="por omisión, todos")
-    s.add_argument("--out", default=None)
+    s = command("submit", "encolar una hoja en los workers (Redis)")
+    s.add_argument("file", metavar="ARCHIVO", help="hoja .xlsx o .csv con una columna CURP")
+    s.add_argument("--portals", type=_portals, default=None, metavar="PORTALES",
+                   help="separados por comas, p. ej. imss,issste (todos, si no se indica)")
+    s.add_argument("--out", default=None, metavar="CARPETA",
+                   help="carpeta de salida (reporte y PDFs)")
 
-    s = sub.add_parser("status", help="avance de un lote")
-    s.add_argument("batch_id")
-    s.add_argument("--json", action="store_true")
+    s = command("status", "avance de un lote")
+    s.add_argument("batch_id", metavar="LOTE", help="número de lote")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
 
-    s = sub.add_parser("report", help="regenerar el reporte de un lote")
-    s.add_argument("batch_id")
-    s.add_argument("--out", default=None)
+    s = command("report", "regenerar el reporte de un lote")
+    s.add_argument("batch_id", metavar="LOTE", help="número de lote")
+    s.add_argument("--out", default=None, metavar="CARPETA", help="dónde escribirlo")
 
-    s = sub.add_parser("recheck", help="volver a consultar a las personas activas")
-    s.add_argument("--older-than", type=float, default=None, dest="older_than")
-    s.add_argument("--json", action="store_true")
+    s = command("recheck", "volver a consultar a las personas activas")
+    s.add_argument("--older-than", type=number, default=None, dest="older_than",
+                   metavar="HORAS", help="solo quienes tengan un resultado más antiguo que esto")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
 
-    s = sub.add_parser("worker", help="un worker de Celery")
-    s.add_argument("-c", "--concurrency", type=int, default=None)
+    s = command("worker", "un worker de Celery")
+    s.add_argument("-c", "--concurrency", type=integer, default=None, metavar="N",
+                   help="consultas a la vez")
 
-    sub.add_parser("beat", help="la programación nocturna")
+    command("beat", "la programación nocturna")
 
-    s = sub.add_parser("web", help="la página web de RH")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s = command("web", "la página web de RH")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="dirección donde escucha (127.0.0.1: solo este equipo)")
+    s.add_argument("--port", type=integer, default=8000, metavar="PUERTO", help="puerto")
+    s.add_argument("--proxy-headers", action=argparse.BooleanOptionalAction, default=None,
+                   dest="proxy_headers",
+                   help="confiar en X-Forwarded-For/-Proto de los proxies de "
+                        "--forwarded-allow-ips (CONSTANCIAS_WEB_PROXY_HEADERS)")
+    s.add_argument("--forwarded-allow-ips", default=None, dest="forwarded_allow_ips",
+                   metavar="IPS", help="direcciones de los proxies de confianza, separadas por "
+                   "comas (CONSTANCIAS_WEB_FORWARDED_ALLOW_IPS)")
+    s.add_argument("--ssl-certfile", default=None, dest="ssl_certfile", metavar="ARCHIVO",
+                   help="certificado para servir la página por HTTPS")
+    s.add_argument("--ssl-keyfile", default=None, dest="ssl_keyfile", metavar="ARCHIVO",
+                   help="clave privada del certificado")
 
-    s = sub.add_parser("sandbox", help="simuladores de los portales y del correo")
-    s.add_argument("--port", type=int, default=0)
+    s = command("sandbox", "simuladores de los portales y del correo")
+    s.add_argument("--port", type=integer, default=0, metavar="PUERTO",
+                   help="puerto (0: uno libre)")
     s.add_argument("--host", default="127.0.0.1",
                    help="dirección donde escucha (0.0.0.0 dentro de un contenedor)")
-    s.add_argument("--public-host", default=None, dest="public_host",
+    s.add_argument("--public-host", default=None, dest="public_host", metavar="NOMBRE",
                    help="nombre con que otros equipos lo alcanzan, para las URL que imprime")
+    s.add_argument("--markup", default=None,
+                   help="variante del marcado supuesto: b (ambos portales) o imss=b,issste=a")
 
-    sub.add_parser("demo", help="la hoja de ejemplo contra el sandbox")
+    command("demo", "la hoja de ejemplo contra el sandbox")
 
-    s = sub.add_parser("people", help="activar o desactivar personas para la revisión nocturna")
-    s.add_argument("action", choices=["list", "deactivate", "activate"])
-    s.add_argument("curps", nargs="*")
-    s.add_argument("--json", action="store_true")
+    s = command("people", "activar o desactivar personas para la revisión nocturna")
+    s.add_argument("action", metavar="ACCIÓN",
+                   choices=[n for name, es in PEOPLE_ACTIONS.items() for n in (name, *es)],
+                   help="listar (list), desactivar (deactivate) o activar (activate)")
+    s.add_argument("curps", nargs="*", metavar="CURP")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
 
-    s = sub.add_parser("purge", help="borrar datos personales antiguos")
-    s.add_argument("--older-than", type=float, required=True, dest="older_than",
-                   help="días")
+    s = command("purge", "borrar datos personales antiguos")
+    s.add_argument("--older-than", type=number, required=True, dest="older_than",
+                   metavar="DÍAS", help="borrar lo que tenga más de estos días")
     return p
 
 
@@ -123,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Sheets, PDFs and evidence are personal data: nothing we write is readable by others.
     os.umask(0o077)
     args = build_parser().parse_args(argv)
+    # Handlers see the English names only, whichever the person typed.
+    args.command = canonical(args.command, ALIASES)
+    if args.command == "people":
+        args.action = canonical(args.action, PEOPLE_ACTIONS)
     module, func = HANDLERS[args.command].split(":")
     try:
         handler = getattr(import_module(module), func)

@@ -15,12 +15,22 @@ from flows import registry
 from worker.core.errors import ConfigError, UserError
 from worker.core.logs import configure_logging
 from worker.core.settings import Settings, load_settings
-from worker.core.statuses import Status
+from worker.core.statuses import Status, label_of
 from worker.engine.executor import executor_for
 from worker.intake.sheet import read_sheet
+from worker.interfaces.cli import PEOPLE_ACTIONS
 from worker.interfaces.terminal import CaptchaPrompt
+from worker.interfaces.validate import formula_warning
+from worker.report.counts import count_people
 from worker.report.data import build_report
-from worker.services.batches import batch_status, open_storage, prepare_batch
+from worker.services.batches import (
+    batch_status,
+    captchas_waiting,
+    captchas_waiting_text,
+    existing_storage,
+    open_storage,
+    prepare_batch,
+)
 from worker.services.people import people_overview, set_people_active
 from worker.services.purge import purge
 from worker.services.recheck import start_recheck
@@ -28,16 +38,21 @@ from worker.services.schedule import run_beat
 
 __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "cmd_demo",
            "cmd_beat", "cmd_recheck", "cmd_people", "cmd_purge", "sandbox_settings",
-           "print_summary"]
+           "print_summary", "data_dir_line"]
+
+
+def _console_level(quiet_on_terminal: bool) -> str | None:
+    """``warning`` for the screen of a command whose progress line people watch on a terminal
+    (log lines would scroll it away), unless ``CONSTANCIAS_LOG_LEVEL`` asks for more."""
+    if quiet_on_terminal and sys.stderr.isatty() and "CONSTANCIAS_LOG_LEVEL" not in os.environ:
+        return "warning"
+    return None
 
 
 def _settings(quiet_on_terminal: bool = False) -> Settings:
     settings = load_settings()
-    level = settings.log_level
-    # On a terminal, people watch the progress line; log lines would scroll it away.
-    if quiet_on_terminal and sys.stderr.isatty() and "CONSTANCIAS_LOG_LEVEL" not in os.environ:
-        level = "warning"
-    configure_logging(settings.log_format, level)
+    configure_logging(settings.log_format, settings.log_level,
+                      console_level=_console_level(quiet_on_terminal), log_file=settings.log_file)
     return settings
 
 
@@ -50,7 +65,10 @@ def sandbox_settings(settings: Settings, sandbox: Any) -> Settings:
 
 
 class _TerminalProgress:
-    """Rows done / total per portal, redrawn in place on a terminal (stderr)."""
+    """Rows done / total per portal, redrawn in place on a terminal (stderr).
+
+    Redrawn on every tick, changed or not: a log line (written by a worker process, which
+    clears the line first, see ``worker.core.logs``) may have taken its place meanwhile."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -64,10 +82,9 @@ class _TerminalProgress:
         if getattr(progress, "retrying", 0):
             parts.append(f"reintentos en espera: {progress.retrying}")
         line = "Avance: " + "  ·  ".join(parts)
-        if line != self._last:
-            sys.stderr.write("\r" + line.ljust(len(self._last)))
-            sys.stderr.flush()
-            self._last = line
+        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.flush()
+        self._last = line
 
     def close(self) -> None:
         if self.enabled and self._last:
@@ -75,11 +92,34 @@ class _TerminalProgress:
 
 
 def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
-    print(f"Lote {status['batch_id']}: {status['done']}/{status['total']} resultados "
-          "(filas × portales).", file=out)
-    for code, n in sorted(status["by_status"].items(), key=lambda kv: -kv[1]):
-        label = Status(code).label if code in Status._value2member_map_ else code
-        print(f"  {label}: {n}", file=out)
+    """People per portal and status (worker.report.counts), as the report's Resumen counts them."""
+    results = status["results"]
+    portals = list(dict.fromkeys(r["portal"] for r in results))
+    by_row: dict[int, str | None] = {}
+    found: dict[tuple[str, str], str | None] = {}
+    for r in results:
+        invalid = r["status"] == Status.INVALID_CURP.value
+        by_row.setdefault(r["row"], None if invalid else r["curp"])
+        if not invalid:
+            found.setdefault((r["curp"], r["portal"]), r["status"])
+    counts = count_people(by_row.values(), portals, lambda c, p: found.get((c, p)))
+    done = {p: sum(n for code, n in counts.per_portal[p].items() if code) for p in portals}
+    print(f"Lote {status['batch_id']}: {counts.people} persona(s); con resultado: "
+          + ", ".join(f"{p.upper()} {done[p]}/{counts.people}" for p in portals) + ".",
+          file=out)
+    for portal in portals:
+        print(f"  {portal.upper()}:", file=out)
+        for code, n in sorted(counts.per_portal[portal].items(), key=lambda kv: -kv[1]):
+            if code is None:
+                label = "Sin resultado aún"
+            else:
+                label = Status(code).label if code in Status._value2member_map_ else code
+            print(f"    {label}: {n}", file=out)
+    if counts.invalid_rows:
+        print(f"  CURP inválidas (no consultadas): {counts.invalid_rows}", file=out)
+    if counts.duplicate_rows:
+        print(f"  Filas repetidas (misma CURP): {counts.duplicate_rows}",
+              file=out)
     if status.get("report"):
         print(f"Reporte: {status['report']}", file=out)
 
@@ -96,6 +136,9 @@ def cmd_run(args: Any) -> int:
         )
     with ExitStack() as stack:
         intake = read_sheet(args.file, settings)
+        warning = formula_warning(intake)
+        if warning:
+            print(warning, file=sys.stderr)
         if args.sandbox:
             # Imported here: the simulators (Starlette, uvicorn, the PDF and captcha drawing)
             # are for this option only.
@@ -111,13 +154,16 @@ def cmd_run(args: Any) -> int:
             verb = "Reanudando" if resumed else "Procesando"
             print(f"{verb} lote {batch_id}: {len(intake.valid_curps)} CURP válidas × "
                   f"{len(portals)} portal(es).", file=sys.stderr)
+            print(data_dir_line(settings), file=sys.stderr)
         progress = _TerminalProgress(sys.stderr.isatty() and not args.json)
         prompt = None
         if settings.captcha_solver == "manual" and sys.stdin.isatty():
             prompt = CaptchaPrompt(settings.data_dir)
             prompt.start()
         try:
-            executor_for(settings, storage).run_to_end(batch_id, progress=progress)
+            executor = executor_for(settings, storage,
+                                    console_level=_console_level(quiet_on_terminal=True))
+            executor.run_to_end(batch_id, progress=progress)
         finally:
             progress.close()
             if prompt is not None:
@@ -138,15 +184,18 @@ def cmd_demo(args: Any) -> int:
                            "sandbox": True, "json": False})()
     print(f"Demostración: {sample.name} contra el sandbox local (sin internet).", file=sys.stderr)
     code = cmd_run(ns)
-    print("Abra salida-demo/reporte.xlsx para ver el reporte consolidado.", file=sys.stderr)
+    # A second demo writes into a subfolder of its own (salida-demo already holds the first).
+    print("Abra el archivo de la línea «Reporte:» para ver el reporte consolidado.",
+          file=sys.stderr)
     return code
 
 
 def _require_broker(settings: Settings) -> None:
     if settings.embedded:
         raise ConfigError(
-            "CONSTANCIAS_BROKER_URL no está configurado: este comando necesita Redis "
-            "(p. ej. redis://localhost:6379/0). Sin broker use «constancias run»."
+            "Este comando reparte el trabajo entre workers y necesita Redis: indique su "
+            "dirección, p. ej. redis://localhost:6379/0 (CONSTANCIAS_BROKER_URL). Sin Redis, "
+            "use «constancias procesar» (run)."
         )
 
 
@@ -165,23 +214,42 @@ def cmd_submit(args: Any) -> int:
 
 def cmd_status(args: Any) -> int:
     settings = _settings()
-    status = batch_status(open_storage(settings), args.batch_id)
+    storage = existing_storage(settings)
+    status = batch_status(storage, args.batch_id) if storage is not None else None
     if status is None:
-        raise UserError(f"No existe el lote {args.batch_id!r}.")
+        raise UserError(_no_batch(settings, args.batch_id))
+    # Checks waiting for a person to type captchas would otherwise look stuck.
+    waiting = captchas_waiting(settings) if status["state"] != "done" else 0
     if args.json:
-        print(json.dumps(status, ensure_ascii=False, default=str))
+        print(json.dumps({**status, "captchas_waiting": waiting}, ensure_ascii=False,
+                         default=str))
     else:
         state = {"queued": "en cola", "running": "en proceso", "done": "terminado"}
         print(f"Estado: {state.get(status['state'], status['state'])}")
+        print(data_dir_line(settings))
+        if waiting:
+            print(f"{captchas_waiting_text(waiting)} → Captchas (la página /captchas de "
+                  "«constancias web»)")
         print_summary(status)
     return 0
 
 
+def _no_batch(settings: Settings, batch_id: str) -> str:
+    """Say where we looked: a batch is searched for in the data folder, not the current one."""
+    return (f"No existe el lote {batch_id!r} en la carpeta de datos {settings.data_dir} "
+            "(CONSTANCIAS_DATA_DIR).")
+
+
+def data_dir_line(settings: Settings) -> str:
+    """Where this command keeps (or reads) its database, PDFs and reports."""
+    return f"Carpeta de datos: {settings.data_dir}"
+
+
 def cmd_report(args: Any) -> int:
     settings = _settings()
-    storage = open_storage(settings)
-    if storage.get_batch(args.batch_id) is None:
-        raise UserError(f"No existe el lote {args.batch_id!r}.")
+    storage = existing_storage(settings)
+    if storage is None or storage.get_batch(args.batch_id) is None:
+        raise UserError(_no_batch(settings, args.batch_id))
     path = build_report(settings, storage, args.batch_id,
                         Path(args.out).resolve() if args.out else None)
     print(path)
@@ -249,9 +317,10 @@ def cmd_recheck(args: Any) -> int:
 def cmd_people(args: Any) -> int:
     """``constancias people {list,deactivate,activate} [CURPS...] [--json]``."""
     settings = _settings()
-    storage = open_storage(settings)
     if args.action == "list":
-        people = people_overview(storage, args.curps or None)
+        # Listing only reads: no database yet means nobody, not a new empty one.
+        storage = existing_storage(settings)
+        people = people_overview(storage, args.curps or None) if storage is not None else []
         if args.json:
             print(json.dumps(people, ensure_ascii=False))
             return 0
@@ -260,12 +329,14 @@ def cmd_people(args: Any) -> int:
             return 0
         for p in people:
             state = "activa" if p["active"] else "inactiva"
-            latest = ", ".join(f"{portal.upper()}: {r['status']}"
+            latest = ", ".join(f"{registry.title(portal)}: {label_of(r['status'])}"
                                for portal, r in p["latest"].items()) or "sin resultados"
             print(f"{p['curp']}  {state:<8}  {latest}")
         return 0
     if not args.curps:
-        raise UserError(f"Indique al menos una CURP para «people {args.action}».")
+        raise UserError("Indique al menos una CURP, p. ej. «constancias personas "
+                        f"{PEOPLE_ACTIONS[args.action][0]} CURP1 CURP2».")
+    storage = open_storage(settings)
     active = args.action == "activate"
     changed, unknown = set_people_active(storage, args.curps, active)
     if args.json:

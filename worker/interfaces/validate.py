@@ -13,13 +13,33 @@ from typing import Any, TextIO
 from worker.core.settings import load_settings
 from worker.intake.sheet import Intake, read_sheet
 
-__all__ = ["cmd_validate", "render_table"]
+__all__ = ["cmd_validate", "render_table", "formula_warning"]
+
+#: Cells named in the formula warning; the rest are counted.
+_CELLS_NAMED = 10
+
+
+def formula_warning(intake: Intake) -> str | None:
+    """One Spanish line naming the cells whose formula had no saved value (their formula text
+    is what was read), or ``None``."""
+    cells = intake.formula_cells
+    if not cells:
+        return None
+    named = ", ".join(cells[:_CELLS_NAMED])
+    more = f" y {len(cells) - _CELLS_NAMED} más" if len(cells) > _CELLS_NAMED else ""
+    where = f" de la hoja «{intake.sheet_name}»" if intake.sheet_name else ""
+    return (f"Aviso: {len(cells)} celda(s){where} tienen una fórmula sin valor guardado "
+            f"({named}{more}); se tomó el texto de la fórmula. Abra el archivo en Excel y "
+            "guárdelo para que las fórmulas se calculen.")
 
 
 def cmd_validate(args: Any) -> int:
     """Read ``args.file`` and print its summary: JSON (SPEC §4) or a table for people."""
     settings = load_settings()
     intake = read_sheet(args.file, settings)
+    warning = formula_warning(intake)
+    if warning:
+        print(warning, file=sys.stderr)
     if getattr(args, "json", False):
         json.dump(intake.to_json(), sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")

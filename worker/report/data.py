@@ -81,11 +81,12 @@ def _observation(row: Row) -> str:
 
 
 def build_report(settings: Settings, storage: Storage, batch_id: str,
-                 path: Path | None = None) -> Path:
-    """Write ``reporte.xlsx`` (or ``path``) for a batch from what is stored now."""
+                 path: Path | None = None, *, links_from: Path | None = None) -> Path:
+    """Write ``reporte.xlsx`` (or ``path``) for a batch from what is stored now; links are
+    relative to ``links_from`` (default: the report's folder)."""
     batch = storage.get_batch(batch_id)
     if batch is None:
         raise KeyError(batch_id)
     target = path or Path(batch.out_dir) / "reporte.xlsx"
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return write_report(report_data(settings, storage, batch_id), target)
+    return write_report(report_data(settings, storage, batch_id), target, links_from=links_from)

@@ -27,7 +27,6 @@ import os
 import re
 import stat
 import tempfile
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from copy import copy
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from flows import registry
 from worker.core.statuses import Status, StatusClass
 from worker.core.text import fold
+from worker.report.counts import PeopleCounts, count_people
 
 __all__ = ["ReportCheck", "ReportRow", "ReportChange", "ReportData", "write_report",
            "name_columns", "person_name",
@@ -464,20 +464,26 @@ def person_name(row: ReportRow, columns: Sequence[str]) -> str:
 # --- the sheets ---------------------------------------------------------------------------
 
 
-def _count(data: ReportData) -> dict[str, Counter[Status | None]]:
-    counts: dict[str, Counter[Status | None]] = {p: Counter() for p in data.portals}
+def _count(data: ReportData) -> PeopleCounts[Status]:
+    """People per portal and status (worker.report.counts): a duplicate row or an invalid CURP is
+    counted once, on its own line, never once per portal."""
+    first: dict[str, ReportRow] = {}
     for row in data.rows:
-        for portal in data.portals:
-            check = row.checks.get(portal)
-            counts[portal][check.status if check else None] += 1
-    return counts
+        if row.curp is not None:
+            first.setdefault(row.curp, row)
+
+    def status_of(curp: str, portal: str) -> Status | None:
+        check = first[curp].checks.get(portal)
+        return check.status if check else None
+
+    return count_people((r.curp for r in data.rows), data.portals, status_of)
 
 
 def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) -> None:
     sheet = _Sheet(wb, "Resumen", out_dir)
     portals = data.portals
     n = len(portals)
-    sheet.layout([34, 20, *([11] * n), 11], freeze=None, landscape=True, title_rows=False)
+    sheet.layout([34, 20, *([11] * n)], freeze=None, landscape=True, title_rows=False)
     bold = sheet.styles.get(font=_BOLD_FONT)
     section = sheet.styles.get(font=_SECTION_FONT)
 
@@ -486,15 +492,15 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
     sheet.append([])
     zone = ("hora de la Ciudad de México" if data.timezone == "America/Mexico_City"
             else data.timezone)
-    valid = {r.curp for r in data.rows if r.curp}
-    invalid = sum(1 for r in data.rows if r.curp is None)
+    counts = _count(data)
     facts: list[tuple[str, Any]] = [
         ("Lote", sheet.text(data.batch_id)),
         ("Archivo de origen", sheet.text(data.source_name)),
         ("Generado", sheet.datetime(data.generated_at, tz)),
         ("Filas de datos", len(data.rows)),
-        ("CURP válidas distintas", len(valid)),
-        ("CURP inválidas", invalid),
+        ("Personas (CURP válidas distintas)", counts.people),
+        ("CURP inválidas (no consultadas)", counts.invalid_rows),
+        ("Filas repetidas (misma CURP)", counts.duplicate_rows),
     ]
     for label, value in facts:
         if isinstance(value, int):
@@ -509,28 +515,27 @@ def _write_resumen(wb: Workbook, data: ReportData, out_dir: Path, tz: ZoneInfo) 
                       sheet.number(len(data.changes), horizontal="left")])
     sheet.append([])
 
-    counts = _count(data)
-    present = [s for s in [*Status, None] if any(counts[p][s] for p in portals)]
-    sheet.append([sheet.text("Resultados por portal", style=section)])
+    per_portal = counts.per_portal
+    present = [s for s in [*Status, None] if any(per_portal[p][s] for p in portals)]
+    sheet.append([sheet.text("Personas por portal y estado", style=section)])
     header_row = sheet.rows_written + 1
-    sheet.table_header(["Estado", "Tipo", *[_portal_name(p) for p in portals], "Total"],
+    sheet.table_header(["Estado", "Tipo", *[_portal_name(p) for p in portals]],
                        height=20, center_from=2)
     for status in present:
-        values = [counts[p][status] for p in portals]
+        values = [per_portal[p][status] for p in portals]
         kind = _CLASS_LABEL[status.status_class] if status else "Sin resultado aún"
         # Zero counts show blank: a quieter table, and no "0" labels on the chart's empty bars.
         sheet.append([sheet.status(status), sheet.text(kind),
-                      *_centred(sheet, values, number_format=_BLANK_ZERO),
-                      sheet.number(sum(values), horizontal="center")])
+                      *_centred(sheet, values, number_format=_BLANK_ZERO)])
     last_status_row = sheet.rows_written
-    totals = [sum(counts[p].values()) for p in portals]
-    sheet.append([sheet.text("Total de consultas", style=bold), None,
-                  *_centred(sheet, [*totals, sum(totals)], bold=True)])
+    # Each portal's column adds up to the people: one result per person and portal.
+    sheet.append([sheet.text("Personas", style=bold), None,
+                  *_centred(sheet, [sum(per_portal[p].values()) for p in portals], bold=True)])
     for cls in StatusClass:
-        values = [sum(c for s, c in counts[p].items() if s and s.status_class is cls)
+        values = [sum(c for s, c in per_portal[p].items() if s and s.status_class is cls)
                   for p in portals]
         sheet.append([sheet.status(_representative(cls), label=_CLASS_LABEL[cls]),
-                      sheet.text("subtotal"), *_centred(sheet, [*values, sum(values)])])
+                      sheet.text("subtotal"), *_centred(sheet, values)])
     table_end = sheet.rows_written
 
     chart_rows = 0
@@ -568,7 +573,7 @@ def _add_chart(sheet: _Sheet, portals: Sequence[str], header_row: int, last_row:
     chart = BarChart()
     chart.type = "bar"  # horizontal bars: long Spanish labels stay readable
     chart.grouping = "clustered"
-    chart.title = "Consultas por estado"
+    chart.title = "Personas por estado"
     chart.style = 10
     data_ref = Reference(sheet.ws, min_col=3, max_col=2 + len(portals),
                          min_row=header_row, max_row=last_row)
@@ -638,7 +643,8 @@ def _write_detalle(wb: Workbook, data: ReportData, rows: Sequence[ReportRow], ou
             if check is None:
                 cells += [sheet.status(None), None, None, None, None]
                 continue
-            failed = check.status.status_class is not StatusClass.DONE
+            # A constancia is the proof; evidence is linked for checks that ended without one.
+            failed = not check.status.has_pdf and check.status.status_class is not StatusClass.DONE
             cells += [
                 sheet.status(check.status),
                 sheet.link(check.pdf_path, _PDF_TEXT),
@@ -749,15 +755,16 @@ def _write_cambios(wb: Workbook, data: ReportData, changes: Sequence[ReportChang
 # --- entry point --------------------------------------------------------------------------
 
 
-def write_report(data: ReportData, path: Path) -> Path:
+def write_report(data: ReportData, path: Path, *, links_from: Path | None = None) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
 
-    Hyperlinks are relative to ``path.parent``, so that folder can be zipped and moved.
-    Returns ``path``.
+    Hyperlinks are relative to ``links_from`` (default ``path.parent``), so that folder can be
+    zipped and moved; a report written elsewhere to be put at the top of that folder's zip
+    passes the folder. Returns ``path``.
     """
     path = Path(path)
-    out_dir = path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(links_from) if links_from is not None else path.parent
     tz = ZoneInfo(data.timezone)
     # Input order is the source's own row order; sorted() is stable for equal numbers.
     rows = sorted(data.rows, key=lambda r: r.row)
@@ -775,7 +782,8 @@ def write_report(data: ReportData, path: Path) -> Path:
         _discard(wb)
         raise
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".xlsx.tmp", dir=out_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".xlsx.tmp",
+                                    dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:

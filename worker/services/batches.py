@@ -11,12 +11,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from worker.core.settings import Settings
 from worker.core.statuses import Status
 from worker.intake.sheet import Intake, read_sheet
+from worker.storage.files import input_copy_name, own_out_dir
 from worker.storage.repository import Storage, new_batch_id
 
-__all__ = ["open_storage", "prepare_batch", "batch_status", "batch_results", "batch_key"]
+__all__ = ["open_storage", "existing_storage", "prepare_batch", "batch_status", "batch_results",
+           "batch_key", "captchas_waiting", "captchas_waiting_text"]
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -24,6 +28,36 @@ def open_storage(settings: Settings) -> Storage:
     storage = Storage(settings.effective_database_url)
     storage.migrate()
     return storage
+
+
+def existing_storage(settings: Settings) -> Storage | None:
+    """Storage for a command that only reads: ``None`` when there is none yet (a SQLite file
+    that does not exist), so that asking about a batch never creates an empty data folder or
+    database as a side effect."""
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:" or not Path(url.database).is_file():
+            return None
+    storage = Storage(settings.effective_database_url)
+    storage.migrate()
+    return storage
+
+
+def captchas_waiting(settings: Settings) -> int:
+    """Captchas the manual solver published and nobody has answered yet (0 with OCR).
+
+    Pending captchas live in the data folder, not under a batch: while a batch runs, they are
+    the ones its checks wait for."""
+    if settings.captcha_solver != "manual":
+        return 0
+    from flows.captcha import pending
+
+    return len(pending(settings.data_dir))
+
+
+def captchas_waiting_text(n: int) -> str:
+    """"3 captchas esperan respuesta" (the CLI and the batch page say it alike)."""
+    return "1 captcha espera respuesta" if n == 1 else f"{n} captchas esperan respuesta"
 
 
 def batch_key(path: Path, portals: list[str], kind: str = "upload") -> str:
@@ -58,11 +92,14 @@ def prepare_batch(
         if existing is not None:
             return existing.id, True
     batch_id = new_batch_id()
-    out = Path(out_dir) if out_dir else settings.data_dir / "lotes" / batch_id
+    # A folder that already holds files (HR's own, or an earlier batch's) gets a subfolder:
+    # ours never mix with theirs (worker.storage.files).
+    out = (own_out_dir(Path(out_dir), batch_id) if out_dir
+           else settings.data_dir / "lotes" / batch_id)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     out = out.resolve()
     # Keep the input next to the results: the batch can be re-read and audited later.
-    shutil.copyfile(path, out / f"entrada{path.suffix.lower()}")
+    shutil.copyfile(path, out / input_copy_name(path))
     rows = [
         {"row_number": r.row, "value": r.value, "curp": r.curp, "reason": r.reason,
          "duplicate_of": r.duplicate_of, "extra": dict(r.extra)}

@@ -1,7 +1,8 @@
 """``constancias purge --older-than DAYS``: personal data has a retention period (LFPDPPP).
 
-Batches older than the cutoff lose their folder on disk (PDFs, evidence, input copy, report)
-and their personal fields in storage (CURP cell, other columns, PDF facts, details); checks keep
+Batches older than the cutoff lose the files constancias recorded for them (PDFs, evidence,
+input copy, report: ``worker.storage.files``; whatever else lies in their folder stays) and their
+personal fields in storage (CURP cell, other columns, PDF facts, details); checks keep
 portal, status and dates under a pseudonym, so anonymous counts survive. People not seen since
 the cutoff are forgotten. Files a batch recorded outside its folder (a report written with
 ``--out``, a PDF or evidence path elsewhere) go too.
@@ -25,6 +26,7 @@ from sqlalchemy import delete, select, update
 
 from worker.core.settings import Settings
 from worker.engine.notify import forget_purged
+from worker.storage.files import remove_batch_files
 from worker.storage.repository import (
     PURGED,
     Batch,
@@ -50,15 +52,11 @@ def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[
         batches = list(s.scalars(select(Batch).where(Batch.created_at < cutoff,
                                                      Batch.source_name != PURGED)))
         for batch in batches:
-            out = Path(batch.out_dir)
-            if out.is_dir():
-                counts["files"] += sum(1 for p in out.rglob("*") if p.is_file())
-                shutil.rmtree(out, ignore_errors=True)
-            counts["files"] += _remove(batch.report_path)
+            checks = list(s.scalars(select(Check).where(Check.batch_id == batch.id)))
+            counts["files"] += remove_batch_files(batch, checks)
             s.execute(update(Row).where(Row.batch_id == batch.id).values(
                 value=PURGED, curp=None, reason=PURGED, extra={}))
-            for check in s.scalars(select(Check).where(Check.batch_id == batch.id)):
-                counts["files"] += _remove(check.pdf_path) + _remove(check.evidence_path)
+            for check in checks:
                 if not check.curp.startswith("#"):
                     check.curp = pseudonym(check.curp)
                 check.pdf_path = check.evidence_path = None

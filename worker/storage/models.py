@@ -1,6 +1,6 @@
 """The tables (SQLAlchemy 2 models): batches, their input rows, people, and checks with history,
-and the change notifications. Their schema is managed by Alembic (``worker/storage/migrations``);
-every query is in ``worker/storage/repository.py``."""
+the change notifications and the web page's log-in sessions. Their schema is managed by Alembic
+(``worker/storage/migrations``); every query is in ``worker/storage/repository.py``."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "utcnow"]
+__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "WebSession", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -157,3 +157,18 @@ class Notification(Base):
     recipients: Mapped[str] = mapped_column(Text, default="")
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class WebSession(Base):
+    """A log-in to the web page. The cookie holds a random token; only its SHA-256 is kept
+    here, so a copy of the database opens no session. Deleting the row ends the session (log
+    out, revocation), whatever copies of the cookie exist and however often the server restarts.
+    """
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    """Who logged in, once the page has user accounts; ``None``: the shared HR password."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -34,12 +34,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from worker.storage.models import Base, Batch, Check, Notification, Person, Row, utcnow
+from worker.storage.models import (
+    Base,
+    Batch,
+    Check,
+    Notification,
+    Person,
+    Row,
+    WebSession,
+    utcnow,
+)
 
 # The models are re-exported: callers ask the repository for both.
-__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "Storage", "utcnow",
-           "new_batch_id", "PURGED", "pseudonym", "changed", "Started", "Busy", "Skipped",
-           "StartResult"]
+__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "WebSession", "Storage",
+           "utcnow", "new_batch_id", "PURGED", "pseudonym", "changed", "Started", "Busy",
+           "Skipped", "StartResult"]
 
 
 def changed(result: Result[Any]) -> int:
@@ -567,3 +576,39 @@ class Storage:
     def people(self) -> list[Person]:
         with self.session() as s:
             return list(s.scalars(select(Person).order_by(Person.curp)))
+
+    # --- web sessions -------------------------------------------------------------------
+    def create_web_session(self, token_hash: str, user_id: int | None = None) -> None:
+        with self.session() as s:
+            s.add(WebSession(token_hash=token_hash, user_id=user_id))
+
+    def touch_web_session(self, token_hash: str, *, idle_s: float, max_age_s: float,
+                          refresh_after_s: float = 30.0) -> WebSession | None:
+        """The live session with this token, or ``None`` (unknown, idle too long, too old;
+        an expired one is deleted). Its last use is written at most every ``refresh_after_s``:
+        a page polling its progress must not turn every read into a write."""
+        now = utcnow()
+        with self.session() as s:
+            row = s.get(WebSession, token_hash)
+            if row is None:
+                return None
+            if (now - row.last_seen_at > timedelta(seconds=idle_s)
+                    or now - row.created_at > timedelta(seconds=max_age_s)):
+                s.delete(row)
+                return None
+            if now - row.last_seen_at > timedelta(seconds=refresh_after_s):
+                row.last_seen_at = now
+            return row
+
+    def end_web_session(self, token_hash: str) -> bool:
+        with self.session() as s:
+            return changed(s.execute(delete(WebSession)
+                                     .where(WebSession.token_hash == token_hash))) == 1
+
+    def end_idle_web_sessions(self, *, idle_s: float, max_age_s: float) -> int:
+        """Delete sessions past their idle timeout or their maximum age."""
+        now = utcnow()
+        with self.session() as s:
+            return changed(s.execute(delete(WebSession).where(or_(
+                WebSession.last_seen_at < now - timedelta(seconds=idle_s),
+                WebSession.created_at < now - timedelta(seconds=max_age_s)))))

@@ -50,3 +50,23 @@ def test_email_for_gives_one_address_per_curp() -> None:
     """The template yields a distinct address per CURP."""
     s = load_settings(imss_email="{curp}@constancias.empresa.example")
     assert s.email_for("GODE561231HDFRRN09") == "gode561231hdfrrn09@constancias.empresa.example"
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("CONSTANCIAS_CONCURRENCY", "cuatro", "el valor 'cuatro' no sirve, debe ser un número entero"),
+    ("CONSTANCIAS_CONCURRENCY", "0", "debe ser 1 o más"),
+    ("CONSTANCIAS_LOG_FORMAT", "xml", "debe ser uno de estos: json o console"),
+    ("CONSTANCIAS_RETRY_BACKOFF_MAX_S", "5000", "la espera más larga entre reintentos"),
+])
+def test_a_bad_setting_says_what_to_fix_in_spanish_with_its_name_last(
+        monkeypatch, name: str, value: str, expected: str) -> None:
+    """A wrong value gets a Spanish sentence (pydantic's English is translated) that starts
+    with what to do; the setting's name follows in parentheses."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith("Corrija la configuración") and expected in message, message
+    assert message.index(expected) < message.index(name)
+    for english in ("Input should", "valid integer", "greater than", "retry_backoff_max_s"):
+        assert english not in message

@@ -71,7 +71,8 @@ def _check(out: Path, curp: str, portal: str, status: Status, detail: str = "") 
     return ReportCheck(
         portal=portal, status=status, detail=detail,
         pdf_path=_pdf(out, curp, portal) if status.has_pdf else None,
-        evidence_path=None if status.status_class.value == "done" else _evidence(out, curp, portal),
+        evidence_path=(None if status.has_pdf or status.status_class.value == "done"
+                       else _evidence(out, curp, portal)),
         checked_at=CHECKED,
         valid_until=date(2024, 5, 10) if status.has_pdf else None,
     )
@@ -318,21 +319,30 @@ def test_cambios_lists_each_change_with_before_and_after(recheck_report) -> None
 
 
 def test_resumen_counts_statuses_and_has_a_native_bar_chart(recheck_report) -> None:
-    """Resumen counts per portal × status add up to the rows and a bar chart plots them."""
+    """Resumen counts people per portal × status (a duplicate row and an invalid CURP once
+    each, on their own lines, never once per portal) and a bar chart plots them."""
     path, data = recheck_report
     wb = load_workbook(path)
     rows = _rows(wb["Resumen"])
+    facts = {r[0]: r[1] for r in rows if r and len(r) > 1}
+    people = len({r.curp for r in data.rows if r.curp})
+    assert facts["Personas (CURP válidas distintas)"] == people
+    assert facts["CURP inválidas (no consultadas)"] == 2
+    assert facts["Filas repetidas (misma CURP)"] == 1
     start = next(i for i, r in enumerate(rows) if r[:2] == ["Estado", "Tipo"])
-    assert rows[start][2:5] == ["IMSS", "ISSSTE", "Total"]
+    assert [h for h in rows[start][2:] if h] == ["IMSS", "ISSSTE"]  # no "Total" of both
     counts = {}
     for r in rows[start + 1:]:
-        if r[0] == "Total de consultas":
-            assert r[2:5] == [len(data.rows), len(data.rows), 2 * len(data.rows)]
+        if r[0] == "Personas":
+            assert r[2:4] == [people, people]
             break
         counts[r[0]] = r[2:4]
     assert counts["Error inesperado"] == [len(HOSTILE) + 2, 1]
-    assert counts["CURP inválida"] == [2, 2]
-    assert sum(v[0] for v in counts.values()) == len(data.rows)
+    # Row 11 repeats row 2's CURP: one person, one "Sin derecho" and one "No afiliado".
+    assert counts["Sin derecho a servicio médico"] == [1, 0]
+    assert counts["No afiliado al ISSSTE"] == [0, 2]
+    assert "CURP inválida" not in counts
+    assert sum(v[0] for v in counts.values()) == people
     legend = [r[0] for r in rows if r and r[0] in {s.label for s in Status}]
     assert set(legend) >= {s.label for s in Status}
     with zipfile.ZipFile(path) as zf:

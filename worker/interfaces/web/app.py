@@ -1,6 +1,7 @@
 """The HR web page: a Starlette app, server-rendered Jinja2 pages in Spanish.
 
-``create_app(settings)`` wires the routes, the signed session, log-in and security headers.
+``create_app(settings)`` wires the routes, the sessions (signed cookie, kept in storage), log-in
+with throttling, and security headers.
 Handlers live by concern: ``upload`` (sheet → findings → batch), ``batches`` (progress, files,
 report, zip), ``people`` (nightly re-check on/off), ``captchas`` (manual solver).
 """
@@ -8,9 +9,11 @@ report, zip), ``people`` (nightly re-check on/off), ``captchas`` (manual solver)
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -32,30 +35,48 @@ from worker.interfaces.web.common import (
 )
 from worker.interfaces.web.runner import BatchRunner
 from worker.interfaces.web.security import (
+    SESSION_ENDED,
     AuthMiddleware,
     SecurityHeadersMiddleware,
     csrf_ok,
     is_logged_in,
     log_in,
+    log_out,
     password_ok,
+    password_weakness,
     safe_next,
     session_secret,
 )
+from worker.interfaces.web.throttle import LoginThrottle
 from worker.services.batches import open_storage
 
 __all__ = ["create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: A session lasts a working day; after it the password is asked again.
-SESSION_MAX_AGE_S = 12 * 3600
-#: Slows password guessing without bothering a person who mistyped.
-_WRONG_PASSWORD_DELAY_S = 0.5
+#: The one account of the shared HR password (user accounts will name theirs).
+_ACCOUNT = "rh"
+_NOTES = {
+    SESSION_ENDED: "Su sesión terminó (salió de la página o pasó mucho tiempo sin usarla). "
+                   "Escriba la contraseña para entrar de nuevo.",
+    "salio": "Salió de la página. Escriba la contraseña para entrar de nuevo.",
+}
 
 
 async def login_form(request: Request) -> Response:
+    target = safe_next(request.query_params.get("siguiente"))
     if is_logged_in(request):
-        return RedirectResponse(safe_next(request.query_params.get("siguiente")), status_code=303)
-    return render(request, "login.html", {"next": safe_next(request.query_params.get("siguiente"))})
+        return RedirectResponse(target, status_code=303)
+    return render(request, "login.html", {
+        "next": target, "note": _NOTES.get(request.query_params.get("motivo", "")),
+    })
+
+
+def _wait_text(seconds: float) -> str:
+    if seconds < 90:
+        n = max(1, math.ceil(seconds))
+        return f"{n} segundo{'s' if n != 1 else ''}"
+    n = math.ceil(seconds / 60)
+    return f"{n} minutos"
 
 
 async def login(request: Request) -> Response:
@@ -65,12 +86,29 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", {
             "next": target, "error": "La página de acceso venció. Escriba la contraseña de nuevo.",
         }, status_code=403)
-    expected = web(request).settings.web_password or ""
+    state = web(request)
+    keys = [("address", request.client.host if request.client else "?"), ("account", _ACCOUNT)]
+    # A try inside the first, short wait (a person retyping) is held until the wait ends;
+    # inside a longer one it is refused. From the last look at the wait to the record of a
+    # failure there is no await: parallel tries always see each other's failures.
+    while 0 < (wait := state.throttle.wait_s(keys)) <= state.settings.web_login_delay_s:
+        await asyncio.sleep(wait)
+    if wait > 0:
+        state.throttle.refused(keys, wait)
+        response = render(request, "login.html", {
+            "next": target,
+            "error": f"Demasiados intentos fallidos. Espere {_wait_text(wait)} y vuelva a "
+                     "escribir la contraseña.",
+        }, status_code=429)
+        response.headers["retry-after"] = str(math.ceil(wait))
+        return response
+    expected = state.settings.web_password or ""
     if not expected or not password_ok(str(form.get("password", "")), expected):
-        await asyncio.sleep(_WRONG_PASSWORD_DELAY_S)
+        state.throttle.failed(keys)
         return render(request, "login.html", {"next": target,
                                               "error": "Contraseña incorrecta."}, status_code=401)
-    log_in(request)
+    state.throttle.succeeded(keys)
+    await run_in_threadpool(log_in, request, state.storage)
     return RedirectResponse(target, status_code=303)
 
 
@@ -78,8 +116,8 @@ async def logout(request: Request) -> Response:
     form = await checked_form(request)
     if form is None:
         return csrf_refused(request)
-    request.session.clear()
-    return RedirectResponse("/entrar", status_code=303)
+    await run_in_threadpool(log_out, request, web(request).storage)
+    return RedirectResponse("/entrar?motivo=salio", status_code=303)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -130,25 +168,35 @@ def routes() -> list[Route | Mount]:
 def create_app(settings: Settings) -> Starlette:
     """The web app over ``settings`` (storage migrated, session key ready).
 
-    Raises ``ConfigError`` without ``CONSTANCIAS_WEB_PASSWORD``: the page holds personal data.
+    Raises ``ConfigError`` without ``CONSTANCIAS_WEB_PASSWORD`` or with a weak one: the page
+    holds personal data.
     """
     if not settings.web_password:
-        raise ConfigError("CONSTANCIAS_WEB_PASSWORD no está configurado: la página web necesita "
-                          "una contraseña (defínala en el entorno o en .env).")
+        raise ConfigError("Falta la contraseña de la página web: defínala en el entorno o en "
+                          ".env (CONSTANCIAS_WEB_PASSWORD).")
+    weakness = password_weakness(settings.web_password, settings.web_password_min_length)
+    if weakness:
+        raise ConfigError(f"La contraseña de la página web es demasiado débil: {weakness} "
+                          "(CONSTANCIAS_WEB_PASSWORD).")
     storage = open_storage(settings)
+    # Sessions that ended while the page was down are not kept any longer than needed.
+    storage.end_idle_web_sessions(idle_s=settings.web_session_idle_s,
+                                  max_age_s=settings.web_session_max_age_s)
     secret = session_secret(settings.data_dir, settings.web_password)
     app = Starlette(
         routes=routes(),
         middleware=[
             Middleware(SecurityHeadersMiddleware),
+            # The cookie outlives the session row by design: the row decides (AuthMiddleware).
             Middleware(SessionMiddleware, secret_key=secret, session_cookie="constancias_sesion",
-                       max_age=SESSION_MAX_AGE_S, same_site="lax", https_only=False),
-            Middleware(AuthMiddleware),
+                       max_age=math.ceil(settings.web_session_max_age_s), same_site="lax",
+                       https_only=False),
+            Middleware(AuthMiddleware, storage=storage, settings=settings),
         ],
         exception_handlers={HTTPException: _http_error, 500: _server_error},
     )
     app.state.web = WebState(settings=settings, storage=storage,
                              runner=BatchRunner(settings, storage),
-                             templates=templates_for(settings))
+                             templates=templates_for(settings),
+                             throttle=LoginThrottle(settings))
     return app
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,7 +24,8 @@ from worker.interfaces.web.common import (
 )
 from worker.interfaces.web.files import build_zip, inside
 from worker.report.data import build_report
-from worker.services.batches import batch_results
+from worker.services.batches import batch_results, captchas_waiting, captchas_waiting_text
+from worker.storage.files import REPORT_NAME, batch_files
 from worker.storage.repository import Batch
 
 __all__ = ["batch_list", "batch_page", "batch_state", "batch_table", "batch_file",
@@ -56,15 +58,20 @@ def _totals(progress: dict[str, dict[str, int]]) -> dict[str, int]:
             "done": sum(p["done"] for p in progress.values())}
 
 
+def _recorded(request: Request, batch: Batch) -> list[Path]:
+    """The files constancias wrote for this batch: the only ones the page serves or zips."""
+    return batch_files(batch, web(request).storage.checks(batch.id))
+
+
 def _file_url(batch: Batch, path: str | None) -> str | None:
     """The download URL of a file of this batch, or ``None`` if it is missing or elsewhere."""
     if not path:
         return None
-    base = Path(batch.out_dir).resolve()
-    real = Path(path).resolve()
-    if not real.exists() or not real.is_relative_to(base) or real == base:
+    base = Path(os.path.abspath(batch.out_dir))
+    target = Path(os.path.abspath(path))
+    if not target.exists() or not target.is_relative_to(base) or target == base:
         return None
-    return f"/lotes/{batch.id}/archivos/{real.relative_to(base).as_posix()}"
+    return f"/lotes/{batch.id}/archivos/{target.relative_to(base).as_posix()}"
 
 
 def _table(request: Request, batch: Batch) -> list[dict[str, Any]]:
@@ -98,9 +105,11 @@ def _state(request: Request, batch: Batch) -> dict[str, Any]:
     progress = storage.progress(batch.id)
     totals = _totals(progress)
     state = {"reporting": "running"}.get(batch.state, batch.state)
+    waiting = captchas_waiting(web(request).settings) if state != "done" else 0
     return {"batch_id": batch.id, "state": state, **totals,
             "progress": {p: progress[p] for p in batch.portals if p in progress},
-            "running": web(request).runner.running(batch.id)}
+            "running": web(request).runner.running(batch.id),
+            "captchas": waiting, "captchas_text": captchas_waiting_text(waiting)}
 
 
 async def batch_page(request: Request) -> Response:
@@ -150,22 +159,26 @@ async def batch_file(request: Request) -> Response:
     if batch is None:
         return not_found(request, "Ese lote no existe.")
     relative = request.path_params["path"]
-    target = inside(batch.out_dir, relative)
-    if target is None:
+    if inside(batch.out_dir, relative) is None:
         return not_found(request, "Ese archivo no existe en este lote.")
-    if target.is_dir():
-        base = Path(batch.out_dir).resolve()
-        entries = sorted(
-            (p for p in target.iterdir() if inside(base, p.relative_to(base).as_posix())),
-            key=lambda p: (not p.is_dir(), p.name),
-        )
-        return render(request, "folder.html", {
-            "nav": "lotes", "batch": batch, "folder": target.relative_to(base).as_posix(),
-            "entries": [{"name": p.name + ("/" if p.is_dir() else ""),
-                         "url": f"/lotes/{batch.id}/archivos/{p.relative_to(base).as_posix()}",
-                         "size": p.stat().st_size if p.is_file() else None} for p in entries],
-        })
-    return _send(target, target.name, inline=target.suffix.lower() in _INLINE)
+    base = Path(os.path.abspath(batch.out_dir))
+    wanted = Path(os.path.normpath(base / relative))
+    # Only what constancias recorded: a file of the list, or a folder holding some of them.
+    recorded = [f for f in await run_in_threadpool(_recorded, request, batch)
+                if f.is_relative_to(base)]
+    if wanted in recorded:
+        return _send(wanted, wanted.name, inline=wanted.suffix.lower() in _INLINE)
+    below = [f for f in recorded if f.is_relative_to(wanted) and f != wanted]
+    if not below or wanted == base:
+        return not_found(request, "Ese archivo no existe en este lote.")
+    children = {wanted / f.relative_to(wanted).parts[0] for f in below}
+    entries = sorted(children, key=lambda p: (p not in recorded, p.name))
+    return render(request, "folder.html", {
+        "nav": "lotes", "batch": batch, "folder": wanted.relative_to(base).as_posix(),
+        "entries": [{"name": p.name + ("" if p in recorded else "/"),
+                     "url": f"/lotes/{batch.id}/archivos/{p.relative_to(base).as_posix()}",
+                     "size": p.stat().st_size if p in recorded else None} for p in entries],
+    })
 
 
 def _send(path: Path, filename: str, *, inline: bool = False,
@@ -185,17 +198,19 @@ def _report_path(request: Request, batch: Batch) -> tuple[Path, bool]:
     """(report file, temporary?): the batch's own report, built now if it is missing; a
     partial one (temporary file) while the batch still runs."""
     st = web(request)
-    base = Path(batch.out_dir).resolve()
+    base = Path(os.path.abspath(batch.out_dir))
     if batch.state == "done":
         if batch.report_path:
-            stored = Path(batch.report_path).resolve()
-            if stored.is_file() and stored.is_relative_to(base):
+            stored = Path(os.path.abspath(batch.report_path))
+            if stored in _recorded(request, batch) and stored.is_relative_to(base):
                 return stored, False
-        return build_report(st.settings, st.storage, batch.id, base / "reporte.xlsx"), False
+        return build_report(st.settings, st.storage, batch.id, base / REPORT_NAME), False
     tmp = _tmp_dir(request)
     handle = tempfile.NamedTemporaryFile(prefix="reporte-", suffix=".xlsx", dir=tmp, delete=False)
     handle.close()
-    return build_report(st.settings, st.storage, batch.id, Path(handle.name)), True
+    # Written in tmp/, but it goes to the top of the batch's zip: links from the batch folder.
+    return build_report(st.settings, st.storage, batch.id, Path(handle.name),
+                        links_from=base), True
 
 
 def _tmp_dir(request: Request) -> Path:
@@ -227,12 +242,13 @@ async def batch_zip(request: Request) -> Response:
             shutil.move(report, staged)
             out = _zip_with_partial(batch, staged)
             return out, staged
-        return build_zip(Path(batch.out_dir), report, _tmp_dir(request)), None
+        return build_zip(Path(batch.out_dir), report, _recorded(request, batch),
+                         _tmp_dir(request)), None
 
     def _zip_with_partial(batch: Batch, report: Path) -> Path:
         import zipfile
 
-        path = build_zip(Path(batch.out_dir), None, _tmp_dir(request))
+        path = build_zip(Path(batch.out_dir), None, _recorded(request, batch), _tmp_dir(request))
         with zipfile.ZipFile(path, "a") as zf:
             zf.write(report, "reporte.xlsx")
         return path

@@ -16,7 +16,8 @@ from flows import registry
 from worker.core.settings import Settings
 from worker.core.statuses import Status
 from worker.interfaces.web.runner import BatchRunner
-from worker.interfaces.web.security import csrf_ok, csrf_token
+from worker.interfaces.web.security import csrf_ok, csrf_token, is_logged_in
+from worker.interfaces.web.throttle import LoginThrottle
 from worker.storage.repository import Storage
 
 __all__ = ["WebState", "web", "render", "checked_form", "not_found", "templates_for",
@@ -35,6 +36,7 @@ class WebState:
     storage: Storage
     runner: BatchRunner
     templates: Jinja2Templates
+    throttle: LoginThrottle
 
 
 def web(request: Request) -> WebState:
@@ -78,7 +80,8 @@ def status_view(code: str | None) -> dict[str, Any]:
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None,
            status_code: int = 200) -> Response:
-    ctx = {"csrf": csrf_token(request), "nav": "", **(context or {})}
+    ctx = {"csrf": csrf_token(request), "nav": "", "logged_in": is_logged_in(request),
+           **(context or {})}
     return web(request).templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
 

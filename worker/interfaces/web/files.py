@@ -1,4 +1,4 @@
-"""Files the web page hands out: only what lies inside a batch's output folder.
+"""Files the web page hands out: only what constancias recorded for a batch, inside its folder.
 
 Uploads get a random folder and a sanitised name; downloads are resolved (symlinks and ``..``
 included) and refused unless they stay inside the batch folder.
@@ -6,6 +6,7 @@ included) and refused unless they stay inside the batch folder.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import tempfile
@@ -67,28 +68,38 @@ def new_upload(data_dir: Path, original_name: str) -> tuple[str, Path]:
     return token, folder / name
 
 
-def zip_members(out_dir: Path, report: Path | None) -> list[tuple[Path, str]]:
-    """(file, name in the zip) for the report and every PDF, keeping the folder layout so
-    the report's relative links still work once unzipped."""
-    base = out_dir.resolve()
+def zip_members(out_dir: Path, report: Path | None,
+                files: list[Path]) -> list[tuple[Path, str]]:
+    """(file, name in the zip) for the report and the batch's recorded files (PDFs and the
+    evidence the report links to), keeping the folder layout so the report's relative links
+    still work once unzipped. Files outside the batch folder cannot keep their link: left out."""
+    base = Path(os.path.abspath(out_dir))
     members: list[tuple[Path, str]] = []
+    names: set[str] = set()
     if report is not None and report.is_file():
-        members.append((report, report.resolve().relative_to(base).as_posix()
-                        if report.resolve().is_relative_to(base) else report.name))
-    for pdf in sorted(base.rglob("*.pdf")):
-        real = pdf.resolve()
-        if real.is_file() and real.is_relative_to(base):
-            members.append((real, pdf.relative_to(base).as_posix()))
+        absolute = Path(os.path.abspath(report))
+        name = (absolute.relative_to(base).as_posix() if absolute.is_relative_to(base)
+                else report.name)
+        members.append((report, name))
+        names.add(name)
+    for file in files:
+        # Top-level files are the input copy (the report does not link it) and other copies
+        # of the report: the zip carries the one made for it.
+        if file.is_relative_to(base) and file.parent != base:
+            name = file.relative_to(base).as_posix()
+            if name not in names:
+                members.append((file, name))
+                names.add(name)
     return members
 
 
-def build_zip(out_dir: Path, report: Path | None, tmp_dir: Path) -> Path:
+def build_zip(out_dir: Path, report: Path | None, files: list[Path], tmp_dir: Path) -> Path:
     """Write the zip to a temporary file under ``tmp_dir`` (deleted by the caller once sent)."""
     tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, name = tempfile.mkstemp(prefix="lote-", suffix=".zip", dir=tmp_dir)
     path = Path(name)
     with open(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file, arcname in zip_members(out_dir, report):
+        for file, arcname in zip_members(out_dir, report, files):
             # PDFs barely compress; storing them saves time for nothing lost.
             kind = zipfile.ZIP_STORED if arcname.endswith(".pdf") else zipfile.ZIP_DEFLATED
             zf.write(file, arcname, compress_type=kind)

@@ -1,8 +1,11 @@
-"""Who may use the web page: password log-in, the signed session, CSRF tokens, headers.
+"""Who may use the web page: password log-in, server-side sessions, CSRF tokens, headers.
 
 The session cookie is signed (Starlette's ``SessionMiddleware``, itsdangerous) with a key
 derived from the password *and* a random secret kept in the data folder: changing the password
-logs everyone out, and knowing the password alone does not let anyone forge a cookie.
+logs everyone out, and knowing the password alone does not let anyone forge a cookie. Signed is
+not enough to end a session, though: a logged-in cookie carries a random token whose hash must
+be in storage (``web_sessions``), so logging out, the idle timeout and the maximum age hold
+against a copy of the cookie, across restarts.
 """
 
 from __future__ import annotations
@@ -16,19 +19,28 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["session_secret", "password_ok", "csrf_token", "csrf_ok", "is_logged_in", "log_in",
-           "AuthMiddleware", "SecurityHeadersMiddleware", "PUBLIC_PATHS", "safe_next"]
+from worker.core.settings import Settings
+from worker.storage.repository import Storage
+
+__all__ = ["session_secret", "password_ok", "password_weakness", "csrf_token", "csrf_ok",
+           "is_logged_in", "log_in", "log_out", "AuthMiddleware", "SecurityHeadersMiddleware",
+           "PUBLIC_PATHS", "safe_next", "SESSION_ENDED"]
 
 #: Paths reachable without a session: the log-in form and the page's own CSS/JS (no data).
 PUBLIC_PATHS = ("/entrar",)
 PUBLIC_PREFIXES = ("/static/",)
 
 _SECRET_FILE = "web-secret.key"  # noqa: S105 - a file name, not a secret
+#: ``scope`` key where ``AuthMiddleware`` leaves the live ``WebSession`` of the request.
+_SCOPE_KEY = "constancias.web_session"
+#: ``/entrar?…&motivo=`` value when a cookie's session had ended (logged out, idle, too old).
+SESSION_ENDED = "sesion-terminada"
 
 
 def session_secret(data_dir: Path, password: str) -> str:
@@ -57,6 +69,20 @@ def password_ok(given: str, expected: str) -> bool:
     return hmac.compare_digest(a, b)
 
 
+def password_weakness(password: str, min_length: int) -> str | None:
+    """Why ``password`` is too weak for a page with personal data, in Spanish; ``None`` if not.
+
+    Length is what resists guessing; a long run of one or two characters is not long."""
+    if len(password) < min_length or len(set(password)) < min(min_length // 2, 6):
+        return (f"use al menos {min_length} caracteres variados, por ejemplo cuatro palabras "
+                "al azar separadas por guiones")
+    return None
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def csrf_token(conn: HTTPConnection) -> str:
     """The session's CSRF token, created on first use."""
     token = conn.session.get("csrf")
@@ -74,14 +100,25 @@ def csrf_ok(conn: HTTPConnection, submitted: object) -> bool:
 
 
 def is_logged_in(conn: HTTPConnection) -> bool:
-    return conn.session.get("auth") is True
+    """Whether ``AuthMiddleware`` found this request's session alive in storage."""
+    return conn.scope.get(_SCOPE_KEY) is not None
 
 
-def log_in(conn: HTTPConnection) -> None:
-    """A fresh session (new CSRF token) after a successful log-in: no session fixation."""
+def log_in(conn: HTTPConnection, storage: Storage, user_id: int | None = None) -> None:
+    """A fresh session (new token, new CSRF token) after a successful log-in: no fixation."""
     conn.session.clear()
-    conn.session["auth"] = True
+    token = secrets.token_urlsafe(32)
+    storage.create_web_session(_token_hash(token), user_id=user_id)
+    conn.session["sid"] = token
     csrf_token(conn)
+
+
+def log_out(conn: HTTPConnection, storage: Storage) -> None:
+    """End the session in storage (every copy of the cookie stops working) and in the cookie."""
+    token = conn.session.get("sid")
+    if isinstance(token, str):
+        storage.end_web_session(_token_hash(token))
+    conn.session.clear()
 
 
 def safe_next(value: str | None) -> str:
@@ -92,21 +129,37 @@ def safe_next(value: str | None) -> str:
 
 
 class AuthMiddleware:
-    """Every request but the public paths needs a logged-in session.
+    """Every request but the public paths needs a session alive in storage.
 
-    Reading pages redirects to the log-in form; anything else (form posts, scripts) gets 403.
-    Sits inside ``SessionMiddleware`` so ``scope["session"]`` is there.
+    Reading pages redirects to the log-in form (saying so when the cookie's session had ended);
+    anything else (form posts, scripts) gets 403. Sits inside ``SessionMiddleware`` so
+    ``scope["session"]`` is there.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, storage: Storage, settings: Settings) -> None:
         self.app = app
+        self.storage = storage
+        self.idle_s = settings.web_session_idle_s
+        self.max_age_s = settings.web_session_max_age_s
+        # Last use is written at most this often, and often enough for the idle timeout.
+        self.refresh_after_s = min(30.0, self.idle_s / 10)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
         conn = HTTPConnection(scope)
+        token = conn.session.get("sid")
+        ended = False
+        if isinstance(token, str):
+            row = await run_in_threadpool(self.storage.touch_web_session, _token_hash(token),
+                                          idle_s=self.idle_s, max_age_s=self.max_age_s,
+                                          refresh_after_s=self.refresh_after_s)
+            if row is None:
+                conn.session.clear()  # the cookie is rewritten without the dead token
+                ended = True
+            scope[_SCOPE_KEY] = row
+        path = scope.get("path", "")
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or is_logged_in(conn):
             await self.app(scope, receive, send)
             return
@@ -114,7 +167,8 @@ class AuthMiddleware:
         if scope.get("method") in ("GET", "HEAD"):
             target = URL(scope=scope)
             here = target.path + (f"?{target.query}" if target.query else "")
-            response = RedirectResponse(f"/entrar?siguiente={quote(here, safe='')}",
+            why = f"&motivo={SESSION_ENDED}" if ended else ""
+            response = RedirectResponse(f"/entrar?siguiente={quote(here, safe='')}{why}",
                                         status_code=303)
         else:
             response = PlainTextResponse("Sesión requerida.", status_code=403)
@@ -127,7 +181,8 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 
 
 
 class SecurityHeadersMiddleware:
-    """Headers that make the pages harder to abuse: CSP, no framing, no sniffing, no cache."""
+    """Headers that make the pages harder to abuse: CSP, no framing, no sniffing, no cache;
+    ``Secure`` on cookies when the request came over HTTPS."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -155,6 +210,11 @@ class SecurityHeadersMiddleware:
                     # Personal data: never keep pages or files in shared caches.
                     extra[b"cache-control"] = b"no-store"
                 headers += [(k, v) for k, v in extra.items() if k not in names]
+                if scope.get("scheme") == "https":
+                    # Served over HTTPS (directly, or behind a trusted proxy that says so):
+                    # the cookie must never travel over plain HTTP.
+                    headers = [(k, v + b"; Secure") if k.lower() == b"set-cookie"
+                               and b"secure" not in v.lower() else (k, v) for k, v in headers]
                 message["headers"] = headers
             await send(message)
 

@@ -48,11 +48,11 @@ def csrf_from(html: str) -> str:
 def serve(settings: Settings) -> Iterator[WebServer]:
     """``create_app(settings)`` under uvicorn in a background thread until the block ends."""
     from worker.interfaces.web.app import create_app
+    from worker.interfaces.web.server import server_config
 
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                            lifespan="off", access_log=True)
+    config = server_config(app, settings, host="127.0.0.1", port=port)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="web-test", daemon=True)
     thread.start()

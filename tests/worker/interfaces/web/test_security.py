@@ -102,7 +102,7 @@ def test_session_cookie_signed_with_another_key_is_refused(web: WebServer, tmp_p
         stranger = elsewhere.client(logged_in=False)
         stranger.cookies.set("constancias_sesion", cookie)
         assert stranger.get("/lotes").status_code == 303
-    changed = web.settings.model_copy(update={"web_password": "otra-clave"})
+    changed = web.settings.model_copy(update={"web_password": "otra-clave-distinta"})
     with serve(changed) as after_change:
         old = after_change.client(logged_in=False)
         old.cookies.set("constancias_sesion", cookie)
@@ -269,11 +269,15 @@ def test_evidence_pages_are_listed_and_downloaded_never_rendered(web: WebServer,
     """An evidence folder is listed with links; a captured portal page (HTML that may carry
     scripts) downloads as an attachment under a sandbox policy instead of running here."""
     batch_id = _batch(web, tmp_path)
-    out_dir = Path(web.app.state.web.storage.get_batch(batch_id).out_dir)
+    storage = web.app.state.web.storage
+    out_dir = Path(storage.get_batch(batch_id).out_dir)
     evidence = out_dir / "constancias" / "X" / "evidence" / "imss-1"
     evidence.mkdir(parents=True)
     (evidence / "page-1.html").write_text("<script>alert(document.cookie)</script>")
     (evidence / "check.json").write_text('{"status": "error"}')
+    # Only recorded evidence is served: record it as the engine does for a failed check.
+    storage.record_result(storage.pending_check_ids(batch_id)[0][0], status="error",
+                          detail="x", evidence_path=evidence)
     client = web.client()
     listing = client.get(f"/lotes/{batch_id}/archivos/constancias/X/evidence/imss-1")
     assert listing.status_code == 200

@@ -30,6 +30,11 @@
         text.textContent = labels[s.state] || s.state;
         text.className = "state state-" + s.state;
         document.getElementById("estado-cuenta").textContent = s.done + " de " + s.total + " consultas terminadas";
+        var captchas = document.getElementById("aviso-captchas");
+        if (captchas) {
+          captchas.hidden = !s.captchas;
+          document.getElementById("aviso-captchas-texto").textContent = s.captchas_text;
+        }
         Object.keys(s.progress).forEach(function (portal) {
           var bar = document.getElementById("progreso-" + portal);
           var count = document.getElementById("cuenta-" + portal);
