@@ -32,6 +32,7 @@ HANDLERS: dict[str, str] = {
     "demo": "worker.commands:cmd_demo",
     "people": "worker.recheck:cmd_people",
     "purge": "worker.purge:cmd_purge",
+    "captcha": "worker.captcha_solve:cmd_captcha",
 }
 
 
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("purge", help="borrar datos personales antiguos")
     s.add_argument("--older-than", type=float, required=True, dest="older_than",
                    help="días")
+
+    s = sub.add_parser("captcha", help="el lector de captchas del IMSS")
+    actions = s.add_subparsers(dest="captcha_command", required=True, parser_class=_Parser)
+    c = actions.add_parser("solve", help="leer captchas guardados")
+    c.add_argument("images", nargs="+", metavar="IMAGEN")
+    c.add_argument("--json", action="store_true")
     return p
 
 
