@@ -50,10 +50,12 @@ def real_labelled(solver: NetSolver, folder: Path, threshold: float) -> None:
     confused: Counter[tuple[str, str]] = Counter()
     cpu: list[float] = []
     misses: list[str] = []
+    confidences: list[tuple[float, bool]] = []
     for name, truth in ((r[0], r[1].strip()) for r in rows):
         # Decoding the JPEG is part of a solve: read the bytes, not a decoded image.
         guess, confidence, seconds = _timed_read(solver, (folder / name).read_bytes())
         cpu.append(seconds)
+        confidences.append((confidence, guess == truth))
         exact += guess == truth
         chars += sum(g == t for g, t in zip(guess, truth, strict=False))
         confused.update((t, g) for g, t in zip(guess, truth, strict=False) if g != t)
@@ -71,6 +73,9 @@ def real_labelled(solver: NetSolver, folder: Path, threshold: float) -> None:
     print(f"  threshold {threshold:.2f}: answered {answered / n:.2%}, right when answered "
           f"{answered_right / max(1, answered):.2%}, "
           f"wrong answers sent {answered - answered_right}")
+    print("  per threshold, refreshed / wrong answers sent: " + ", ".join(
+        f"{t:.2f} {sum(c < t for c, _ in confidences)}/"
+        f"{sum(c >= t and not ok for c, ok in confidences)}" for t in THRESHOLDS))
     case = [(p, confused[(p[0], p[1])] + confused[(p[1], p[0])]) for p in CASE_PAIRS]
     print("  case pairs confused (either way): "
           + ", ".join(f"{p[0]}/{p[1]} {k}" for p, k in case))
@@ -86,10 +91,10 @@ def real_unlabelled(solver: NetSolver, folder: Path, threshold: float) -> None:
     if not files:
         return
     confidences = [solver.read(p.read_bytes()).confidence for p in files]
-    sure = sum(c >= threshold for c in confidences)
-    print(f"Real unlabelled captchas ({folder}): {len(files)}; readings at or above "
-          f"{threshold:.2f}: {sure / len(files):.2%}; confidence min "
+    print(f"Real unlabelled captchas ({folder}): {len(files)}; confidence min "
           f"{min(confidences):.3f}, median {statistics.median(confidences):.3f}")
+    print("  refreshed instead of sent (confidence below): " + ", ".join(
+        f"{t:.2f} {sum(c < t for c in confidences) / len(files):.1%}" for t in THRESHOLDS[1:]))
 
 
 def sandbox_outcomes(solver: NetSolver, n: int, seed: int) -> list[tuple[bool, float]]:

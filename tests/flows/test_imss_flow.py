@@ -101,9 +101,10 @@ def test_entitled_after_a_failed_captcha(browser, sandbox, tmp_path: Path, wrong
     assert outcome.status is Status.ENTITLED, outcome.detail
     assert len(solver.rejected) == 1 and len(solver.solved) == 2
     assert solver.images[0] != solver.images[1]  # a fresh image for the second try
-    # The refused image is kept in the check's evidence, with the answer tried.
+    # The refused image is kept in the check's evidence, with the answer tried (as the flow
+    # read it from the page: the canvas's PNG of the JPEG's pixels).
     kept = Path(outcome.extra["evidence"]) / "captchas"
-    (image,) = kept.glob("*.jpg")
+    (image,) = kept.glob("*.png")
     assert image.read_bytes() == solver.images[0]
     note = json.loads(image.with_suffix(".json").read_text())
     assert note == {"answer": wrong, "confidence": None,
