@@ -13,7 +13,8 @@ threshold, the share of images answered, of answers that are wrong (each one cos
 trip and counts at the portal's bot protection), and of checks solved within 1, 2 and 3
 images — computed from the measured per-image outcomes (a check takes fresh images until one
 is answered right; an unanswered image is refreshed, a wrong answer refused) and simulated over
-``--checks`` checks drawn from them.
+``--checks`` checks drawn from them. Last, what the threshold stops when the captcha changes
+(the sandbox's legacy drawing, which the network was never shown).
 """
 
 from __future__ import annotations
@@ -140,6 +141,21 @@ def sandbox_table(outcomes: list[tuple[bool, float]], checks: int, seed: int) ->
               f"{within[1]:>10.3%} {within[2]:>10.3%} {wrong:>16.4f}")
 
 
+def changed_captcha(solver: NetSolver, n: int, seed: int) -> None:
+    """What the threshold stops when the portal draws something else: the sandbox's legacy
+    style (5–6 characters, other fonts: every reading is wrong)."""
+    from fixtures import captcha_legacy
+
+    rng = random.Random(seed)
+    confidences = []
+    for _ in range(n):
+        image = captcha_legacy.render(captcha_legacy.random_text(rng), rng=rng)
+        confidences.append(solver.read(image).confidence)
+    print(f"A changed captcha ({n} legacy-style sandbox images, every reading wrong): sent at "
+          "threshold " + ", ".join(
+              f"{t:.2f} {sum(c >= t for c in confidences) / n:.1%}" for t in THRESHOLDS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, default=DEFAULT_REAL,
@@ -160,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.real / "unlabelled").is_dir():
         real_unlabelled(solver, args.real / "unlabelled", threshold)
     sandbox_table(sandbox_outcomes(solver, args.n, args.seed), args.checks, args.seed)
+    changed_captcha(solver, 300, args.seed)
     return 0
 
 
