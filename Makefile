@@ -1,6 +1,6 @@
 # Every target does all of its own set-up, idempotently (scripts/setup.sh): `make check` on a
 # fresh Debian machine installs what it needs (the dev extra brings ruff, mypy, import-linter).
-.PHONY: setup demo test lint typecheck imports check bench
+.PHONY: setup demo test lint typecheck imports check bench train-captcha
 
 setup:
 	@scripts/setup.sh
@@ -30,3 +30,8 @@ bench: setup
 	.venv/bin/python bench/report.py
 	.venv/bin/python bench/captcha.py
 	.venv/bin/python bench/throughput.py
+
+# Retrains flows/captcha_net.npz from sandbox drawings (seeded: the same weights every time);
+# a few minutes on 2 cores. Commit the new file with the figures it printed.
+train-captcha: setup
+	.venv/bin/python scripts/train_captcha.py

@@ -1,19 +1,29 @@
-"""Captcha solvers: Tesseract OCR with image clean-up, or a person who types the answer.
+"""Captcha solvers: a small neural network trained on the IMSS servlet's own drawing (the
+default), Tesseract OCR with image clean-up (a fallback), or a person who types the answer.
 
-Both implement ``flows.base.CaptchaSolver``: ``solve(image, key=…)`` returns a guess and
-``reject(key)`` says the portal refused it (the flow then refreshes the captcha and asks again,
-up to ``settings.captcha_attempts``).
+All implement ``flows.base.CaptchaSolver``: ``solve(image, key=…)`` returns a guess and
+``reject(key)`` says the guess was refused (the flow then refreshes the captcha and asks again,
+up to ``settings.captcha_attempts``). An empty guess means "no answer: refresh the image".
+
+``NetSolver`` reads the seven characters at their fixed places (``flows.captcha_net``) and
+gives a confidence with each reading; below ``settings.captcha_min_confidence`` it answers
+nothing, so the flow asks for a fresh image instead of spending a likely-wrong answer (each
+wrong answer costs a round trip and counts against us at the portal's bot protection).
+``bench/captcha.py`` measures it on real captchas and the threshold's effect.
 
 ``OcrSolver`` cleans the image the way captcha noise is usually attacked — threshold the ink
 against the light background, drop 1-pixel-thick strokes (the curved noise lines), drop small
 specks, scale up — and asks Tesseract for one line restricted to the servlet's alphabet. A
 read that does not look like a captcha answer (wrong length or characters) is retried with a
-second clean-up; per-attempt success is measured by ``bench/captcha.py``.
+second clean-up.
 
 ``ManualSolver`` writes ``<data_dir>/captchas/<key>.png`` (+ ``.json``) and waits for
 ``<key>.answer``, which ``answer()`` writes atomically (from the CLI prompt or the web page).
 Keys are chosen by the flow; they are sanitised to ``[A-Za-z0-9_-]`` and must never contain a
 CURP (a CURP-shaped token is replaced by a digest, defensively).
+
+``KeepRefused`` wraps any of them for one check and keeps each refused image (with the answer
+tried) in the check's evidence, so an operator can feed real failures back.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +46,7 @@ from typing import TYPE_CHECKING
 import pytesseract
 from PIL import Image, ImageChops, ImageOps
 
+from flows import captcha_net
 from flows.errors import CaptchaUnsolved
 
 if TYPE_CHECKING:
@@ -42,6 +54,8 @@ if TYPE_CHECKING:
     from worker.core.settings import Settings
 
 __all__ = [
+    "NetSolver",
+    "KeepRefused",
     "OcrSolver",
     "ManualSolver",
     "PendingCaptcha",
@@ -52,11 +66,10 @@ __all__ = [
     "clean_image",
 ]
 
-# What the IMSS captcha servlet draws (mirrors fixtures/captcha_image.ALPHABET; duplicated on
-# purpose: the solver must work from what the portal is known to show, not import the sandbox).
-# It is a whitelist for Tesseract, so a wider set only costs accuracy, never correctness.
-DEFAULT_ALPHABET = "abdefhmnrtABDEFGHJLMNQRTY23456789"
-DEFAULT_LENGTHS = (5, 6)
+# What the IMSS captcha servlet draws (SPEC §3; flows.captcha_net holds it, apart from the
+# sandbox on purpose). It is a whitelist for Tesseract, so a wider set only costs accuracy.
+DEFAULT_ALPHABET = captcha_net.ALPHABET
+DEFAULT_LENGTHS = (captcha_net.LENGTH, captcha_net.LENGTH)
 
 _CURP_LIKE = re.compile(r"(?i)[A-Z][AEIOUX][A-Z]{2}\d{6}[HMX][A-Z]{5}[0-9A-Z]\d")
 
@@ -70,6 +83,48 @@ def safe_key(key: str) -> str:
     if not cleaned.strip("_"):
         raise ValueError("empty captcha key")
     return cleaned
+
+
+# --- the network ----------------------------------------------------------------------------
+
+
+_RECENT_READINGS = 64
+
+
+class NetSolver:
+    """The IMSS captcha read by ``flows.captcha_net`` in this process (numpy, no network);
+    a reading less sure than ``min_confidence`` is no answer."""
+
+    def __init__(self, *, min_confidence: float, weights: Path = captcha_net.WEIGHTS) -> None:
+        self.net = captcha_net.load(weights)
+        self.min_confidence = min_confidence
+        self.last: dict[str, captcha_net.Reading] = {}
+        self.solved = 0
+        self.rejected = 0
+
+    def read(self, image: bytes) -> captcha_net.Reading:
+        """The reading whatever its confidence; ``OSError``/``ValueError`` for bytes that are
+        not a whole image (``captcha solve`` reports those)."""
+        return self.net.read(image)
+
+    def solve(self, image: bytes, *, key: str) -> str:
+        """The answer, or ``""`` (refresh) when unsure or the image does not decode."""
+        try:
+            reading = self.read(image)
+        except (OSError, ValueError):
+            return ""
+        # Kept for KeepRefused's note (dropped on reject); bounded, since accepted answers are
+        # never rejected and a worker lives for thousands of checks.
+        self.last[key] = reading
+        while len(self.last) > _RECENT_READINGS:
+            self.last.pop(next(iter(self.last)))
+        self.solved += 1
+        return reading.answer if reading.confidence >= self.min_confidence else ""
+
+    def reject(self, key: str) -> None:
+        """Counted for the bench and logs; nothing to learn from one refusal."""
+        self.last.pop(key, None)
+        self.rejected += 1
 
 
 # --- OCR ------------------------------------------------------------------------------------
@@ -373,8 +428,58 @@ class ManualSolver:
         self._clear(safe_key(key))
 
 
+# --- evidence -------------------------------------------------------------------------------
+
+
+class KeepRefused:
+    """Wraps a solver for one check: each image whose answer is refused — by the portal, or by
+    the solver itself (no answer) — is written to ``folder()`` as ``<key>.<ext>`` with
+    ``<key>.json`` (the answer tried, its confidence when known, who refused it)."""
+
+    def __init__(self, solver: CaptchaSolver, folder: Callable[[], Path]) -> None:
+        self.solver = solver
+        self._folder = folder
+        self._given: dict[str, tuple[bytes, str]] = {}
+        self.saved: list[Path] = []
+
+    def solve(self, image: bytes, *, key: str) -> str:
+        guess = self.solver.solve(image, key=key)
+        self._given[key] = (image, guess)
+        return guess
+
+    def reject(self, key: str) -> None:
+        given = self._given.pop(key, None)
+        confidence = None
+        reading = getattr(self.solver, "last", {}).get(key)
+        if reading is not None:
+            confidence = round(reading.confidence, 4)
+        self.solver.reject(key)
+        if given is None:
+            return
+        image, guess = given
+        name = safe_key(key)
+        folder = self._folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.{_image_suffix(image)}"
+        _atomic_write(path, image)
+        note = {"answer": guess, "confidence": confidence,
+                "refused_by": "portal" if guess else "solver"}
+        _atomic_write(folder / f"{name}.json", json.dumps(note).encode())
+        self.saved.append(path)
+
+
+def _image_suffix(image: bytes) -> str:
+    if image.startswith(b"\xff\xd8"):
+        return "jpg"
+    if image.startswith(b"\x89PNG"):
+        return "png"
+    return "bin"
+
+
 def make_solver(settings: Settings) -> CaptchaSolver:
     """The solver named by ``settings.captcha_solver``."""
+    if settings.captcha_solver == "net":
+        return NetSolver(min_confidence=settings.captcha_min_confidence)
     if settings.captcha_solver == "manual":
         return ManualSolver(settings.data_dir, settings.manual_captcha_timeout_s)
     if settings.captcha_solver == "ocr":

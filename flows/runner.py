@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flows import get_flow
 from flows.base import CaptchaSolver, CheckContext, Mailbox, Outcome, Person
 from flows.browser import presented_user_agent
+from flows.captcha import KeepRefused
 from flows.errors import FlowError, PortalBlocked, TransientError
 from flows.evidence import evidence_dir, save_pages, save_trace, write_note
 from flows.incapsula import blocked_in_context, watch_responses
@@ -77,12 +78,14 @@ def run_check(
         snapshots = tracing and trace_snapshots(settings, attempt)
         if tracing:
             context.tracing.start(screenshots=settings.trace_screenshots, snapshots=snapshots)
+        # Refused captcha images go to this attempt's evidence (flows.captcha.KeepRefused).
+        kept = KeepRefused(captcha, lambda: evidence_dir(work_dir, portal, attempt) / "captchas")
         ctx = CheckContext(
             browser_context=context,
             person=person,
             settings=settings,
             work_dir=work_dir,
-            captcha=captcha,
+            captcha=kept,
             mailbox=mailbox,
             log=log,
         )
@@ -130,6 +133,9 @@ def run_check(
                 outcome.extra["trace"] = str(trace) if trace else None
             else:
                 _discard_trace(context)
+        if kept.saved and "evidence" not in outcome.extra:
+            # A check that succeeded after refused captchas keeps those images too.
+            outcome.extra["evidence"] = str(evidence_dir(work_dir, portal, attempt))
         outcome.timings.setdefault("total", round(time.monotonic() - started, 3))
         log.info("flow_done", status=outcome.status.value, timings=outcome.timings)
         return outcome

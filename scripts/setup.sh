@@ -15,6 +15,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v Xvfb >/dev/null || need+=(xvfb xauth)  # CONSTANCIAS_BROWSER_HEADED under xvfb-run
 command -v strace >/dev/null || need+=(strace)  # tests/test_privacy.py records connections
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# The IMSS captcha font (fixtures/captcha_image.py): Arial's metric twin.
+[ -e /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ] || need+=(fonts-liberation)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: instalando paquetes del sistema: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -75,9 +75,9 @@ def _refused(browser, sandbox, tmp_path, curp, status: Status, **kw):
 def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
     browser, sandbox, tmp_path: Path, markup: str
 ) -> None:
-    """With the configured (OCR) solver at the sandbox's default difficulty, the documented
-    not-entitled CURP ends not_entitled, with its PDF and the facts read from it; no evidence
-    is kept and both emails are claimed."""
+    """With the configured (default: net) solver on the sandbox's default captcha, the
+    documented not-entitled CURP ends not_entitled, with its PDF and the facts read from it;
+    no evidence is kept but the images of refused captchas, and both emails are claimed."""
     curp = SCENARIOS["imss_not_entitled"]
     solver = make_solver(flow_settings(sandbox))
     outcome, _ = _run(browser, sandbox, tmp_path, curp, solver=solver, shots="imss-not-entitled")
@@ -88,7 +88,12 @@ def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
     assert outcome.facts.valid_until
     # The folio is read where the layout keeps it beside its label (variant b's table does not).
     assert bool(outcome.facts.folio) == (markup == "a")
-    assert outcome.extra["pdf_source"] == "page" and "evidence" not in outcome.extra
+    assert outcome.extra["pdf_source"] == "page"
+    if solver.rejected:  # rare with the net solver: only the refused images are kept
+        kept = Path(outcome.extra["evidence"])
+        assert {p.parent.name for p in kept.rglob("*.*")} == {"captchas"}
+    else:
+        assert "evidence" not in outcome.extra
     assert "Sin derecho" in outcome.detail
     assert {"open", "captcha", "form", "submit", "email", "confirm", "pdf"} <= set(outcome.timings)
     assert solver.rejected == solver.solved - 1  # every refused answer was reported
@@ -110,6 +115,14 @@ def test_entitled_after_a_failed_captcha(browser, sandbox, tmp_path: Path, wrong
     assert outcome.status is Status.ENTITLED, outcome.detail
     assert len(solver.rejected) == 1 and len(solver.solved) == 2
     assert solver.images[0] != solver.images[1]  # a fresh image for the second try
+    # The refused image is kept in the check's evidence, with the answer tried (as the flow
+    # read it from the page: the canvas's PNG of the JPEG's pixels).
+    kept = Path(outcome.extra["evidence"]) / "captchas"
+    (image,) = kept.glob("*.png")
+    assert image.read_bytes() == solver.images[0]
+    note = json.loads(image.with_suffix(".json").read_text())
+    assert note == {"answer": wrong, "confidence": None,
+                    "refused_by": "portal" if wrong else "solver"}
     assert outcome.facts.nss and len(outcome.facts.nss) == 11
     assert outcome.facts.nss in outcome.detail
     assert (SHOTS / "imss-entitled-3-final-page.png").exists()

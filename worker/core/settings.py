@@ -60,8 +60,11 @@ class Settings(BaseSettings):
     ``imaps://…``. Unset: ``maildir://DATA_DIR/mail``."""
 
     # --- captcha ------------------------------------------------------------------------
-    captcha_solver: Literal["ocr", "manual"] = "ocr"
-    """``ocr`` (Tesseract) or ``manual`` (a person types it: terminal or web page)."""
+    captcha_solver: Literal["net", "ocr", "manual"] = "net"
+    """``net`` (a small network trained on the IMSS captcha's generator), ``ocr`` (Tesseract,
+    a fallback) or ``manual`` (a person types it: terminal or web page)."""
+    captcha_min_confidence: float = Field(0.5, ge=0, le=1)
+    """``net``: a reading less sure than this is not sent; the flow takes a fresh image."""
     captcha_attempts: int = Field(12, ge=1, le=50)
     """Captcha answers tried per check before ``captcha_unsolved``."""
     manual_captcha_timeout_s: float = Field(600, gt=0)

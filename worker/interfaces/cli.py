@@ -33,6 +33,7 @@ HANDLERS: dict[str, str] = {
     "demo": "worker.interfaces.commands:cmd_demo",
     "people": "worker.interfaces.commands:cmd_people",
     "purge": "worker.interfaces.commands:cmd_purge",
+    "captcha": "worker.interfaces.captcha_solve:cmd_captcha",
 }
 
 
@@ -42,7 +43,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "status": ("estado",), "report": ("reporte",), "recheck": ("revisar",),
     "worker": ("trabajador",), "beat": ("programacion",), "web": (),
     "sandbox": ("simulador",), "demo": ("demostracion",), "people": ("personas",),
-    "purge": ("purgar",),
+    "purge": ("purgar",), "captcha": (),
 }
 #: ``people`` actions, English (kept) -> Spanish.
 PEOPLE_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -156,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("purge", "borrar datos personales antiguos")
     s.add_argument("--older-than", type=number, required=True, dest="older_than",
                    metavar="DÍAS", help="borrar lo que tenga más de estos días")
+
+    s = command("captcha", "el lector de captchas del IMSS")
+    actions = s.add_subparsers(dest="captcha_command", required=True, parser_class=SpanishParser,
+                               metavar="ACCIÓN")
+    c = actions.add_parser("solve", aliases=["resolver"], help="leer captchas guardados",
+                           description="leer captchas del IMSS guardados (evidencia)")
+    c.add_argument("images", nargs="+", metavar="IMAGEN", help="imágenes JPEG o PNG")
+    c.add_argument("--json", action="store_true", help=_JSON_HELP)
     return p
 
 
@@ -167,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = canonical(args.command, ALIASES)
     if args.command == "people":
         args.action = canonical(args.action, PEOPLE_ACTIONS)
+    if args.command == "captcha":
+        args.captcha_command = canonical(args.captcha_command, {"solve": ("resolver",)})
     module, func = HANDLERS[args.command].split(":")
     try:
         handler = getattr(import_module(module), func)
