@@ -50,6 +50,8 @@ def captchas_waiting(settings: Settings) -> int:
     the ones its checks wait for."""
     if settings.captcha_solver != "manual":
         return 0
+    # Imported here: the captcha module loads the solvers' libraries (numpy, Tesseract), for
+    # the manual solver only.
     from flows.captcha import pending
 
     return len(pending(settings.data_dir))
