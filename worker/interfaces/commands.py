@@ -10,6 +10,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 import fixtures
 from flows import registry
 from worker.core.errors import ConfigError, UserError
@@ -31,14 +33,16 @@ from worker.services.batches import (
     open_storage,
     prepare_batch,
 )
+from worker.services.doctor import record, render_table, run_doctor
 from worker.services.people import people_overview, set_people_active
 from worker.services.purge import purge
 from worker.services.recheck import start_recheck
 from worker.services.schedule import run_beat
+from worker.storage.repository import Storage
 
 __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "cmd_demo",
            "cmd_beat", "cmd_recheck", "cmd_people", "cmd_purge", "sandbox_settings",
-           "print_summary", "data_dir_line"]
+           "cmd_doctor", "print_summary", "data_dir_line"]
 
 
 def _console_level(quiet_on_terminal: bool) -> str | None:
@@ -358,3 +362,22 @@ def cmd_purge(args: Any) -> int:
           f"Depurado: {counts['batches']} lote(s), {counts['files']} archivo(s), "
           f"{counts['people']} persona(s).", file=sys.stdout)
     return 0
+
+
+def cmd_doctor(args: Any) -> int:
+    """``constancias doctor [--json] [--portals imss,issste]``."""
+    # On a terminal the table is the output: log lines (to stderr) only from warnings up.
+    settings = _settings(quiet_on_terminal=True)
+    report = run_doctor(settings, getattr(args, "portals", None))
+    try:
+        # Not open_storage: doctor reports a database left unmigrated, it does not migrate it.
+        record(Storage(settings.effective_database_url), report, "cli")
+    except Exception as exc:  # noqa: BLE001 - not being able to keep it changes no check
+        structlog.get_logger("constancias.doctor").warning("doctor_record_failed",
+                                                           error=type(exc).__name__)
+    if getattr(args, "json", False):
+        print(json.dumps(report.as_json(), ensure_ascii=False))
+    else:
+        print(render_table(report))
+    sys.stdout.flush()
+    return 0 if report.ok else 1

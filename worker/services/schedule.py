@@ -161,9 +161,15 @@ def _lock(settings: Settings) -> IO[str]:
 
 
 def _run_embedded(settings: Settings) -> int:
+    # Doctor's checks (Pillow, alembic, the browser): loaded by the embedded beat only.
+    from worker.services.preflight import doctor_in_own_browser, gated_recheck
+
     lock = _lock(settings)
     storage = open_storage(settings)
-    scheduler = EmbeddedScheduler(settings, lambda: start_recheck(settings, storage, wait=True))
+    # Doctor first: a failure postpones the batch (worker/services/preflight.py).
+    scheduler = EmbeddedScheduler(settings, lambda: gated_recheck(
+        settings, storage, lambda: start_recheck(settings, storage, wait=True),
+        wait=scheduler.stop_event.wait, doctor=doctor_in_own_browser))
 
     def _on_signal(signum: int, _frame: Any) -> None:
         scheduler.stop()

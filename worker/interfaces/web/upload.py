@@ -19,6 +19,7 @@ from worker.interfaces.web.common import checked_form, csrf_refused, not_found, 
 from worker.interfaces.web.files import UPLOAD_TOKEN_RE, new_upload, upload_dir
 from worker.interfaces.web.security import csrf_ok
 from worker.services.batches import prepare_batch
+from worker.storage.doctor_runs import last_run
 
 __all__ = ["home", "upload", "findings", "process"]
 
@@ -41,6 +42,7 @@ async def home(request: Request) -> Response:
     return render(request, "home.html", {
         "nav": "home", "batches": batches, "limit": _mb(st.settings.web_max_upload_bytes),
         "limit_bytes": st.settings.web_max_upload_bytes,
+        "doctor": last_run(st.storage),
     })
 
 
