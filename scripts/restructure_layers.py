@@ -70,6 +70,11 @@ MODULES: dict[str, str] = {
     "worker.doctor_runs": "worker.storage.doctor_runs",
     "worker.doctor": "worker.services.doctor",
     "worker.preflight": "worker.services.preflight",
+    "worker.roles": "worker.core.roles",
+    "worker.accounts": "worker.storage.accounts",
+    "worker.audit": "worker.storage.audit",
+    "worker.webhooks": "worker.engine.webhooks",
+    "worker.accounts_cli": "worker.interfaces.accounts_cli",
 }
 
 #: Test files mirror the packages: old path -> new path (relative to the repository).
@@ -104,6 +109,7 @@ TESTS: dict[str, str] = {
     # tests added on main after i18 was built (wave 2)
     "tests/worker/test_doctor.py": "tests/worker/services/test_doctor.py",
     "tests/worker/test_preflight.py": "tests/worker/services/test_preflight.py",
+    "tests/worker/test_webhooks.py": "tests/worker/engine/test_webhooks.py",
 }
 
 PACKAGES = {

@@ -34,6 +34,7 @@ from worker.core.settings import Settings
 from worker.core.statuses import REUSABLE, Status
 from worker.engine.limits import BlockWatch, Limiter, NullLimiter
 from worker.engine.notify import notify_batch
+from worker.engine.webhooks import emit_batch_events
 from worker.report.data import build_report
 from worker.storage.repository import Busy, Skipped, Started, Storage
 
@@ -290,6 +291,11 @@ class Engine:
             notify_batch(self.settings, self.storage, batch_id)
         except Exception:  # noqa: BLE001 - a mail problem must not undo a finished batch
             log.exception("notify_failed", batch_id=batch_id)
+        try:
+            # Queued here, sent by the web server's delivery loop (worker/engine/webhooks.py).
+            emit_batch_events(self.settings, self.storage, batch_id)
+        except Exception:  # noqa: BLE001 - nor must a webhook problem
+            log.exception("webhook_emit_failed", batch_id=batch_id)
 
 
 class _Heartbeat:

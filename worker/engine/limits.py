@@ -73,6 +73,14 @@ class LocalLimiter(Limiter):
         with self._lock:
             self._running[portal] = max(0, self._running.get(portal, 0) - 1)
 
+    def wait_hint(self, portal: str) -> float:
+        """Seconds until a token may be available (the API's ``Retry-After``)."""
+        with self._lock:
+            self._refill(portal)
+            missing = max(0.0, 1.0 - self._tokens[portal])
+            rate = self.rate_per_min(portal) / 60.0
+            return missing / rate if rate > 0 else 1.0
+
 
 # Token bucket and semaphore in one Lua script each: atomic in Redis.
 _BUCKET = """

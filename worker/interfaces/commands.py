@@ -42,7 +42,7 @@ from worker.storage.repository import Storage
 
 __all__ = ["cmd_run", "cmd_submit", "cmd_status", "cmd_report", "cmd_worker", "cmd_demo",
            "cmd_beat", "cmd_recheck", "cmd_people", "cmd_purge", "sandbox_settings",
-           "cmd_doctor", "print_summary", "data_dir_line"]
+           "cmd_doctor", "command_settings", "print_summary", "data_dir_line"]
 
 
 def _console_level(quiet_on_terminal: bool) -> str | None:
@@ -53,7 +53,7 @@ def _console_level(quiet_on_terminal: bool) -> str | None:
     return None
 
 
-def _settings(quiet_on_terminal: bool = False) -> Settings:
+def command_settings(quiet_on_terminal: bool = False) -> Settings:
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level,
                       console_level=_console_level(quiet_on_terminal), log_file=settings.log_file)
@@ -129,7 +129,7 @@ def print_summary(status: dict[str, Any], out: Any = sys.stdout) -> None:
 
 
 def cmd_run(args: Any) -> int:
-    settings = _settings(quiet_on_terminal=True)
+    settings = command_settings(quiet_on_terminal=True)
     if args.sandbox and not settings.embedded:
         # The workers read their own settings: they would query the portals CONSTANCIAS_*_URL
         # name, not the sandbox this command starts.
@@ -204,7 +204,7 @@ def _require_broker(settings: Settings) -> None:
 
 
 def cmd_submit(args: Any) -> int:
-    settings = _settings()
+    settings = command_settings()
     _require_broker(settings)
     storage = open_storage(settings)
     batch_id, resumed = prepare_batch(settings, storage, args.file,
@@ -217,7 +217,7 @@ def cmd_submit(args: Any) -> int:
 
 
 def cmd_status(args: Any) -> int:
-    settings = _settings()
+    settings = command_settings()
     storage = existing_storage(settings)
     status = batch_status(storage, args.batch_id) if storage is not None else None
     if status is None:
@@ -250,7 +250,7 @@ def data_dir_line(settings: Settings) -> str:
 
 
 def cmd_report(args: Any) -> int:
-    settings = _settings()
+    settings = command_settings()
     storage = existing_storage(settings)
     if storage is None or storage.get_batch(args.batch_id) is None:
         raise UserError(_no_batch(settings, args.batch_id))
@@ -261,7 +261,7 @@ def cmd_report(args: Any) -> int:
 
 
 def cmd_worker(args: Any) -> int:
-    settings = _settings()
+    settings = command_settings()
     _require_broker(settings)
     open_storage(settings)  # migrate once, before any task runs
     # Imported here: loading the Celery app starts Celery's machinery, for this command only.
@@ -275,7 +275,7 @@ def cmd_worker(args: Any) -> int:
 
 def cmd_beat(args: Any) -> int:
     """``constancias beat``: RedBeat with a broker, the in-process loop without one."""
-    return run_beat(_settings())
+    return run_beat(command_settings())
 
 
 def _empty_status() -> dict[str, Any]:
@@ -286,7 +286,7 @@ def _empty_status() -> dict[str, Any]:
 
 def cmd_recheck(args: Any) -> int:
     """``constancias recheck [--older-than HOURS] [--json]``: re-check now and wait."""
-    settings = _settings()
+    settings = command_settings()
     storage = open_storage(settings)
     hours = settings.recheck_older_than_h if args.older_than is None else args.older_than
     if hours < 0:
@@ -320,7 +320,7 @@ def cmd_recheck(args: Any) -> int:
 
 def cmd_people(args: Any) -> int:
     """``constancias people {list,deactivate,activate} [CURPS...] [--json]``."""
-    settings = _settings()
+    settings = command_settings()
     if args.action == "list":
         # Listing only reads: no database yet means nobody, not a new empty one.
         storage = existing_storage(settings)
@@ -356,7 +356,7 @@ def cmd_people(args: Any) -> int:
 
 def cmd_purge(args: Any) -> int:
     """``constancias purge --older-than DAYS``."""
-    settings = _settings()
+    settings = command_settings()
     counts = purge(settings, open_storage(settings), args.older_than)
     print(json.dumps(counts) if getattr(args, "json", False) else
           f"Depurado: {counts['batches']} lote(s), {counts['files']} archivo(s), "
@@ -367,7 +367,7 @@ def cmd_purge(args: Any) -> int:
 def cmd_doctor(args: Any) -> int:
     """``constancias doctor [--json] [--portals imss,issste]``."""
     # On a terminal the table is the output: log lines (to stderr) only from warnings up.
-    settings = _settings(quiet_on_terminal=True)
+    settings = command_settings(quiet_on_terminal=True)
     report = run_doctor(settings, getattr(args, "portals", None))
     try:
         # Not open_storage: doctor reports a database left unmigrated, it does not migrate it.

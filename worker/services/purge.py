@@ -26,6 +26,7 @@ from sqlalchemy import delete, select, update
 
 from worker.core.settings import Settings
 from worker.engine.notify import forget_purged
+from worker.storage.audit import purge_before
 from worker.storage.files import remove_batch_files
 from worker.storage.repository import (
     PURGED,
@@ -47,7 +48,7 @@ log = structlog.get_logger("constancias.purge")
 def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[str, int]:
     """Purge everything older than the cutoff; returns what was removed (counts only)."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    counts = {"batches": 0, "files": 0, "people": 0}
+    counts = {"batches": 0, "files": 0, "people": 0, "audit": 0}
     with storage.session() as s:
         batches = list(s.scalars(select(Batch).where(Batch.created_at < cutoff,
                                                      Batch.source_name != PURGED)))
@@ -74,6 +75,8 @@ def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[
     counts["files"] += _purge_data_dir(settings, cutoff)
     # The record of change e-mails sent about purged batches keeps only a pseudonym too.
     forget_purged(storage)
+    # The audit trail names people too: it is kept as long as the data it speaks of.
+    counts["audit"] = purge_before(storage, cutoff)
     log.info("purged", **counts, older_than_days=older_than_days)
     return counts
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from flows import registry
+from worker.core.roles import Permission, role_allows
 from worker.core.settings import Settings
 from worker.core.statuses import Status
+from worker.engine.limits import LocalLimiter
 from worker.interfaces.web.runner import BatchRunner
-from worker.interfaces.web.security import csrf_ok, csrf_token, is_logged_in
+from worker.interfaces.web.security import USER_SCOPE_KEY, csrf_ok, csrf_token, is_logged_in
 from worker.interfaces.web.throttle import LoginThrottle
 from worker.storage.repository import Storage
 
@@ -37,6 +40,10 @@ class WebState:
     runner: BatchRunner
     templates: Jinja2Templates
     throttle: LoginThrottle
+    api_limiter: LocalLimiter
+    """Requests per API token and minute (``API_RATE_PER_MINUTE``), in this process."""
+    login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One password check at a time (worker/interfaces/web/app.py: log-in throttling)."""
 
 
 def web(request: Request) -> WebState:
@@ -80,7 +87,11 @@ def status_view(code: str | None) -> dict[str, Any]:
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None,
            status_code: int = 200) -> Response:
+    user = request.scope.get(USER_SCOPE_KEY)
     ctx = {"csrf": csrf_token(request), "nav": "", "logged_in": is_logged_in(request),
+           "user": user,
+           # Templates show only what the role may use (the routes enforce it anyway).
+           "can": lambda p: user is not None and role_allows(user.role, Permission(p)),
            **(context or {})}
     return web(request).templates.TemplateResponse(request, name, ctx, status_code=status_code)
 

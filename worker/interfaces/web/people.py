@@ -18,6 +18,7 @@ from worker.interfaces.web.common import (
     status_view,
     web,
 )
+from worker.interfaces.web.guard import audit
 from worker.services.people import latest_by_person
 
 __all__ = ["people_page", "people_update"]
@@ -63,6 +64,7 @@ async def people_update(request: Request) -> Response:
     changed = web(request).storage.set_active([curp], action == "activar")
     if not changed:
         return not_found(request, "Esa persona no existe.")
+    await audit(request, "recheck_on" if action == "activar" else "recheck_off", curps=[curp])
     query = _QUERY_RE.sub("", str(form.get("q", "")))[:18]
     # The CURP goes in the fragment only: fragments never reach server logs.
     back = f"/personas?cambio={action}" + (f"&q={quote(query)}" if query else "")

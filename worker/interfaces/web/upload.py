@@ -17,6 +17,7 @@ from worker.core.errors import InputError
 from worker.intake.sheet import Intake, read_sheet
 from worker.interfaces.web.common import checked_form, csrf_refused, not_found, render, web
 from worker.interfaces.web.files import UPLOAD_TOKEN_RE, new_upload, upload_dir
+from worker.interfaces.web.guard import audit
 from worker.interfaces.web.security import csrf_ok
 from worker.services.batches import prepare_batch
 from worker.storage.doctor_runs import last_run
@@ -118,6 +119,7 @@ async def upload(request: Request) -> Response:
         return _upload_error(request, message, 400)
     _save_findings(path.parent, sheet.filename, path.name, intake)
     log.info("web_upload", token=token, rows=len(intake.rows), bytes=len(data))
+    await audit(request, "upload", detail=sheet.filename)
     return RedirectResponse(f"/subir/{token}", status_code=303)
 
 
@@ -186,5 +188,6 @@ async def process(request: Request) -> Response:
     # The batch keeps its own copy of the sheet (entrada.*); the upload is no longer needed.
     shutil.rmtree(folder, ignore_errors=True)
     st.runner.start(batch_id)
+    await audit(request, "process", batch_id=batch_id, detail=data["original_name"])
     suffix = "?reanudado=1" if resumed else ""
     return RedirectResponse(f"/lotes/{batch_id}{suffix}", status_code=303)
