@@ -606,9 +606,9 @@ class _PdfCatch:
             # inline PDF in its viewer, whose stream request interception hides. A GET (the
             # handler's download link, not a search) is asked again, as a viewer's source is.
             if response.request.method == "GET":
-                data = _fetch_pdf(self.context, response.url)
-                if data is not None:
-                    return data, "response"
+                fetched = _fetch_pdf(self.context, response.url)
+                if fetched is not None:
+                    return fetched, "response"
         return None
 
 

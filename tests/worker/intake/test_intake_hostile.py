@@ -123,7 +123,7 @@ def _peak():
                 with open(os.environ["PEAK_FILE"], "w") as out:
                     out.write(line.split()[1])
 atexit.register(_peak)
-from worker.cli import main
+from worker.interfaces.cli import main
 sys.exit(main())
 """
 
