@@ -73,7 +73,7 @@ MODULES: dict[str, str] = {
     "worker.roles": "worker.core.roles",
     "worker.accounts": "worker.storage.accounts",
     "worker.audit": "worker.storage.audit",
-    "worker.webhooks": "worker.engine.webhooks",
+    "worker.webhooks": "worker.engine.webhooks",  # its tables and queries: storage/webhooks.py
     "worker.accounts_cli": "worker.interfaces.accounts_cli",
 }
 

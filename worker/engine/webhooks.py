@@ -1,8 +1,8 @@
 """Webhooks for HR systems (SPEC §9): ``batch.done`` and ``check.changed``, POSTed signed.
 
-Events become rows of ``webhook_deliveries`` in whatever process finishes a batch (one row per
-webhook and event, unique, so a batch finished twice emits once). ``DeliveryLoop`` — run by
-``constancias web`` — POSTs due rows: ``X-Constancias-Timestamp`` and
+Events become rows of ``webhook_deliveries`` (``worker.storage.webhooks``) in whatever process
+finishes a batch (one row per webhook and event, unique, so a batch finished twice emits once).
+``DeliveryLoop`` — run by ``constancias web`` — POSTs due rows: ``X-Constancias-Timestamp`` and
 ``X-Constancias-Signature: sha256=HEX`` (HMAC-SHA256 of ``timestamp + "." + body``), retried
 with a doubling wait (``WEBHOOK_BACKOFF_S`` … ``WEBHOOK_BACKOFF_MAX_S``) up to
 ``WEBHOOK_ATTEMPTS`` tries. A 2xx answer is delivered; anything else, or no answer, is retried.
@@ -12,74 +12,31 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import secrets
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from worker.core.settings import Settings
-from worker.storage.repository import Base, Storage, utcnow
+from worker.report.data import report_data
+from worker.storage.repository import Storage
+from worker.storage.webhooks import (
+    DeliveryView,
+    add_webhook,
+    due_deliveries,
+    emit,
+    recent_deliveries,
+    record_attempt,
+)
 
-__all__ = ["Webhook", "WebhookDelivery", "EVENTS", "add_webhook", "emit", "emit_batch_events",
-           "deliver_due", "DeliveryLoop", "sign", "recent_deliveries", "DeliveryView"]
+__all__ = ["EVENTS", "add_webhook", "emit", "emit_batch_events", "deliver_due", "DeliveryLoop",
+           "sign", "recent_deliveries", "DeliveryView"]
 
 log = structlog.get_logger("constancias.webhooks")
 
 EVENTS = ("batch.done", "check.changed")
-
-
-class Webhook(Base):
-    __tablename__ = "webhooks"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    token_id: Mapped[int | None] = mapped_column(
-        ForeignKey("api_tokens.id", ondelete="SET NULL"), nullable=True)
-    url: Mapped[str] = mapped_column(Text)
-    events: Mapped[list[Any]] = mapped_column(JSON)
-    secret: Mapped[str] = mapped_column(String(128))
-    """Kept: signing needs it. Shown once, in the answer that created the webhook."""
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class WebhookDelivery(Base):
-    __tablename__ = "webhook_deliveries"
-    __table_args__ = (UniqueConstraint("webhook_id", "event_key"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
-    event: Mapped[str] = mapped_column(String(32))
-    event_key: Mapped[str] = mapped_column(String(128))
-    payload: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
-    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
-
-
-@dataclass(frozen=True)
-class DeliveryView:
-    url: str
-    event: str
-    state: str
-    attempts: int
-    last_status: int | None
-    last_error: str | None
-    created_at: datetime
-    next_at: datetime | None
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -88,40 +45,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def add_webhook(storage: Storage, url: str, events: list[str],
-                token_id: int | None) -> tuple[int, str]:
-    """Register a webhook; returns (id, secret). The secret is not shown again."""
-    secret = "whsec_" + secrets.token_urlsafe(32)
-    with storage.session() as s:
-        row = Webhook(url=url, events=list(events), secret=secret, token_id=token_id)
-        s.add(row)
-        s.flush()
-        return row.id, secret
-
-
-def emit(storage: Storage, event: str, key: str, data: dict[str, Any]) -> int:
-    """Queue ``event`` for every active webhook that wants it; once per (webhook, key)."""
-    body = json.dumps({"event": event, "data": data}, ensure_ascii=False, default=str)
-    with storage.session() as s:
-        hooks = [h.id for h in s.scalars(select(Webhook).where(Webhook.active.is_(True)))
-                 if event in h.events]
-    queued = 0
-    for hook_id in hooks:
-        try:
-            with storage.session() as s:
-                s.add(WebhookDelivery(webhook_id=hook_id, event=event, event_key=key[:128],
-                                      payload=body, next_at=utcnow()))
-            queued += 1
-        except IntegrityError:
-            pass  # emitted already (a batch finished twice): nothing new to deliver
-    return queued
-
-
 def emit_batch_events(settings: Settings, storage: Storage, batch_id: str) -> int:
     """``batch.done`` for a finished batch, and ``check.changed`` for each status change a
     re-check found (the same changes the report's «Cambios» sheet and the e-mails show)."""
-    from worker.report.data import report_data
-
     batch = storage.get_batch(batch_id)
     if batch is None:
         return 0
@@ -151,53 +77,30 @@ def _backoff(settings: Settings, attempts: int) -> float:
 
 def deliver_due(settings: Settings, storage: Storage, client: httpx.Client) -> int:
     """One pass: POST every delivery that is due; returns how many were tried."""
-    now = utcnow()
-    with storage.session() as s:
-        due = [(d.id, d.payload, h.url, h.secret, d.attempts) for d, h in s.execute(
-            select(WebhookDelivery, Webhook).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-            .where(WebhookDelivery.state == "pending", WebhookDelivery.next_at <= now)
-            .order_by(WebhookDelivery.next_at).limit(100))]
-    for delivery_id, payload, url, secret, attempts in due:
-        body = payload.encode()
+    due = due_deliveries(storage)
+    for d in due:
+        body = d.payload.encode()
         timestamp = str(int(time.time()))
         status: int | None = None
         error: str | None = None
         try:
-            response = client.post(url, content=body, timeout=settings.webhook_timeout_s,
+            response = client.post(d.url, content=body, timeout=settings.webhook_timeout_s,
                                    headers={"content-type": "application/json",
                                             "x-constancias-timestamp": timestamp,
-                                            "x-constancias-signature": sign(secret, timestamp,
+                                            "x-constancias-signature": sign(d.secret, timestamp,
                                                                             body)})
             status = response.status_code
         except httpx.HTTPError as err:
             error = type(err).__name__
-        attempts += 1
+        attempts = d.attempts + 1
         ok = status is not None and 200 <= status < 300
-        with storage.session() as s:
-            d = s.get(WebhookDelivery, delivery_id)
-            if d is None:
-                continue
-            d.attempts, d.last_status, d.last_error = attempts, status, error
-            if ok:
-                d.state, d.delivered_at, d.next_at = "delivered", utcnow(), None
-            elif attempts >= settings.webhook_attempts:
-                d.state, d.next_at = "failed", None
-            else:
-                d.next_at = utcnow() + timedelta(seconds=_backoff(settings, attempts))
-        log.info("webhook_delivery", delivery=delivery_id, status=status, error=error,
+        retry_in = (None if ok or attempts >= settings.webhook_attempts
+                    else _backoff(settings, attempts))
+        record_attempt(storage, d.id, attempts=attempts, status=status, error=error,
+                       delivered=ok, retry_in_s=retry_in)
+        log.info("webhook_delivery", delivery=d.id, status=status, error=error,
                  attempts=attempts, delivered=ok)
     return len(due)
-
-
-def recent_deliveries(storage: Storage, limit: int = 50) -> list[DeliveryView]:
-    with storage.session() as s:
-        return [DeliveryView(url=h.url, event=d.event, state=d.state, attempts=d.attempts,
-                             last_status=d.last_status, last_error=d.last_error,
-                             created_at=d.created_at, next_at=d.next_at)
-                for d, h in s.execute(
-                    select(WebhookDelivery, Webhook)
-                    .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-                    .order_by(WebhookDelivery.id.desc()).limit(limit))]
 
 
 class DeliveryLoop:

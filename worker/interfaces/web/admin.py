@@ -13,7 +13,6 @@ from starlette.routing import Route
 
 from worker.core.logs import mask_curp
 from worker.core.roles import ROLE_LABELS, SCOPES, Permission, parse_scopes
-from worker.engine.webhooks import recent_deliveries
 from worker.interfaces.web.common import checked_form, csrf_refused, render, web
 from worker.interfaces.web.guard import audit, current_user, guarded
 from worker.interfaces.web.security import password_weakness
@@ -29,6 +28,7 @@ from worker.storage.accounts import (
     set_password,
 )
 from worker.storage.audit import ACTIONS, AuditEvent, AuditFilter, events
+from worker.storage.webhooks import recent_deliveries
 
 __all__ = ["routes"]
 

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from flows import registry
 from worker.core.errors import InputError
 from worker.engine.limits import LocalLimiter
-from worker.engine.webhooks import EVENTS, add_webhook
+from worker.engine.webhooks import EVENTS
 from worker.intake.sheet import read_sheet
 from worker.interfaces.web.batches import recorded_files, report_file, send_file
 from worker.interfaces.web.common import web
@@ -49,6 +49,7 @@ from worker.storage.accounts import (
     token_owner,
 )
 from worker.storage.audit import record
+from worker.storage.webhooks import add_webhook
 
 __all__ = ["routes", "problem", "TOKEN_SCOPE_KEY"]
 
