@@ -1,5 +1,7 @@
 """Services, what the interfaces ask for: batches from sheets, re-checks, people, purge, the
-nightly schedule. (``tasks``, the beat's Celery task, is loaded by the Celery app only.)"""
+nightly schedule, ``doctor`` and the nightly gate that runs it first (``preflight``).
+(``tasks``, the beat's Celery task, is loaded by the Celery app only; ``doctor`` is not
+imported here: it brings the browser checks, Pillow and alembic.)"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Storage: the models, the one repository with every query (``Storage``), the migrations."""
+"""Storage: the models, the one repository with every query (``Storage``), the migrations.
+
+The tables of the features beside the checks keep their queries in their own modules, loaded
+by whoever uses them (not here: ``accounts`` brings Argon2): ``accounts`` (users, API tokens,
+idempotency keys), ``audit`` (the audit trail), ``webhooks`` (webhooks and their deliveries),
+``doctor_runs`` (doctor's recorded results)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The HR web page (``constancias web``): upload a sheet, watch it, download the results."""
+"""The HR web page (``constancias web``): upload a sheet, watch it, download the results; the
+users, tokens and audit pages (``admin``), every page route behind its permission
+(``guard``), and the JSON API under ``/api/v1`` (``api``, its OpenAPI document ``openapi``)."""
 
 from __future__ import annotations
 
