@@ -45,6 +45,7 @@ from flows.steps import (
     POLL_MS,
     SHOWN_JS,
     InPage,
+    PdfCatcher,
     StepRetry,
     Stopwatch,
     expect_visible,
@@ -702,18 +703,21 @@ def _report_bytes(page: Page, control: InPage, timeout_s: float) -> bytes | None
     page.on("download", download)
     context.on("page", watch)
     try:
-        control.click()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not downloads:
-            data = _pdf_body(responses)
-            if data is not None:
-                return data
-            if failed or any(r.status >= 500 for r in responses):
-                grace = time.monotonic() + 1.0  # a download may still be announced
-                while not downloads and time.monotonic() < grace:
-                    page.wait_for_timeout(100)
-                break
-            page.wait_for_timeout(100)
+        with PdfCatcher(context) as caught:
+            control.click()
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and not downloads:
+                data = caught.pdf or _pdf_body(responses)
+                if data is not None:
+                    return data
+                if failed or any(r.status >= 500 for r in responses):
+                    grace = time.monotonic() + 1.0  # a download may still be announced
+                    while not downloads and time.monotonic() < grace:
+                        page.wait_for_timeout(100)
+                    break
+                page.wait_for_timeout(100)
+            if caught.pdf is not None:
+                return caught.pdf
         if downloads:
             path = downloads[0].path()
             return Path(path).read_bytes() if path else None

@@ -48,6 +48,7 @@ __all__ = [
     "expect_visible",
     "first_visible",
     "download_by_click",
+    "PdfCatcher",
     "Stopwatch",
     "SHOWN_JS",
     "InPage",
@@ -424,6 +425,43 @@ class InPage:
 
 #: How long a download may still be announced after its navigation ended.
 _DOWNLOAD_GRACE_S = 1.0
+
+class PdfCatcher:
+    """While open, watches every response of ``context`` (its pages, the windows they open,
+    frames, embedded viewers) for a PDF, inline or attachment; ``pdf`` gives the first one.
+
+    A Chromium with its PDF viewer (the full browser, headless or not) shows an inline PDF in
+    the viewer: the page's own response then holds the viewer's wrapper, and the PDF's bytes
+    arrive in a second response the viewer streams (a ``chrome-extension://`` URL, type
+    ``application/pdf``). An attachment becomes a download instead (the caller watches those):
+    its response has no body to read."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self._responses: list[Response] = []
+
+    def __enter__(self) -> PdfCatcher:
+        self.context.on("response", self._response)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.context.remove_listener("response", self._response)
+
+    def _response(self, response: Response) -> None:
+        if "pdf" in (response.headers.get("content-type") or "").lower():
+            self._responses.append(response)
+
+    @property
+    def pdf(self) -> bytes | None:
+        """The first PDF body seen so far, or ``None``."""
+        for response in self._responses:
+            try:
+                body = response.body()
+            except PlaywrightError:  # became a download, or the page is gone
+                continue
+            if body.startswith(b"%PDF-"):
+                return body
+        return None
 
 
 def download_by_click(page: Page, target: InPage, dest: Path, *, timeout_s: float) -> bool:
