@@ -14,7 +14,7 @@ from fixtures import texts as t
 from fixtures.population import SCENARIOS
 from flows import imss
 from flows.captcha import make_solver
-from flows.errors import CaptchaUnsolved, EmailNotReceived, PortalUnavailable
+from flows.errors import CaptchaUnsolved, EmailNotReceived, PortalBlocked, PortalUnavailable
 from flows.steps import norm
 from tests.flows.flowkit import (
     SHOTS,
@@ -355,6 +355,21 @@ def test_portal_faults_are_portal_unavailable(browser, sandbox, tmp_path, faults
     assert {"page-1.png", "page-1.html", "trace.zip", "check.json"} <= evidence_files(folder)
     html = (folder / "page-1.html").read_text(encoding="utf-8")
     assert any(title in html for title in (t.UNAVAILABLE_TITLE, t.MAINTENANCE_TITLE, t.ERROR_TITLE))
+
+
+@pytest.mark.parametrize("style", ["iframe", "script"])
+def test_incapsula_block_is_portal_blocked_never_portal_changed(
+    browser, sandbox, tmp_path, style: str
+) -> None:
+    """Either form of Incapsula's block page (SPEC §3), on every URL, ends the check as
+    portal_blocked with the block page in its evidence, on every markup variant."""
+    sandbox.set_faults("imss", incapsula="always", incapsula_style=style)
+    with pytest.raises(PortalBlocked) as info:
+        _run(browser, sandbox, tmp_path, fresh_curp())
+    assert info.value.status is Status.PORTAL_BLOCKED
+    html = (Path(info.value.evidence_path) / "page-1.html").read_text(encoding="utf-8")
+    assert "_Incapsula_Resource" in html
+    assert sandbox.stats("imss")["queries"] == {}
 
 
 def test_expired_session_is_portal_unavailable(browser, sandbox, tmp_path: Path) -> None:
