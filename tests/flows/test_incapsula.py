@@ -100,6 +100,12 @@ def test_a_captcha_image_answered_with_the_block_is_seen_in_the_context(sandbox,
                       " '/gestionAsegurados-web-externo/servlet/CaptchaServlet?' + Date.now()")
         page.wait_for_function("document.querySelector('#captchaImg').complete")
         assert page_text(page)  # the page itself is not the block
+        # The response event (and the read of its body) may come a moment after the image
+        # is complete; the runner asks only after a flow has failed.
+        for _ in range(50):
+            if seen:
+                break
+            page.wait_for_timeout(100)
         reason = blocked_in_context(context, seen)
         assert reason and "CaptchaServlet" in reason
     finally:
