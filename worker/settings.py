@@ -266,6 +266,10 @@ class Settings(BaseSettings):
             raise ValueError("la pausa más larga de un portal que nos bloquea debe ser menor que "
                              "la mitad del plazo en que Redis reentrega una tarea "
                              "(CONSTANCIAS_BLOCK_PAUSE_MAX_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
+        if self.doctor_retry_s * 2 >= self.visibility_timeout_s:
+            raise ValueError("la espera antes de reintentar una revisión pospuesta por «doctor» "
+                             "debe ser menor que la mitad del plazo en que Redis reentrega una "
+                             "tarea (CONSTANCIAS_DOCTOR_RETRY_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         if self.lease_s >= self.visibility_timeout_s:
             raise ValueError("la reserva de una consulta en curso debe durar menos que el plazo "
                              "en que Redis reentrega una tarea "
