@@ -16,6 +16,7 @@ configuration cannot even be read.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -28,14 +29,30 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import redis
 import structlog
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
+from flows import imss, issste
 from flows.base import CaptchaSolver
+from flows.browser import shared_browser
+from flows.captcha import make_solver
 from flows.errors import PortalBlocked, PortalChanged, PortalUnavailable
 from flows.incapsula import blocked_in_context, watch_responses
+from flows.mailbox import open_mailbox
+from flows.runner import new_check_context
 from flows.steps import StepRetry, page_text
+from worker.doctor_runs import DoctorRun, record_run
 from worker.errors import UserError
-from worker.logs import mask_text
+from worker.logs import configure_logging, mask_text
+from worker.migrate import alembic_config
+from worker.notify import smtp_connection, smtp_target
+from worker.settings import load_settings
 from worker.storage import Storage, utcnow
 
 if TYPE_CHECKING:
@@ -173,8 +190,6 @@ def _check_broker(settings: Settings) -> str:
 
 
 def _database_place(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
-
     url = make_url(settings.effective_database_url)
     if url.get_backend_name() == "sqlite":
         return f"SQLite {url.database}"
@@ -182,9 +197,6 @@ def _database_place(settings: Settings) -> str:
 
 
 def _check_database(settings: Settings, storage: Storage) -> str:
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         with storage.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -196,12 +208,6 @@ def _check_database(settings: Settings, storage: Storage) -> str:
 
 
 def _check_storage(storage: Storage) -> str:
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    from worker.doctor_runs import DoctorRun
-    from worker.migrate import alembic_config
-
     head = ScriptDirectory.from_config(alembic_config(storage.url)).get_current_head()
     with storage.engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
@@ -225,8 +231,6 @@ def _check_storage(storage: Storage) -> str:
 
 
 def _check_redis(settings: Settings) -> str:
-    import redis
-
     parts = urlsplit(settings.broker_url or "")
     where = f"{parts.hostname}:{parts.port or 6379}"
     try:
@@ -326,8 +330,6 @@ def _solve(solver: CaptchaSolver, image: bytes, key: str) -> tuple[str, float | 
 
 
 def _image_size(image: bytes) -> str:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(BytesIO(image)) as img:
             return f"{img.width}×{img.height}"
@@ -338,8 +340,6 @@ def _image_size(image: bytes) -> str:
 
 def _check_imss(checks: _Checks, settings: Settings, context: BrowserContext,
                 solver: CaptchaSolver | None) -> None:
-    from flows import imss
-
     blocks = watch_responses(context)
     retry = StepRetry.from_settings(settings, log)
     page = context.new_page()
@@ -396,8 +396,6 @@ def _check_imss(checks: _Checks, settings: Settings, context: BrowserContext,
 
 
 def _check_issste(checks: _Checks, settings: Settings, context: BrowserContext) -> None:
-    from flows import issste
-
     blocks = watch_responses(context)
     retry = StepRetry.from_settings(settings, log)
     page = context.new_page()
@@ -432,8 +430,6 @@ def _check_issste(checks: _Checks, settings: Settings, context: BrowserContext) 
 
 
 def _check_mailbox(settings: Settings) -> str:
-    from flows.mailbox import open_mailbox
-
     url = settings.effective_mailbox_url
     place = _mailbox_place(url)
     mailbox = open_mailbox(url, poll_s=settings.mailbox_poll_s)
@@ -451,8 +447,6 @@ def _check_mailbox(settings: Settings) -> str:
 
 
 def _check_smtp(settings: Settings) -> str:
-    from worker.notify import smtp_connection, smtp_target
-
     to = settings.operator_to or settings.notify_to
     if not to:
         raise _Failed("CONSTANCIAS_SMTP_URL está configurado pero nadie recibiría los avisos: "
@@ -478,9 +472,6 @@ def run_doctor(settings: Settings, portals: list[str] | None = None, *,
                ) -> DoctorReport:
     """Every check, in order; ``portals`` limits the portal checks (default both). ``solver``
     defaults to the configured one (none for the manual solver: nobody is asked)."""
-    from flows.browser import shared_browser
-    from flows.runner import new_check_context
-
     portals = portals or ["imss", "issste"]
     checks = _Checks()
     checks.run("config.imss_email", lambda: _check_email(settings))
@@ -505,8 +496,6 @@ def run_doctor(settings: Settings, portals: list[str] | None = None, *,
         if checks.run("browser", start_browser):
             br, context = held[0]
             if solver is None and settings.captcha_solver != "manual" and "imss" in portals:
-                from flows.captcha import make_solver
-
                 solver = make_solver(settings)
             for portal in portals:
                 # A fresh context per portal, as a check has: cookies of one never help the other.
@@ -531,8 +520,6 @@ def run_doctor(settings: Settings, portals: list[str] | None = None, *,
 
 
 def _parse_mailbox(settings: Settings) -> str:
-    from flows.mailbox import open_mailbox
-
     url = settings.effective_mailbox_url
     open_mailbox(url)  # parses only: IMAP connects on first use
     return f"{_mailbox_place(url)} (la sesión se prueba al final)."
@@ -541,8 +528,6 @@ def _parse_mailbox(settings: Settings) -> str:
 def record(storage: Storage, report: DoctorReport, trigger: str) -> int | None:
     """Keep the run for the web page and the schedule; ``None`` when storage cannot take it
     (its own check says why)."""
-    from worker.doctor_runs import record_run
-
     if any(c.name == "storage" and c.ok for c in report.checks):
         return record_run(storage, trigger=trigger, ok=report.ok,
                           checks=report.as_json()["checks"])
@@ -574,9 +559,11 @@ def render_table(report: DoctorReport, width: int | None = None) -> str:
 
 def cmd_doctor(args: Any) -> int:
     """``constancias doctor [--json] [--portals imss,issste]``."""
-    from worker.commands import _settings
-
-    settings = _settings(quiet_on_terminal=True)
+    settings = load_settings()
+    # On a terminal the table is the output: log lines (to stderr) only from warnings up.
+    quiet = sys.stderr.isatty() and "CONSTANCIAS_LOG_LEVEL" not in os.environ
+    configure_logging(settings.log_format, settings.log_level,
+                      console_level="warning" if quiet else None, log_file=settings.log_file)
     report = run_doctor(settings, getattr(args, "portals", None))
     try:
         record(Storage(settings.effective_database_url), report, "cli")
