@@ -15,15 +15,25 @@ from typing import Any
 
 import structlog
 
+from flows.browser import close_shared
 from worker.doctor import DoctorReport, record, run_doctor
 from worker.doctor_runs import last_run, mark_notified
 from worker.notify import notify_doctor_failed
 from worker.settings import Settings
 from worker.storage import Storage
 
-__all__ = ["doctor_gate", "gated_recheck"]
+__all__ = ["doctor_gate", "gated_recheck", "doctor_in_own_browser"]
 
 log = structlog.get_logger("constancias.preflight")
+
+
+def doctor_in_own_browser(settings: Settings) -> DoctorReport:
+    """Doctor for a process that runs no check itself (the embedded ``beat``): its browser is
+    closed afterwards, so it holds no Chromium while the batch's own processes run."""
+    try:
+        return run_doctor(settings)
+    finally:
+        close_shared()
 
 
 def doctor_gate(settings: Settings, storage: Storage, *, retry_in_s: float | None,
