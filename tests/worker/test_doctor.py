@@ -245,3 +245,19 @@ def test_the_terminal_table_names_every_check_and_what_failed(
     assert rows["issste.form"] == "FALLA"
     assert [n for n, state in rows.items() if state != "bien"] == ["issste.form"]
     assert "1 revisión(es) fallaron" in out
+
+
+def test_smtp_is_checked_when_configured(doctor_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SMTP_URL set the notices' server is tried (the sandbox's: ok, nothing sent); a
+    server that is not there fails exactly `smtp`, naming the setting."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("CONSTANCIAS_OPERATOR_TO", "operador@empresa.mx")
+    monkeypatch.setenv("CONSTANCIAS_SMTP_URL", f"smtp://127.0.0.1:{doctor_env.smtp_port}")
+    report = run_doctor(load_settings(), ["issste"])
+    assert report.ok, report.failed
+    assert "acepta la conexión" in {c.name: c.detail for c in report.checks}["smtp"]
+    monkeypatch.setenv("CONSTANCIAS_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    failed = {c.name: c.detail for c in run_doctor(load_settings(), ["issste"]).failed}
+    assert list(failed) == ["smtp"], failed
+    assert "CONSTANCIAS_SMTP_URL" in failed["smtp"]
