@@ -61,7 +61,8 @@ if TYPE_CHECKING:
 
     from worker.settings import Settings
 
-__all__ = ["PORTAL", "ImssPortal", "run", "classify_message"]
+__all__ = ["PORTAL", "ImssPortal", "run", "classify_message", "open_info_page",
+           "follow_info_link", "FORM_ELEMENTS", "expect_form", "captcha_image", "refresh_captcha"]
 
 
 @dataclass(frozen=True)
@@ -147,15 +148,8 @@ def run(ctx: CheckContext) -> Outcome:
     page.on("crash", lambda _page: crashed.append(True))
 
     with sw("open"):
-        open_page(page, settings.imss_url, what="la página informativa del IMSS", retry=retry)
-        link = expect_visible(page, PORTAL.info_link, text=PORTAL.info_link_text,
-                              what="liga Tramitar Constancia", timeout_s=timeout)
-        href = link.get_attribute("href")
-        if not href:
-            raise PortalChanged("La liga «Tramitar Constancia» no tiene destino (href).")
-        # Follow the link's target instead of clicking: it may open a new tab.
-        form_url = urljoin(page.url, href)
-        open_page(page, form_url, what="el formulario del IMSS", retry=retry)
+        open_info_page(page, settings, retry)
+        form_url = follow_info_link(page, settings, retry)
     log.info("imss_form_opened", seconds=sw.timings["open"])
 
     # Captcha keys name one image for the solver (a manual solver files it under this key):
@@ -263,7 +257,54 @@ def run(ctx: CheckContext) -> Outcome:
     )
 
 
-# --- steps --------------------------------------------------------------------------------
+# --- steps (the public ones are also what ``constancias doctor`` checks) -----------------
+
+
+def open_info_page(page: Page, settings: Settings, retry: StepRetry) -> None:
+    """The information page where the procedure starts (``IMSS_URL``)."""
+    open_page(page, settings.imss_url, what="la página informativa del IMSS", retry=retry)
+
+
+def follow_info_link(page: Page, settings: Settings, retry: StepRetry) -> str:
+    """From the information page, the "Tramitar Constancia" link's target opened: the form's
+    URL (followed, never hard-coded: SPEC §3 [A])."""
+    link = expect_visible(page, PORTAL.info_link, text=PORTAL.info_link_text,
+                          what="liga Tramitar Constancia", timeout_s=settings.element_timeout_s)
+    href = link.get_attribute("href")
+    if not href:
+        raise PortalChanged("La liga «Tramitar Constancia» no tiene destino (href).")
+    # Follow the link's target instead of clicking: it may open a new tab.
+    form_url = urljoin(page.url, href)
+    open_page(page, form_url, what="el formulario del IMSS", retry=retry)
+    return form_url
+
+
+#: The form's elements the flow drives, with the names its errors give them.
+FORM_ELEMENTS: tuple[tuple[str, str], ...] = (
+    (PORTAL.form, "formulario"),
+    (PORTAL.curp, "campo CURP"),
+    (PORTAL.email, "campo correo"),
+    (PORTAL.email_confirm, "campo confirmación de correo"),
+    (PORTAL.captcha_input, "campo captcha"),
+    (PORTAL.submit, "botón Continuar"),
+)
+
+
+def expect_form(page: Page, settings: Settings) -> None:
+    """Every element of the form the flow fills and clicks is shown; ``PortalChanged`` naming
+    the first one missing."""
+    for selector, what in FORM_ELEMENTS:
+        expect_visible(page, selector, what=what, timeout_s=settings.element_timeout_s)
+
+
+def captcha_image(page: Page, settings: Settings) -> bytes:
+    """The form's captcha image as the browser received it (see ``_captcha_image``)."""
+    return _captcha_image(page, settings)
+
+
+def refresh_captcha(page: Page, form_url: str) -> None:
+    """A new captcha image on the form (free: only sending the form spends a query)."""
+    _refresh_captcha(page, form_url)
 
 
 def _send_form(

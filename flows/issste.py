@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
     from worker.settings import Settings
 
-__all__ = ["PORTAL", "Control", "IssstePortal", "run"]
+__all__ = ["PORTAL", "Control", "IssstePortal", "run", "open_procedure_page",
+           "find_search_controls"]
 
 _TEXT_INPUT = ('input:not([type]), input[type="text" i], input[type="search" i], '
                'input[type="tel" i]')
@@ -160,9 +161,8 @@ def run(ctx: CheckContext) -> Outcome:
         return _search(page, curp, settings)
 
     with sw("open"):
-        open_page(page, settings.issste_url, what="la página del ISSSTE", retry=retry)
-        _find(page, PORTAL.curp, settings.element_timeout_s)
-        _find(page, PORTAL.search, settings.element_timeout_s)
+        open_procedure_page(page, settings, retry)
+        find_search_controls(page, settings)
     with sw("search"):
         verdict, message = retry(search, what="la búsqueda del ISSSTE", recover=reload)
     log.info("issste_answer", verdict=verdict, seconds=sw.timings["search"])
@@ -198,6 +198,18 @@ def run(ctx: CheckContext) -> Outcome:
         timings=sw.timings,
         extra={"pdf_via": via},
     )
+
+
+def open_procedure_page(page: Page, settings: Settings, retry: StepRetry) -> None:
+    """The procedure page (``ISSSTE_URL``)."""
+    open_page(page, settings.issste_url, what="la página del ISSSTE", retry=retry)
+
+
+def find_search_controls(page: Page, settings: Settings) -> None:
+    """The CURP box and "Buscar", found as the search finds them (also what ``constancias
+    doctor`` checks, without searching); ``PortalChanged`` naming the one missing."""
+    _find(page, PORTAL.curp, settings.element_timeout_s)
+    _find(page, PORTAL.search, settings.element_timeout_s)
 
 
 # --- finding controls ---------------------------------------------------------------------

@@ -272,6 +272,12 @@ class Mailbox(ABC):
     def _claim_first(self, to: str, subject: str, since: float) -> MailMessage | None:
         """One poll: claim and return the oldest matching message, or None."""
 
+    @abstractmethod
+    def probe(self) -> int:
+        """Log in and list, claiming nothing: how many messages the folder holds now
+        (``constancias doctor``). Raises ``ConfigError`` for refused credentials or a missing
+        folder, ``OSError``/``imaplib`` errors when the server cannot be reached."""
+
     def close(self) -> None:  # noqa: B027 - optional hook: only IMAP holds a connection
         """Release connections (a closed mailbox reconnects if used again)."""
 
@@ -332,6 +338,10 @@ class MaildirMailbox(Mailbox):
         for unique in gone:
             del self._seen[unique]
         return sorted(listed)
+
+    def probe(self) -> int:
+        with self._lock:
+            return len(self._scan())
 
     def _claim_first(self, to: str, subject: str, since: float) -> MailMessage | None:
         for _, unique, path in self._scan():
@@ -526,6 +536,17 @@ class ImapMailbox(Mailbox):
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.shutdown()
+
+    def probe(self) -> int:
+        with self._lock:
+            try:
+                conn = self._connect()
+                typ, data = self._command(conn, "SEARCH", "UNDELETED")
+            except _ImapNo as exc:  # the server answered, but not as it should: not usable
+                raise imaplib.IMAP4.error(str(exc)) from None
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"SEARCH: {data!r}")
+            return len(b" ".join(d for d in data if d).split())
 
     # --- one poll -----------------------------------------------------------------------------
     def _claim_first(self, to: str, subject: str, since: float) -> MailMessage | None:

@@ -106,6 +106,22 @@ def test_every_project_service_runs_a_real_constancias_command(compose, dockerfi
     build_parser().parse_args(cmd)  # the image's default command is a real one too
 
 
+def test_the_documented_operations_are_real_commands(compose) -> None:
+    """Every `docker compose run --rm SERVICE …` in compose.yaml's header names a project
+    service and a command line the real parser accepts; `doctor` is among them."""
+    header = (ROOT / "compose.yaml").read_text().split("\nname:", 1)[0]
+    runs = re.findall(r"docker compose run --rm (\S+) ([^#\n]*)", header)
+    assert runs, header
+    commands = set()
+    for service, rest in runs:
+        assert service in _project_services(compose), service
+        try:
+            commands.add(build_parser().parse_args(rest.split()).command)
+        except SystemExit as exc:
+            pytest.fail(f"{rest!r} rejected by constancias ({exc})")
+    assert "doctor" in commands
+
+
 def test_every_constancias_variable_is_a_real_setting(compose, override, dockerfile) -> None:
     """Every CONSTANCIAS_* named anywhere in the deployment files is a field of Settings."""
     fields = {f"CONSTANCIAS_{name.upper()}" for name in Settings.model_fields}

@@ -34,6 +34,7 @@ HANDLERS: dict[str, str] = {
     "people": "worker.recheck:cmd_people",
     "purge": "worker.purge:cmd_purge",
     "captcha": "worker.captcha_solve:cmd_captcha",
+    "doctor": "worker.doctor:cmd_doctor",
 }
 
 
@@ -43,7 +44,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "status": ("estado",), "report": ("reporte",), "recheck": ("revisar",),
     "worker": ("trabajador",), "beat": ("programacion",), "web": (),
     "sandbox": ("simulador",), "demo": ("demostracion",), "people": ("personas",),
-    "purge": ("purgar",), "captcha": (),
+    "purge": ("purgar",), "captcha": (), "doctor": ("diagnostico",),
 }
 #: ``people`` actions, English (kept) -> Spanish.
 PEOPLE_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -144,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=[n for name, es in PEOPLE_ACTIONS.items() for n in (name, *es)],
                    help="listar (list), desactivar (deactivate) o activar (activate)")
     s.add_argument("curps", nargs="*", metavar="CURP")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
+
+    s = command("doctor", "revisar configuración, almacenamiento, navegador, portales y correo "
+                "antes de un lote, sin gastar consultas")
+    s.add_argument("--portals", type=_portals, default=["imss", "issste"], metavar="PORTALES",
+                   help="imss, issste o imss,issste (los dos, si no se indica)")
     s.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     s = command("purge", "borrar datos personales antiguos")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -33,8 +35,8 @@ from worker.logs import mask_curp
 from worker.settings import Settings
 from worker.storage import Batch, Notification, Storage, utcnow
 
-__all__ = ["SmtpTarget", "smtp_target", "notify_batch", "change_message", "forget_purged",
-           "notify_portal_blocked"]
+__all__ = ["SmtpTarget", "smtp_target", "smtp_connection", "notify_batch", "change_message",
+           "forget_purged", "notify_portal_blocked", "notify_doctor_failed"]
 
 log = structlog.get_logger("constancias.notify")
 
@@ -131,9 +133,11 @@ def _claim(storage: Storage, batch_id: str, change: Any, recipients: str) -> int
         return None
 
 
-def _send(target: SmtpTarget, messages: list[EmailMessage]) -> None:
+@contextmanager
+def smtp_connection(target: SmtpTarget, timeout_s: float = 30) -> Iterator[smtplib.SMTP]:
+    """A connected, logged-in SMTP session (TLS as the URL asks); also what ``doctor`` tries."""
     cls = smtplib.SMTP_SSL if target.ssl else smtplib.SMTP
-    kwargs: dict[str, Any] = {"timeout": 30}
+    kwargs: dict[str, Any] = {"timeout": timeout_s}
     if target.ssl:
         kwargs["context"] = ssl.create_default_context()
     with cls(target.host, target.port, **kwargs) as smtp:
@@ -141,6 +145,11 @@ def _send(target: SmtpTarget, messages: list[EmailMessage]) -> None:
             smtp.starttls(context=ssl.create_default_context())
         if target.username and target.password:
             smtp.login(target.username, target.password)
+        yield smtp
+
+
+def _send(target: SmtpTarget, messages: list[EmailMessage]) -> None:
+    with smtp_connection(target) as smtp:
         for msg in messages:
             smtp.send_message(msg)
 
@@ -190,33 +199,61 @@ def notify_portal_blocked(settings: Settings, portal: str, pause_s: float, reaso
     problem must not stop the checks."""
     name = _PORTAL_NAMES.get(portal, portal.upper())
     log.warning("portal_blocked", portal=portal, pause_s=round(pause_s, 1), reason=reason)
-    try:
-        target = smtp_target(settings, settings.operator_to or settings.notify_to)
-    except ConfigError as err:
-        log.warning("operator_notice_failed", portal=portal, error=str(err))
-        return False
-    if target is None:
-        return False
-    msg = EmailMessage()
-    msg["Subject"] = f"constancias: el portal del {name} bloqueó las consultas"
-    msg["From"] = target.sender
-    msg["To"] = ", ".join(target.recipients)
-    msg["Date"] = formatdate(localtime=True)
-    msg["Message-ID"] = make_msgid(domain="constancias.local")
-    msg.set_content("\n".join([
+    return _tell_operator(settings, f"constancias: el portal del {name} bloqueó las consultas", [
         f"La protección contra robots del portal del {name} (Incapsula) rechazó una consulta.",
         "",
         f"Detalle: {reason}",
         f"Las consultas del {name} se pausaron {pause_s:.0f} s en todos los trabajadores; la "
         "pausa crece si el bloqueo sigue, y se reanudan solas. El otro portal continúa.",
         "Este aviso se envía una sola vez por episodio.",
-    ]))
+    ], portal=portal)
+
+
+def notify_doctor_failed(settings: Settings, failed: list[tuple[str, str]],
+                         retry_in_s: float | None) -> bool:
+    """Tell the operator that ``constancias doctor`` failed before a re-check (``failed``:
+    ``(check name, Spanish detail)``), so the batch was postponed (``retry_in_s``) or, with
+    no postponement left, given up for the night. Called once per new failure
+    (``worker.preflight``); True if the e-mail went out. Never raises."""
+    log.warning("doctor_failed", checks=[name for name, _ in failed], retry_in_s=retry_in_s)
+    when = (f"Se volverá a intentar en {retry_in_s / 60:.0f} min." if retry_in_s is not None
+            else "No quedan reintentos: la revisión de esta noche no se hará; la próxima "
+                 "programada empieza de nuevo.")
+    return _tell_operator(settings, "constancias: la revisión nocturna se pospuso", [
+        "«constancias doctor» falló antes de la revisión nocturna, y la revisión se pospuso "
+        "para no gastar consultas que fallarían.",
+        "",
+        *[f"- {name}: {detail}" for name, detail in failed],
+        "",
+        when,
+        "Este aviso se envía una sola vez por falla nueva; ejecute «constancias doctor» para "
+        "ver el estado actual.",
+    ])
+
+
+def _tell_operator(settings: Settings, subject: str, lines: list[str], **log_fields: Any) -> bool:
+    """E-mail the operator (``OPERATOR_TO``, else ``NOTIFY_TO``) by ``SMTP_URL``; False when
+    not configured or the mail failed (logged). Never raises."""
+    try:
+        target = smtp_target(settings, settings.operator_to or settings.notify_to)
+    except ConfigError as err:
+        log.warning("operator_notice_failed", error=str(err), **log_fields)
+        return False
+    if target is None:
+        return False
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    msg["From"] = target.sender
+    msg["To"] = ", ".join(target.recipients)
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain="constancias.local")
+    msg.set_content("\n".join(lines))
     try:
         _send(target, [msg])
     except (OSError, smtplib.SMTPException) as err:
-        log.warning("operator_notice_failed", portal=portal, error=type(err).__name__)
+        log.warning("operator_notice_failed", error=type(err).__name__, **log_fields)
         return False
-    log.info("operator_notice_sent", portal=portal)
+    log.info("operator_notice_sent", subject=subject, **log_fields)
     return True
 
 

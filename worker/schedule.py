@@ -160,12 +160,16 @@ def _lock(settings: Settings) -> IO[str]:
 
 
 def _run_embedded(settings: Settings) -> int:
+    from worker.preflight import doctor_in_own_browser, gated_recheck
     from worker.recheck import run_recheck
     from worker.service import open_storage
 
     lock = _lock(settings)
     storage = open_storage(settings)
-    scheduler = EmbeddedScheduler(settings, lambda: run_recheck(settings, storage))
+    # Doctor first: a failure postpones the batch (worker/preflight.py).
+    scheduler = EmbeddedScheduler(settings, lambda: gated_recheck(
+        settings, storage, lambda: run_recheck(settings, storage),
+        wait=scheduler.stop_event.wait, doctor=doctor_in_own_browser))
 
     def _on_signal(signum: int, _frame: Any) -> None:
         scheduler.stop()

@@ -158,6 +158,19 @@ class Settings(BaseSettings):
     recheck_older_than_h: float = Field(20, ge=0)
     """The nightly re-check takes people whose latest result is older than this."""
     timezone: str = "America/Mexico_City"
+    doctor_before_recheck: bool = True
+    """The schedule runs ``constancias doctor`` before each re-check batch; a failure postpones
+    the batch (``DOCTOR_RETRY_S``) and tells the operator once per new failure."""
+    doctor_retry_s: float = Field(900, gt=0)
+    """A batch postponed by a failed doctor is tried again this long after (the next tick)."""
+    doctor_retries: int = Field(8, ge=0, le=100)
+    """Postponements of one night's batch; when spent, that night is given up (the next
+    scheduled time starts afresh)."""
+    doctor_timeout_s: float = Field(5, gt=0)
+    """Doctor's wait for Redis, the Celery workers' ping and the SMTP server."""
+    doctor_captcha_images: int = Field(3, ge=1, le=10)
+    """Captcha images (refreshing is free) doctor lets the solver try before saying it reads
+    none."""
     retention_days: int | None = Field(None, ge=1)
     """If set, the nightly schedule purges personal data older than this."""
 
@@ -256,6 +269,10 @@ class Settings(BaseSettings):
             raise ValueError("la pausa más larga de un portal que nos bloquea debe ser menor que "
                              "la mitad del plazo en que Redis reentrega una tarea "
                              "(CONSTANCIAS_BLOCK_PAUSE_MAX_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
+        if self.doctor_retry_s * 2 >= self.visibility_timeout_s:
+            raise ValueError("la espera antes de reintentar una revisión pospuesta por «doctor» "
+                             "debe ser menor que la mitad del plazo en que Redis reentrega una "
+                             "tarea (CONSTANCIAS_DOCTOR_RETRY_S, CONSTANCIAS_VISIBILITY_TIMEOUT_S)")
         if self.lease_s >= self.visibility_timeout_s:
             raise ValueError("la reserva de una consulta en curso debe durar menos que el plazo "
                              "en que Redis reentrega una tarea "

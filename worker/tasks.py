@@ -64,11 +64,24 @@ def finish_batch(batch_id: str) -> None:
     engine().finish_if_complete(batch_id)
 
 
-@app.task(name="constancias.recheck", ignore_result=True)
-def recheck(older_than_h: float | None = None) -> str | None:
-    """Fired by beat: store the re-check batch of whoever is due and enqueue its checks."""
+@app.task(bind=True, name="constancias.recheck", ignore_result=True, max_retries=None)
+def recheck(self: Any, older_than_h: float | None = None, postponed: int = 0) -> str | None:
+    """Fired by beat: doctor first (a failure postpones this task, worker/preflight.py), then
+    store the re-check batch of whoever is due and enqueue its checks."""
     from worker.recheck import start_recheck
 
+    if settings.doctor_before_recheck:
+        from worker.preflight import doctor_gate
+
+        left = settings.doctor_retries - postponed
+        retry_in = settings.doctor_retry_s if left > 0 else None
+        if not doctor_gate(settings, engine().storage, retry_in_s=retry_in):
+            if retry_in is None:
+                structlog.get_logger("constancias.preflight").warning(
+                    "recheck_given_up", postponed=postponed)
+                return None
+            raise self.retry(countdown=retry_in, max_retries=None,
+                             kwargs={"older_than_h": older_than_h, "postponed": postponed + 1})
     return start_recheck(settings, older_than_h=older_than_h)
 
 

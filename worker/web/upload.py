@@ -12,6 +12,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 
+from worker.doctor_runs import last_run
 from worker.errors import InputError
 from worker.intake import Intake, read_sheet
 from worker.service import prepare_batch
@@ -41,6 +42,7 @@ async def home(request: Request) -> Response:
     return render(request, "home.html", {
         "nav": "home", "batches": batches, "limit": _mb(st.settings.web_max_upload_bytes),
         "limit_bytes": st.settings.web_max_upload_bytes,
+        "doctor": last_run(st.storage),
     })
 
 
