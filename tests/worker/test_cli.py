@@ -71,7 +71,7 @@ def test_every_english_command_of_the_spec_still_parses() -> None:
     samples = {"validate": ["f.xlsx"], "run": ["f.xlsx"], "submit": ["f.xlsx"],
                "status": ["abc"], "report": ["abc"], "recheck": [], "worker": [], "beat": [],
                "web": [], "sandbox": [], "demo": [], "people": ["list"],
-               "purge": ["--older-than", "3"], "doctor": []}
+               "purge": ["--older-than", "3"], "doctor": [], "captcha": ["solve", "x.jpg"]}
     assert set(samples) == set(ALIASES)
     for english, rest in samples.items():
         for name in (english, *ALIASES[english]):
