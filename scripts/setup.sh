@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v chromium >/dev/null || need+=(chromium)
-# The lighter build the flows prefer (flows/browser.py): a sixth of the CPU per check.
+# The lighter build, for CONSTANCIAS_BROWSER_EXECUTABLE (a sixth of the CPU per check; the
+# default is the full chromium in its new headless mode: see flows/browser.py).
 command -v chromium-headless-shell >/dev/null || need+=(chromium-headless-shell)
 command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
