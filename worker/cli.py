@@ -33,6 +33,8 @@ HANDLERS: dict[str, str] = {
     "demo": "worker.commands:cmd_demo",
     "people": "worker.recheck:cmd_people",
     "purge": "worker.purge:cmd_purge",
+    "users": "worker.accounts_cli:cmd_users",
+    "tokens": "worker.accounts_cli:cmd_tokens",
 }
 
 
@@ -42,11 +44,19 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "status": ("estado",), "report": ("reporte",), "recheck": ("revisar",),
     "worker": ("trabajador",), "beat": ("programacion",), "web": (),
     "sandbox": ("simulador",), "demo": ("demostracion",), "people": ("personas",),
-    "purge": ("purgar",),
+    "purge": ("purgar",), "users": ("usuarios",), "tokens": (),
 }
 #: ``people`` actions, English (kept) -> Spanish.
 PEOPLE_ACTIONS: dict[str, tuple[str, ...]] = {
     "list": ("listar",), "deactivate": ("desactivar",), "activate": ("activar",),
+}
+#: ``users`` and ``tokens`` actions, English (kept) -> Spanish.
+USERS_ACTIONS: dict[str, tuple[str, ...]] = {
+    "add": ("agregar",), "list": ("listar",), "disable": ("desactivar",),
+    "password": ("contrasena", "contraseña"),
+}
+TOKENS_ACTIONS: dict[str, tuple[str, ...]] = {
+    "add": ("agregar",), "list": ("listar",), "revoke": ("revocar",),
 }
 _JSON_HELP = "salida en JSON (para otros programas)"
 
@@ -148,6 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("purge", "borrar datos personales antiguos")
     s.add_argument("--older-than", type=number, required=True, dest="older_than",
                    metavar="DÍAS", help="borrar lo que tenga más de estos días")
+
+    s = command("users", "cuentas de la página web: agregar, listar, desactivar, contraseña")
+    s.add_argument("action", metavar="ACCIÓN",
+                   choices=[n for name, es in USERS_ACTIONS.items() for n in (name, *es)],
+                   help="agregar (add), listar (list), desactivar (disable) o contraseña "
+                        "(password)")
+    s.add_argument("name", nargs="?", default=None, metavar="NOMBRE")
+    s.add_argument("--role", "--rol", choices=["admin", "rh", "lectura"], default=None,
+                   help="admin (usuarios, tokens, depuración), rh (cargar, procesar, "
+                        "descargar) o lectura (ver y descargar)")
+    s.add_argument("--password-stdin", "--contrasena-stdin", action="store_true",
+                   dest="password_stdin", help="leer la contraseña de la entrada estándar")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
+
+    s = command("tokens", "tokens de la API: agregar, listar, revocar")
+    s.add_argument("action", metavar="ACCIÓN",
+                   choices=[n for name, es in TOKENS_ACTIONS.items() for n in (name, *es)],
+                   help="agregar (add), listar (list) o revocar (revoke)")
+    s.add_argument("name", nargs="?", default=None, metavar="NOMBRE")
+    s.add_argument("--scopes", "--permisos", default=None, metavar="PERMISOS",
+                   help="batches:write, batches:read, results:read, webhooks:write "
+                        "(separados por comas)")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
     return p
 
 
@@ -159,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = canonical(args.command, ALIASES)
     if args.command == "people":
         args.action = canonical(args.action, PEOPLE_ACTIONS)
+    elif args.command in ("users", "tokens"):
+        actions = USERS_ACTIONS if args.command == "users" else TOKENS_ACTIONS
+        args.action = canonical(args.action, actions)
     module, func = HANDLERS[args.command].split(":")
     try:
         handler = getattr(import_module(module), func)
