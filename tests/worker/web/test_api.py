@@ -203,4 +203,4 @@ def test_batches_from_json_are_idempotent_and_batch_done_is_signed_and_retried(
         assert download.curp == curp and download.batch_id == batch_id
         assert download.address == "127.0.0.1"
         log = web.client().get("/tokens").text
-        assert "Entregada" in log and url in log
+        assert "Entregada" in log and url in log and "HTTP 200" in log
