@@ -204,3 +204,15 @@ def test_batches_from_json_are_idempotent_and_batch_done_is_signed_and_retried(
         assert download.address == "127.0.0.1"
         log = web.client().get("/tokens").text
         assert "Entregada" in log and url in log and "HTTP 200" in log
+
+        # The same person in an uploaded sheet (multipart): the same intake, its own batch.
+        sheet = f"No. empleado,CURP\nE-17,{curp}\n".encode()
+        uploaded = client.post("/api/v1/batches", headers=auth, data={"portals": "issste"},
+                               files={"file": ("altas.csv", sheet, "text/csv")})
+        assert uploaded.status_code == 202 and uploaded.json()["batch_id"] != batch_id
+        assert "CURP" in _is_problem(client.post(
+            "/api/v1/batches", headers=auth,
+            files={"file": ("vacia.csv", b"nada,aqui\n", "text/csv")}), 422)["detail"]
+        while len(received) < 3 and time.monotonic() < deadline + 60:
+            time.sleep(0.2)
+        assert json.loads(received[2][2])["data"]["batch_id"] == uploaded.json()["batch_id"]
