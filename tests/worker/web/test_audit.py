@@ -7,7 +7,9 @@ import io
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import DatabaseError
 
 from tests.worker.web.conftest import WebServer, csrf_from
 from tests.worker.web.test_accounts import USER_PASSWORD
@@ -64,8 +66,9 @@ def test_audit_page_filters_masks_curps_and_exports_csv(web: WebServer) -> None:
 
 def test_recheck_switch_is_audited_and_old_rows_are_purged(web: WebServer,
                                                            tmp_path: Path) -> None:
-    """Switching a person's nightly re-check off on the page writes a row with the CURP; the
-    retention purge removes rows older than its cutoff and keeps newer ones."""
+    """Switching a person's nightly re-check off on the page writes a row with the CURP; rows
+    cannot be rewritten (the database refuses); the retention purge removes rows older than
+    its cutoff and keeps newer ones."""
     _batch(web, tmp_path)
     storage = web.app.state.web.storage
     curp = storage.people()[0].curp
@@ -75,10 +78,11 @@ def test_recheck_switch_is_audited_and_old_rows_are_purged(web: WebServer,
     assert r.status_code == 303
     (row,) = events(storage, AuditFilter(action="recheck_off"))
     assert row.curp == curp and row.actor == "admin"
-    record(storage, actor="viejo", action="download_zip", batch_id="b0")
-    with storage.session() as s:
-        s.execute(update(AuditEvent).where(AuditEvent.actor == "viejo")
-                  .values(at=utcnow() - timedelta(days=40)))
+    with pytest.raises(DatabaseError, match="append-only"), storage.session() as s:
+        s.execute(update(AuditEvent).values(actor="otro"))
+    with storage.session() as s:  # a row written 40 days ago
+        s.add(AuditEvent(at=utcnow() - timedelta(days=40), actor="viejo",
+                         action="download_zip", batch_id="b0"))
     counts = purge(web.settings, storage, 30)
     assert counts["audit"] == 1
     assert [e.actor for e in events(storage)] == ["admin"]

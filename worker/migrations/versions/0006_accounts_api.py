@@ -74,6 +74,17 @@ def upgrade() -> None:
     op.create_index("ix_audit_events_action", "audit_events", ["action"])
     op.create_index("ix_audit_events_batch_id", "audit_events", ["batch_id"])
     op.create_index("ix_audit_events_curp", "audit_events", ["curp"])
+    # Append-only in the database itself: rows can be added and (retention) deleted, never
+    # rewritten, whatever code runs against it.
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE FUNCTION audit_events_append_only() RETURNS trigger "
+                   "LANGUAGE plpgsql AS $$ BEGIN "
+                   "RAISE EXCEPTION 'audit_events is append-only'; END $$")
+        op.execute("CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
+                   "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()")
+    else:
+        op.execute("CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
+                   "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END")
     op.create_table(
         "webhooks",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -111,6 +122,10 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_deliveries_next_at", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhooks")
+    op.execute("DROP TRIGGER audit_events_no_update" + (
+        " ON audit_events" if op.get_bind().dialect.name == "postgresql" else ""))
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION audit_events_append_only()")
     for name in ("curp", "batch_id", "action", "at"):
         op.drop_index(f"ix_audit_events_{name}", table_name="audit_events")
     op.drop_table("audit_events")
