@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -142,7 +144,7 @@ class _BatchIn(BaseModel):
     def _known(cls, value: list[str]) -> list[str]:
         names = [p.strip().lower() for p in value]
         if not names or any(p not in PORTALS for p in names):
-            raise ValueError("portales: use imss, issste o ambos")
+            raise ValueError("use imss, issste o ambos")
         return [p for p in PORTALS if p in names]
 
 
@@ -158,10 +160,26 @@ def _people_csv(people: list[_Person], path: Path) -> None:
                              *("" if more.get(k) is None else str(more[k]) for k in extra)])
 
 
+#: Pydantic error type -> what it means, in Spanish (the API's ``detail`` is for people).
+_ERROR_TEXTS = {
+    "json_invalid": "no es JSON válido", "json_type": "no es JSON válido",
+    "missing": "falta", "extra_forbidden": "no es un campo admitido",
+    "too_short": "está vacío", "too_long": "tiene demasiados elementos",
+    "string_too_long": "es demasiado largo", "string_type": "debe ser texto",
+    "list_type": "debe ser una lista", "model_type": "debe ser un objeto",
+    "model_attributes_type": "debe ser un objeto",
+    "string_pattern_mismatch": "no tiene un formato válido",
+}
+
+
 def _validation_detail(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(x) for x in first["loc"]) or "cuerpo"
-    return f"Campo {where}: {first['msg']}."
+    if first["type"] == "value_error":  # our own validators speak Spanish already
+        text = str(first.get("ctx", {}).get("error", "valor no válido"))
+    else:
+        text = _ERROR_TEXTS.get(first["type"], "tiene un valor no válido")
+    return f"{where}: {text}."
 
 
 async def create_batch(request: Request) -> Response:
@@ -204,7 +222,11 @@ async def create_batch(request: Request) -> Response:
         portals = data.portals
         source = "API (JSON)"
     elif ctype == "multipart/form-data":
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
+        except (MultiPartException, HTTPException):
+            return problem(422, "El formulario multipart no se pudo leer: envíe el archivo "
+                                "en el campo «file».")
         upload = form.get("file")
         if not isinstance(upload, UploadFile) or not upload.filename:
             return problem(422, "Falta el archivo: envíelo en el campo «file».")
@@ -319,7 +341,7 @@ class _WebhookIn(BaseModel):
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
         if any(e not in EVENTS for e in value):
-            raise ValueError(f"eventos: use {', '.join(EVENTS)}")
+            raise ValueError(f"use {', '.join(EVENTS)}")
         return list(dict.fromkeys(value))
 
 

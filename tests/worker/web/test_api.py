@@ -172,7 +172,13 @@ def test_batches_from_json_are_idempotent_and_batch_done_is_signed_and_retried(
             client.post("/api/v1/batches", headers=keyed, json=other), 409)["detail"]
         assert "CURP válida" in _is_problem(client.post(
             "/api/v1/batches", headers=auth, json={"people": [{"curp": "NO-ES"}]}), 422)["detail"]
-        _is_problem(client.post("/api/v1/batches", headers=auth, json={"people": []}), 422)
+        assert _is_problem(client.post("/api/v1/batches", headers=auth, json={"people": []}),
+                           422)["detail"] == "people: está vacío."
+        assert _is_problem(client.post(
+            "/api/v1/batches", headers={**auth, "content-type": "application/json"},
+            content=b"{no"), 422)["detail"] == "cuerpo: no es JSON válido."
+        assert "portals: use imss, issste" in _is_problem(client.post("/api/v1/batches", headers=auth, json={
+            "people": [{"curp": curp}], "portals": ["sat"]}), 422)["detail"]
         _is_problem(client.post("/api/v1/batches", headers=auth, content=b"x"), 415)
 
         deadline = time.monotonic() + 150
