@@ -36,7 +36,7 @@ PUBLIC_PATHS = ("/entrar",)
 PUBLIC_PREFIXES = ("/static/",)
 
 _SECRET_FILE = "web-secret.key"  # noqa: S105 - a file name, not a secret
-#: ``scope`` key where ``AuthMiddleware`` leaves the live ``WebSession`` of the request.
+#: ``scope`` key set by ``AuthMiddleware`` when the request has a live session (of an active user).
 _SCOPE_KEY = "constancias.web_session"
 #: ``scope`` key where ``AuthMiddleware`` leaves the session's user (``UserView``).
 USER_SCOPE_KEY = "constancias.user"
