@@ -18,14 +18,16 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 from openpyxl import load_workbook
+from starlette.routing import Mount
 
 from tests.conftest import free_port
 from tests.people import expected, synthetic_curps
 from tests.worker.web.conftest import WebServer, serve
-from tests.worker.web.test_security import _batch
+from tests.worker.web.test_security import _batch, _fill
 from worker.accounts import add_token, revoke_token
 from worker.audit import AuditFilter, events
 from worker.commands import sandbox_settings
+from worker.roles import SCOPES
 from worker.service import batch_status
 from worker.statuses import Status
 
@@ -47,8 +49,9 @@ def _is_problem(r: httpx.Response, status: int) -> dict:
 
 
 def test_a_tokens_scopes_decide_what_it_may_do(web: WebServer, tmp_path: Path) -> None:
-    """A token reaches only the routes of its scopes (403 elsewhere, in Spanish); a revoked or
-    made-up token is 401; the batch route answers the ``status --json`` object."""
+    """A token reaches only the routes of its scopes (403 on every other API route, in
+    Spanish); a revoked or made-up token is 401; the batch route answers the ``status --json``
+    object."""
     batch_id = _batch(web, tmp_path)
     client = httpx.Client(base_url=web.url, timeout=30)
     read = _token(web, "lector", "batches:read")
@@ -74,6 +77,24 @@ def test_a_tokens_scopes_decide_what_it_may_do(web: WebServer, tmp_path: Path) -
     _is_problem(client.get("/api/v1/people/GODE561231HDFRRN09", headers=results), 404)
     _is_problem(client.get("/api/v1/checks/99999/pdf", headers=results), 404)
     _is_problem(client.get("/api/v1/no-existe", headers=read), 404)
+
+    # Every API route: a token with every scope but the route's own is refused.
+    api = next(r for r in web.app.routes if isinstance(r, Mount) and r.path == "/api/v1")
+    walked = 0
+    lacking: dict[str, dict[str, str]] = {}
+    for route in api.routes:
+        scope = route.endpoint.scope  # type: ignore[attr-defined]
+        if scope is None:
+            continue  # the document and its page: any valid token (or a page session)
+        if scope not in lacking:
+            lacking[scope] = _token(web, f"sin-{scope}", *(s for s in SCOPES if s != scope))
+        others = lacking[scope]
+        method = sorted(set(route.methods or ()) - {"HEAD"})[0]
+        url = "/api/v1" + _fill(route.path, batch_id)
+        body = _is_problem(client.request(method, url, headers=others, json={}), 403)
+        assert scope in body["detail"]
+        walked += 1
+    assert walked == 6
 
     revoke_token(web.app.state.web.storage, "lector")
     _is_problem(client.get(f"/api/v1/batches/{batch_id}", headers=read), 401)
@@ -177,8 +198,9 @@ def test_batches_from_json_are_idempotent_and_batch_done_is_signed_and_retried(
         assert _is_problem(client.post(
             "/api/v1/batches", headers={**auth, "content-type": "application/json"},
             content=b"{no"), 422)["detail"] == "cuerpo: no es JSON válido."
-        assert "portals: use imss, issste" in _is_problem(client.post("/api/v1/batches", headers=auth, json={
-            "people": [{"curp": curp}], "portals": ["sat"]}), 422)["detail"]
+        wrong_portal = {"people": [{"curp": curp}], "portals": ["sat"]}
+        assert "portals: use imss, issste" in _is_problem(client.post(
+            "/api/v1/batches", headers=auth, json=wrong_portal), 422)["detail"]
         _is_problem(client.post("/api/v1/batches", headers=auth, content=b"x"), 415)
 
         deadline = time.monotonic() + 150
