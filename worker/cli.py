@@ -35,6 +35,8 @@ HANDLERS: dict[str, str] = {
     "purge": "worker.purge:cmd_purge",
     "captcha": "worker.captcha_solve:cmd_captcha",
     "doctor": "worker.doctor:cmd_doctor",
+    "users": "worker.accounts_cli:cmd_users",
+    "tokens": "worker.accounts_cli:cmd_tokens",
 }
 
 
@@ -45,10 +47,19 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "worker": ("trabajador",), "beat": ("programacion",), "web": (),
     "sandbox": ("simulador",), "demo": ("demostracion",), "people": ("personas",),
     "purge": ("purgar",), "captcha": (), "doctor": ("diagnostico",),
+    "users": ("usuarios",), "tokens": (),
 }
 #: ``people`` actions, English (kept) -> Spanish.
 PEOPLE_ACTIONS: dict[str, tuple[str, ...]] = {
     "list": ("listar",), "deactivate": ("desactivar",), "activate": ("activar",),
+}
+#: ``users`` and ``tokens`` actions, English (kept) -> Spanish.
+USERS_ACTIONS: dict[str, tuple[str, ...]] = {
+    "add": ("agregar",), "list": ("listar",), "disable": ("desactivar",),
+    "password": ("contrasena", "contraseña"),
+}
+TOKENS_ACTIONS: dict[str, tuple[str, ...]] = {
+    "add": ("agregar",), "list": ("listar",), "revoke": ("revocar",),
 }
 _JSON_HELP = "salida en JSON (para otros programas)"
 
@@ -164,6 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
                            description="leer captchas del IMSS guardados (evidencia)")
     c.add_argument("images", nargs="+", metavar="IMAGEN", help="imágenes JPEG o PNG")
     c.add_argument("--json", action="store_true", help=_JSON_HELP)
+    s = command("users", "cuentas de la página web: agregar, listar, desactivar, contraseña")
+    s.add_argument("action", metavar="ACCIÓN",
+                   choices=[n for name, es in USERS_ACTIONS.items() for n in (name, *es)],
+                   help="agregar (add), listar (list), desactivar (disable) o contraseña "
+                        "(password)")
+    s.add_argument("name", nargs="?", default=None, metavar="NOMBRE")
+    s.add_argument("--role", "--rol", choices=["admin", "rh", "lectura"], default=None,
+                   help="admin (usuarios, tokens, depuración), rh (cargar, procesar, "
+                        "descargar) o lectura (ver y descargar)")
+    s.add_argument("--password-stdin", "--contrasena-stdin", action="store_true",
+                   dest="password_stdin", help="leer la contraseña de la entrada estándar")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
+
+    s = command("tokens", "tokens de la API: agregar, listar, revocar")
+    s.add_argument("action", metavar="ACCIÓN",
+                   choices=[n for name, es in TOKENS_ACTIONS.items() for n in (name, *es)],
+                   help="agregar (add), listar (list) o revocar (revoke)")
+    s.add_argument("name", nargs="?", default=None, metavar="NOMBRE")
+    s.add_argument("--scopes", "--permisos", default=None, metavar="PERMISOS",
+                   help="batches:write, batches:read, results:read, webhooks:write "
+                        "(separados por comas)")
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
     return p
 
 
@@ -175,8 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = canonical(args.command, ALIASES)
     if args.command == "people":
         args.action = canonical(args.action, PEOPLE_ACTIONS)
-    if args.command == "captcha":
+    elif args.command == "captcha":
         args.captcha_command = canonical(args.captcha_command, {"solve": ("resolver",)})
+    elif args.command in ("users", "tokens"):
+        actions = USERS_ACTIONS if args.command == "users" else TOKENS_ACTIONS
+        args.action = canonical(args.action, actions)
     module, func = HANDLERS[args.command].split(":")
     try:
         handler = getattr(import_module(module), func)

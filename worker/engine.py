@@ -30,6 +30,7 @@ from worker.logs import mask_text
 from worker.settings import Settings
 from worker.statuses import REUSABLE, Status
 from worker.storage import Storage
+from worker.webhooks import emit_batch_events
 
 __all__ = ["Decision", "Engine", "person_dir"]
 
@@ -292,6 +293,11 @@ class Engine:
             notify_batch(self.settings, self.storage, batch_id)
         except Exception:  # noqa: BLE001 - a mail problem must not undo a finished batch
             log.exception("notify_failed", batch_id=batch_id)
+        try:
+            # Queued here, sent by the web server's delivery loop (worker/webhooks.py).
+            emit_batch_events(self.settings, self.storage, batch_id)
+        except Exception:  # noqa: BLE001 - nor must a webhook problem
+            log.exception("webhook_emit_failed", batch_id=batch_id)
 
 
 class _Heartbeat:

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 import structlog
 from sqlalchemy import delete, select, update
 
+from worker.audit import purge_before
 from worker.batchfiles import remove_batch_files
 from worker.settings import Settings
 from worker.storage import Batch, Check, Person, Row, Storage, utcnow
@@ -46,7 +47,7 @@ def pseudonym(curp: str) -> str:
 def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[str, int]:
     """Purge everything older than the cutoff; returns what was removed (counts only)."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    counts = {"batches": 0, "files": 0, "people": 0}
+    counts = {"batches": 0, "files": 0, "people": 0, "audit": 0}
     with storage.session() as s:
         batches = list(s.scalars(select(Batch).where(Batch.created_at < cutoff,
                                                      Batch.source_name != PURGED)))
@@ -71,6 +72,8 @@ def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[
             Batch.created_at >= cutoff, Row.curp.is_not(None))
         counts["people"] = s.execute(delete(Person).where(Person.curp.not_in(recent))).rowcount
     counts["files"] += _purge_data_dir(settings, cutoff)
+    # The audit trail names people too: it is kept as long as the data it speaks of.
+    counts["audit"] = purge_before(storage, cutoff)
     log.info("purged", **counts, older_than_days=older_than_days)
     return counts
 

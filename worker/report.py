@@ -51,7 +51,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from worker.counts import PeopleCounts, count_people
 from worker.statuses import Status, StatusClass
 
-__all__ = ["ReportCheck", "ReportRow", "ReportChange", "ReportData", "write_report",
+__all__ = ["csv_safe", "ReportCheck", "ReportRow", "ReportChange", "ReportData", "write_report",
            "EXCEL_MAX_CHARS", "MAX_LINKS_PER_SHEET"]
 
 EXCEL_MAX_CHARS = 32_767
@@ -175,6 +175,12 @@ def _needs_text_cell(text: str) -> bool:
     return bool(text) and (
         text[0] in _FORMULA_START or text in ERROR_CODES or _SLOW_RE.search(text) is not None
     )
+
+
+def csv_safe(value: object) -> str:
+    """A CSV field that a spreadsheet opens as text, never as a formula (OWASP CSV injection)."""
+    text = _clean(value)
+    return "'" + text if text and text[0] in _FORMULA_START else text
 
 
 def _ooxml_escape(text: str) -> str:

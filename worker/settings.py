@@ -207,6 +207,20 @@ class Settings(BaseSettings):
     an HTTPS proxy the page then knows the client's address and sets ``Secure`` cookies."""
     web_forwarded_allow_ips: str = "127.0.0.1"
     """Comma-separated addresses (or ``*``) of the proxies whose forwarded headers are trusted."""
+    api_rate_per_minute: int = Field(120, ge=1)
+    """Requests one API token may make per minute; beyond it the API answers 429."""
+    api_max_people: int = Field(50_000, ge=1)
+    """Most people in one ``POST /api/v1/batches`` JSON body (413 beyond it)."""
+    webhook_attempts: int = Field(6, ge=1)
+    """Deliveries of one webhook event tried before it is given up (logged as failed)."""
+    webhook_backoff_s: float = Field(30, gt=0)
+    """Wait before the second delivery try; it doubles after every further failure."""
+    webhook_backoff_max_s: float = Field(3600, gt=0)
+    """Cap of that growing wait."""
+    webhook_timeout_s: float = Field(10, gt=0)
+    """How long one delivery waits for the receiver's answer."""
+    webhook_poll_s: float = Field(2, gt=0)
+    """How often the web server looks for deliveries that are due."""
     smtp_url: str | None = None
     """``smtp://user:pass@host:port`` for change notifications; unset: none sent."""
     notify_to: str | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.people import synthetic_curps, write_sheet
-from worker.cli import ALIASES, PEOPLE_ACTIONS, build_parser, main
+from worker.cli import ALIASES, PEOPLE_ACTIONS, TOKENS_ACTIONS, USERS_ACTIONS, build_parser, main
 
 #: Words of argparse's English texts that must never reach HR.
 ENGLISH = ("usage:", "show this help", "argument ", "invalid", "expected", "required",
@@ -71,7 +71,8 @@ def test_every_english_command_of_the_spec_still_parses() -> None:
     samples = {"validate": ["f.xlsx"], "run": ["f.xlsx"], "submit": ["f.xlsx"],
                "status": ["abc"], "report": ["abc"], "recheck": [], "worker": [], "beat": [],
                "web": [], "sandbox": [], "demo": [], "people": ["list"],
-               "purge": ["--older-than", "3"], "doctor": [], "captcha": ["solve", "x.jpg"]}
+               "purge": ["--older-than", "3"], "doctor": [], "captcha": ["solve", "x.jpg"],
+               "users": ["list"], "tokens": ["list"]}
     assert set(samples) == set(ALIASES)
     for english, rest in samples.items():
         for name in (english, *ALIASES[english]):
@@ -80,6 +81,10 @@ def test_every_english_command_of_the_spec_still_parses() -> None:
     for english, spanish in PEOPLE_ACTIONS.items():
         assert parser.parse_args(["personas", spanish[0]]).action == spanish[0]
         assert parser.parse_args(["people", english]).action == english
+    for command, actions in (("users", USERS_ACTIONS), ("tokens", TOKENS_ACTIONS)):
+        for english, spanish in actions.items():
+            assert parser.parse_args([command, english, "x"]).action == english
+            assert parser.parse_args([command, spanish[0], "x"]).action == spanish[0]
 
 
 def test_spanish_names_run_the_english_commands(tmp_path: Path,

@@ -42,7 +42,7 @@ def test_old_batches_lose_personal_data_and_keep_counts(tmp_path: Path) -> None:
     with storage.session() as s:
         s.execute(update(Batch).where(Batch.id == old).values(created_at=utcnow() - timedelta(days=40)))
     counts = purge(settings, storage, 30)
-    assert counts == {"batches": 1, "files": 1, "people": 1}
+    assert counts == {"batches": 1, "files": 1, "people": 1, "audit": 0}
     assert not (tmp_path / "old").exists() and (tmp_path / "new" / "constancias" / "imss.pdf").exists()
     (check,) = storage.checks(old)
     assert check.status == "not_entitled" and CURP not in repr(vars(check))

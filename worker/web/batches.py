@@ -20,9 +20,11 @@ from worker.service import batch_results, captchas_waiting, captchas_waiting_tex
 from worker.storage import Batch
 from worker.web.common import checked_form, csrf_refused, not_found, render, status_view, web
 from worker.web.files import build_zip, inside
+from worker.web.guard import audit
 
 __all__ = ["batch_list", "batch_page", "batch_state", "batch_table", "batch_file",
-           "batch_report", "batch_zip", "batch_resume"]
+           "batch_report", "batch_zip", "batch_resume", "report_file", "recorded_files",
+           "send_file"]
 
 #: Other columns of the sheet shown next to the CURP (employee number, name…).
 _EXTRA_SHOWN = 2
@@ -51,7 +53,7 @@ def _totals(progress: dict[str, dict[str, int]]) -> dict[str, int]:
             "done": sum(p["done"] for p in progress.values())}
 
 
-def _recorded(request: Request, batch: Batch) -> list[Path]:
+def recorded_files(request: Request, batch: Batch) -> list[Path]:
     """The files constancias wrote for this batch: the only ones the page serves or zips."""
     return batch_files(batch, web(request).storage.checks(batch.id))
 
@@ -157,10 +159,16 @@ async def batch_file(request: Request) -> Response:
     base = Path(os.path.abspath(batch.out_dir))
     wanted = Path(os.path.normpath(base / relative))
     # Only what constancias recorded: a file of the list, or a folder holding some of them.
-    recorded = [f for f in await run_in_threadpool(_recorded, request, batch)
+    recorded = [f for f in await run_in_threadpool(recorded_files, request, batch)
                 if f.is_relative_to(base)]
     if wanted in recorded:
-        return _send(wanted, wanted.name, inline=wanted.suffix.lower() in _INLINE)
+        checks = await run_in_threadpool(web(request).storage.checks, batch.id)
+        owner = next((c.curp for c in checks
+                      if str(wanted) in (c.pdf_path, c.evidence_path)), None)
+        await audit(request, "download_pdf" if wanted.suffix.lower() == ".pdf"
+                    else "download_file", batch_id=batch.id, curps=[owner],
+                    detail=relative)
+        return send_file(wanted, wanted.name, inline=wanted.suffix.lower() in _INLINE)
     below = [f for f in recorded if f.is_relative_to(wanted) and f != wanted]
     if not below or wanted == base:
         return not_found(request, "Ese archivo no existe en este lote.")
@@ -174,7 +182,7 @@ async def batch_file(request: Request) -> Response:
     })
 
 
-def _send(path: Path, filename: str, *, inline: bool = False,
+def send_file(path: Path, filename: str, *, inline: bool = False,
           background: BackgroundTask | None = None) -> Response:
     media_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     if media_type == "text/html":
@@ -187,7 +195,7 @@ def _send(path: Path, filename: str, *, inline: bool = False,
                         headers=headers)
 
 
-def _report_path(request: Request, batch: Batch) -> tuple[Path, bool]:
+def report_file(request: Request, batch: Batch) -> tuple[Path, bool]:
     """(report file, temporary?): the batch's own report, built now if it is missing; a
     partial one (temporary file) while the batch still runs."""
     st = web(request)
@@ -195,7 +203,7 @@ def _report_path(request: Request, batch: Batch) -> tuple[Path, bool]:
     if batch.state == "done":
         if batch.report_path:
             stored = Path(os.path.abspath(batch.report_path))
-            if stored in _recorded(request, batch) and stored.is_relative_to(base):
+            if stored in recorded_files(request, batch) and stored.is_relative_to(base):
                 return stored, False
         return build_report(st.settings, st.storage, batch.id, base / REPORT_NAME), False
     tmp = _tmp_dir(request)
@@ -216,10 +224,10 @@ async def batch_report(request: Request) -> Response:
     batch = _batch(request)
     if batch is None:
         return not_found(request, "Ese lote no existe.")
-    path, temporary = await run_in_threadpool(_report_path, request, batch)
+    path, temporary = await run_in_threadpool(report_file, request, batch)
     name = f"reporte-{batch.id}.xlsx" if not temporary else f"reporte-parcial-{batch.id}.xlsx"
     cleanup = BackgroundTask(path.unlink, missing_ok=True) if temporary else None
-    return _send(path, name, background=cleanup)
+    return send_file(path, name, background=cleanup)
 
 
 async def batch_zip(request: Request) -> Response:
@@ -228,20 +236,21 @@ async def batch_zip(request: Request) -> Response:
         return not_found(request, "Ese lote no existe.")
 
     def make() -> tuple[Path, Path | None]:
-        report, temporary = _report_path(request, batch)
+        report, temporary = report_file(request, batch)
         if temporary:
             # Inside the zip the report must sit at the top, named as the finished one.
             staged = report.with_name(f"staged-{report.name}")
             shutil.move(report, staged)
             out = _zip_with_partial(batch, staged)
             return out, staged
-        return build_zip(Path(batch.out_dir), report, _recorded(request, batch),
+        return build_zip(Path(batch.out_dir), report, recorded_files(request, batch),
                          _tmp_dir(request)), None
 
     def _zip_with_partial(batch: Batch, report: Path) -> Path:
         import zipfile
 
-        path = build_zip(Path(batch.out_dir), None, _recorded(request, batch), _tmp_dir(request))
+        path = build_zip(Path(batch.out_dir), None, recorded_files(request, batch),
+                         _tmp_dir(request))
         with zipfile.ZipFile(path, "a") as zf:
             zf.write(report, "reporte.xlsx")
         return path
@@ -253,4 +262,4 @@ async def batch_zip(request: Request) -> Response:
         if extra is not None:
             extra.unlink(missing_ok=True)
 
-    return _send(path, f"constancias-{batch.id}.zip", background=BackgroundTask(cleanup))
+    return send_file(path, f"constancias-{batch.id}.zip", background=BackgroundTask(cleanup))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from worker.limits import LocalLimiter
+from worker.roles import Permission, role_allows
 from worker.settings import Settings
 from worker.statuses import Status
 from worker.storage import Storage
 from worker.web.runner import BatchRunner
-from worker.web.security import csrf_ok, csrf_token, is_logged_in
+from worker.web.security import USER_SCOPE_KEY, csrf_ok, csrf_token, is_logged_in
 from worker.web.throttle import LoginThrottle
 
 __all__ = ["WebState", "web", "render", "checked_form", "not_found", "templates_for",
@@ -38,6 +41,10 @@ class WebState:
     runner: BatchRunner
     templates: Jinja2Templates
     throttle: LoginThrottle
+    api_limiter: LocalLimiter
+    """Requests per API token and minute (``API_RATE_PER_MINUTE``), in this process."""
+    login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One password check at a time (worker/web/app.py: log-in throttling)."""
 
 
 def web(request: Request) -> WebState:
@@ -79,7 +86,11 @@ def status_view(code: str | None) -> dict[str, str]:
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None,
            status_code: int = 200) -> Response:
+    user = request.scope.get(USER_SCOPE_KEY)
     ctx = {"csrf": csrf_token(request), "nav": "", "logged_in": is_logged_in(request),
+           "user": user,
+           # Templates show only what the role may use (the routes enforce it anyway).
+           "can": lambda p: user is not None and role_allows(user.role, Permission(p)),
            **(context or {})}
     return web(request).templates.TemplateResponse(request, name, ctx, status_code=status_code)
 

@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from worker.storage import Check
 from worker.web.common import checked_form, csrf_refused, not_found, render, status_view, web
+from worker.web.guard import audit
 
 __all__ = ["people_page", "people_update"]
 
@@ -68,6 +69,7 @@ async def people_update(request: Request) -> Response:
     changed = web(request).storage.set_active([curp], action == "activar")
     if not changed:
         return not_found(request, "Esa persona no existe.")
+    await audit(request, "recheck_on" if action == "activar" else "recheck_off", curps=[curp])
     query = _QUERY_RE.sub("", str(form.get("q", "")))[:18]
     # The CURP goes in the fragment only: fragments never reach server logs.
     back = f"/personas?cambio={action}" + (f"&q={quote(query)}" if query else "")

@@ -23,20 +23,25 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from worker.accounts import UserView, get_user
 from worker.settings import Settings
 from worker.storage import Storage
 
-__all__ = ["session_secret", "password_ok", "password_weakness", "csrf_token", "csrf_ok",
+__all__ = ["session_secret", "password_weakness", "csrf_token", "csrf_ok",
            "is_logged_in", "log_in", "log_out", "AuthMiddleware", "SecurityHeadersMiddleware",
-           "PUBLIC_PATHS", "safe_next", "SESSION_ENDED"]
+           "PUBLIC_PATHS", "safe_next", "SESSION_ENDED", "USER_SCOPE_KEY"]
 
 #: Paths reachable without a session: the log-in form and the page's own CSS/JS (no data).
 PUBLIC_PATHS = ("/entrar",)
 PUBLIC_PREFIXES = ("/static/",)
 
 _SECRET_FILE = "web-secret.key"  # noqa: S105 - a file name, not a secret
-#: ``scope`` key where ``AuthMiddleware`` leaves the live ``WebSession`` of the request.
+#: ``scope`` key set by ``AuthMiddleware`` when the request has a live session (of an active user).
 _SCOPE_KEY = "constancias.web_session"
+#: ``scope`` key where ``AuthMiddleware`` leaves the session's user (``UserView``).
+USER_SCOPE_KEY = "constancias.user"
+#: Paths that answer for themselves (the API: bearer tokens, problem details).
+SELF_AUTH_PREFIXES = ("/api/",)
 #: ``/entrar?…&motivo=`` value when a cookie's session had ended (logged out, idle, too old).
 SESSION_ENDED = "sesion-terminada"
 
@@ -58,13 +63,6 @@ def session_secret(data_dir: Path, password: str) -> str:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(raw)
     return hmac.new(raw, password.encode(), hashlib.sha256).hexdigest()
-
-
-def password_ok(given: str, expected: str) -> bool:
-    """Constant-time comparison (of digests, so the length does not leak either)."""
-    a = hashlib.sha256(given.encode()).digest()
-    b = hashlib.sha256(expected.encode()).digest()
-    return hmac.compare_digest(a, b)
 
 
 def password_weakness(password: str, min_length: int) -> str | None:
@@ -142,6 +140,20 @@ class AuthMiddleware:
         # Last use is written at most this often, and often enough for the idle timeout.
         self.refresh_after_s = min(30.0, self.idle_s / 10)
 
+    def _live_user(self, token_hash: str) -> UserView | None:
+        """The active user of a live session; a session of a disabled (or deleted) user, or
+        one from before accounts existed, ends here."""
+        row = self.storage.touch_web_session(token_hash, idle_s=self.idle_s,
+                                             max_age_s=self.max_age_s,
+                                             refresh_after_s=self.refresh_after_s)
+        if row is None:
+            return None
+        user = get_user(self.storage, row.user_id) if row.user_id is not None else None
+        if user is None or not user.active:
+            self.storage.end_web_session(token_hash)
+            return None
+        return user
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -150,15 +162,16 @@ class AuthMiddleware:
         token = conn.session.get("sid")
         ended = False
         if isinstance(token, str):
-            row = await run_in_threadpool(self.storage.touch_web_session, _token_hash(token),
-                                          idle_s=self.idle_s, max_age_s=self.max_age_s,
-                                          refresh_after_s=self.refresh_after_s)
-            if row is None:
+            user = await run_in_threadpool(self._live_user, _token_hash(token))
+            if user is None:
                 conn.session.clear()  # the cookie is rewritten without the dead token
                 ended = True
-            scope[_SCOPE_KEY] = row
+            else:
+                scope[_SCOPE_KEY] = user
+                scope[USER_SCOPE_KEY] = user
         path = scope.get("path", "")
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or is_logged_in(conn):
+        if (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+                or path.startswith(SELF_AUTH_PREFIXES) or is_logged_in(conn)):
             await self.app(scope, receive, send)
             return
         response: Response

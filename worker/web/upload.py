@@ -19,6 +19,7 @@ from worker.service import prepare_batch
 from worker.statuses import PORTALS
 from worker.web.common import checked_form, csrf_refused, not_found, render, web
 from worker.web.files import UPLOAD_TOKEN_RE, new_upload, upload_dir
+from worker.web.guard import audit
 from worker.web.security import csrf_ok
 
 __all__ = ["home", "upload", "findings", "process"]
@@ -118,6 +119,7 @@ async def upload(request: Request) -> Response:
         return _upload_error(request, message, 400)
     _save_findings(path.parent, sheet.filename, path.name, intake)
     log.info("web_upload", token=token, rows=len(intake.rows), bytes=len(data))
+    await audit(request, "upload", detail=sheet.filename)
     return RedirectResponse(f"/subir/{token}", status_code=303)
 
 
@@ -186,5 +188,6 @@ async def process(request: Request) -> Response:
     # The batch keeps its own copy of the sheet (entrada.*); the upload is no longer needed.
     shutil.rmtree(folder, ignore_errors=True)
     st.runner.start(batch_id)
+    await audit(request, "process", batch_id=batch_id, detail=data["original_name"])
     suffix = "?reanudado=1" if resumed else ""
     return RedirectResponse(f"/lotes/{batch_id}{suffix}", status_code=303)

@@ -28,12 +28,15 @@ class WebServer:
     app: Any
     settings: Settings
 
-    def client(self, *, logged_in: bool = True) -> httpx.Client:
-        """An HTTP client with its own cookie jar (logged in unless told otherwise)."""
+    def client(self, *, logged_in: bool = True, user: str = "",
+               password: str = PASSWORD) -> httpx.Client:
+        """An HTTP client with its own cookie jar (logged in unless told otherwise; as the
+        bootstrap admin, i.e. with the shared password, unless ``user`` is given)."""
         client = httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
         if logged_in:
             token = csrf_from(client.get("/entrar").text)
-            r = client.post("/entrar", data={"password": PASSWORD, "csrf": token})
+            r = client.post("/entrar", data={"usuario": user, "password": password,
+                                             "csrf": token})
             assert r.status_code == 303, r.text
         return client
 

@@ -26,7 +26,7 @@ def test_log_in_with_wrong_then_right_password(web: WebServer, page) -> None:
     shot(page, "1-entrar")
     page.get_by_label("Contraseña").fill("no-es-la-clave")
     page.get_by_role("button", name="Entrar").click()
-    expect(page.get_by_role("alert")).to_have_text("Contraseña incorrecta.")
+    expect(page.get_by_role("alert")).to_have_text("Usuario o contraseña incorrectos.")
     shot(page, "1b-entrar-error")
     page.get_by_label("Contraseña").fill(PASSWORD)
     page.keyboard.press("Enter")  # the keyboard alone is enough

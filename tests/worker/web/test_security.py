@@ -28,17 +28,32 @@ def _batch(web: WebServer, tmp_path: Path) -> str:
 
 
 def _fill(path: str, batch_id: str) -> str:
-    values = {"batch_id": batch_id, "token": "0" * 24, "key": "abc", "path": "entrada.xlsx"}
+    values = {"batch_id": batch_id, "token": "0" * 24, "key": "abc", "path": "entrada.xlsx",
+              "curp": "GODE561231HDFRRN09", "check_id": "1"}
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values[m.group(1)], path)
 
 
 def test_every_route_refuses_requests_without_a_session(web: WebServer, tmp_path: Path) -> None:
     """Every route but the log-in form answers a request without a session with a redirect to
-    the log-in form (reading) or 403 (writing), and shows no data."""
+    the log-in form (reading) or 403 (writing), every API route with a 401 problem detail, and
+    none shows data."""
     batch_id = _batch(web, tmp_path)
     client = web.client(logged_in=False)
     checked = 0
+    api_checked = 0
     for route in web.app.routes:
+        if isinstance(route, Mount) and route.path == "/api/v1":
+            for api_route in route.routes:
+                assert isinstance(api_route, Route)
+                url = "/api/v1" + _fill(api_route.path, batch_id)
+                for method in sorted(set(api_route.methods or ()) - {"HEAD"}):
+                    response = client.request(method, url, json={})
+                    assert response.status_code == 401, (method, url)
+                    assert response.headers["content-type"] == "application/problem+json"
+                    assert response.json()["detail"].startswith("Falta el encabezado")
+                    assert batch_id not in response.text
+                    api_checked += 1
+            continue
         if isinstance(route, Mount):
             assert route.path == "/static"  # the page's own CSS and JS: no data in there
             continue
@@ -57,7 +72,7 @@ def test_every_route_refuses_requests_without_a_session(web: WebServer, tmp_path
             else:
                 assert response.status_code == 403, (method, url)
             assert batch_id not in response.text and "CURP" not in response.text
-    assert checked >= 18
+    assert checked >= 24 and api_checked >= 8
     # ...and the log-in page itself leaks nothing either.
     assert batch_id not in client.get("/entrar").text
 
@@ -68,7 +83,7 @@ def test_wrong_password_is_refused_and_right_one_lets_in(web: WebServer) -> None
     client = web.client(logged_in=False)
     token = csrf_from(client.get("/entrar").text)
     r = client.post("/entrar", data={"password": PASSWORD + "x", "csrf": token})
-    assert r.status_code == 401 and "Contraseña incorrecta" in r.text
+    assert r.status_code == 401 and "Usuario o contraseña incorrectos" in r.text
     assert client.get("/lotes").status_code == 303
     r = client.post("/entrar", data={"password": PASSWORD, "csrf": token,
                                      "siguiente": "/lotes"})
