@@ -318,15 +318,15 @@ def _maintenance(page: Page) -> bool:
 
 
 def _solve(solver: CaptchaSolver, image: bytes, key: str) -> tuple[str, float | None]:
-    """The solver's answer and, when its API gives one, its confidence (``solve_with_confidence``
-    or ``last_confidence``; the solver of SPEC's ``captcha solve --json`` has one)."""
-    with_confidence = getattr(solver, "solve_with_confidence", None)
-    if callable(with_confidence):
-        answer, confidence = with_confidence(image, key=key)
-        return str(answer).strip(), confidence
-    answer = solver.solve(image, key=key).strip()
-    confidence = getattr(solver, "last_confidence", None)
-    return answer, confidence if isinstance(confidence, int | float) else None
+    """The solver's answer and, for the reader that gives one (``net``, the default), its
+    confidence: the reading whatever its confidence, so the operator sees how sure it was
+    even when the flow would have asked for a new image."""
+    from flows.captcha import NetSolver  # with the solver doctor was given: already loaded
+
+    if isinstance(solver, NetSolver):
+        reading = solver.read(image)
+        return reading.answer, reading.confidence
+    return solver.solve(image, key=key).strip(), None
 
 
 def _image_size(image: bytes) -> str:
