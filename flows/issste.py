@@ -596,11 +596,30 @@ class _PdfCatch:
         for response in self.pdf_responses:
             try:
                 data = response.body()
-            except PlaywrightError:  # became a download: that path delivers it
-                continue
+            except PlaywrightError:  # became a download (that path delivers it), or below
+                data = b""
             if data.startswith(b"%PDF-"):
                 return data, "response"
+        for response in self.pdf_responses:
+            # A PDF answer whose bytes the browser kept to itself: the full Chromium shows an
+            # inline PDF in its viewer, whose stream request interception hides. A GET (the
+            # handler's download link, not a search) is asked again, as a viewer's source is.
+            if response.request.method == "GET":
+                data = _fetch_pdf(self.context, response.url)
+                if data is not None:
+                    return data, "response"
         return None
+
+
+def _fetch_pdf(context: Any, url: str) -> bytes | None:
+    """The PDF at ``url`` (a GET with the context's cookies), or ``None``."""
+    if not url.startswith(("http://", "https://")):
+        return None  # a window still blank
+    try:
+        data = context.request.get(url, timeout=10_000).body()
+    except PlaywrightError:
+        return None
+    return data if data.startswith(b"%PDF-") else None
 
 
 def _download(page: Page, dest: Path, settings: Settings) -> str:
