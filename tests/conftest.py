@@ -27,7 +27,13 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
             monkeypatch.delenv(key)
     monkeypatch.setenv("CONSTANCIAS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)  # a stray .env in the checkout must not leak in
+    # `constancias`'s main() sets an owner-only umask for its whole process; a test that
+    # calls it in-process must not hand that to the next one (Dovecot's helper processes,
+    # started by later tests, cannot read their own files under it).
+    umask = os.umask(0o077)
+    os.umask(umask)
     yield
+    os.umask(umask)
     reset_logging()
 
 
