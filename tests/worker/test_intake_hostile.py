@@ -111,19 +111,33 @@ def test_one_row_with_too_many_cells_is_refused(tmp_path):
         read_sheet(path, load_settings())
 
 
+#: Runs the CLI's main() and, at exit, writes its own peak RSS (VmHWM, kB). The kernel's
+#: ru_maxrss of a child also counts the parent's pages it had before exec (a fork of a big
+#: pytest process), so the child reports its own high-water mark instead.
+_PEAK_MAIN = """
+import atexit, os, sys
+def _peak():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                with open(os.environ["PEAK_FILE"], "w") as out:
+                    out.write(line.split()[1])
+atexit.register(_peak)
+from worker.cli import main
+sys.exit(main())
+"""
+
+
 def _run_cli(path: Path, cwd: Path) -> tuple[int, str, str, int]:
     """Run ``constancias validate`` and return (exit code, stdout, stderr, peak RSS in MB)."""
-    out, err = cwd / "out.txt", cwd / "err.txt"
+    out, err, peak = cwd / "out.txt", cwd / "err.txt", cwd / "peak.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSTANCIAS_")}
+    env["PEAK_FILE"] = str(peak)
+    python = CLI.parent / "python"
     with out.open("wb") as fo, err.open("wb") as fe:
-        proc = subprocess.Popen([str(CLI), "validate", str(path)], stdout=fo, stderr=fe,
-                                cwd=cwd, env=env)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            proc.returncode = 0  # reaped by wait4; keep Popen from waiting again
-    code = os.waitstatus_to_exitcode(status)
-    return code, out.read_text(), err.read_text(), usage.ru_maxrss // 1024
+        proc = subprocess.run([str(python), "-c", _PEAK_MAIN, "validate", str(path)],
+                              stdout=fo, stderr=fe, cwd=cwd, env=env, check=False)
+    return proc.returncode, out.read_text(), err.read_text(), int(peak.read_text()) // 1024
 
 
 @pytest.mark.parametrize("name", ["empty.csv", "truncated.xlsx", "encrypted.xlsx",
