@@ -78,7 +78,9 @@ def test_readonly_field_is_handed_to_playwright_which_says_why(page) -> None:
     """A field that cannot take text is not written behind the page's back: the Locator's own
     fill waits for it to become editable and fails with Playwright's reason."""
     page.set_content(_PAGE)
-    page.set_default_timeout(500)
+    # Long enough for Playwright to find the field and say why under load (at 500 ms it could
+    # time out still waiting for the locator, a message without the reason).
+    page.set_default_timeout(3000)
     with pytest.raises(Exception, match="(?i)editable|readonly"):
         InPage(page, "#fijo").fill("x")
     assert page.input_value("#fijo") == "no"
