@@ -12,6 +12,7 @@ updating).
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -446,27 +447,80 @@ class PdfCatcher:
     A Chromium with its PDF viewer (the full browser, headless or not) shows an inline PDF in
     the viewer: the page's own response then holds the viewer's wrapper, and the PDF's bytes
     arrive in a second response the viewer streams (a ``chrome-extension://`` URL, type
-    ``application/pdf``). An attachment becomes a download instead (the caller watches those):
-    its response has no body to read."""
+    ``application/pdf``). That stream's body is not always readable: now and then (a few
+    checks in a hundred, more under load) the viewer ends its request as aborted once it has
+    the bytes, and DevTools then keeps no body for it ("No data found for resource"). So the
+    documents of the pages are also paused at their response (DevTools ``Fetch``, response
+    stage, in the page's own session): a PDF answer's body is read there, from the browser's
+    own request — the portal sees the one request it always did — and the answer goes on to
+    the page unchanged. An attachment becomes a download as well (the caller watches those).
+    """
 
     def __init__(self, context: Any) -> None:
         self.context = context
         self._responses: list[Response] = []
+        self._bodies: list[bytes] = []
+        self._sessions: list[Any] = []
 
     def __enter__(self) -> PdfCatcher:
         self.context.on("response", self._response)
+        self.context.on("page", self._intercept)
+        for page in self.context.pages:
+            self._intercept(page)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.context.remove_listener("response", self._response)
+        self.context.remove_listener("page", self._intercept)
+        for session in self._sessions:
+            try:
+                session.send("Fetch.disable")
+                session.detach()
+            except PlaywrightError:  # the page is gone
+                pass
+        self._sessions.clear()
 
     def _response(self, response: Response) -> None:
         if "pdf" in (response.headers.get("content-type") or "").lower():
             self._responses.append(response)
 
+    def _intercept(self, page: Page) -> None:
+        """Pause ``page``'s documents at their response (a window opened later may have sent
+        its first request already: the responses above still see it)."""
+        try:
+            session = self.context.new_cdp_session(page)
+        except PlaywrightError:  # not a Chromium, or the page closed meanwhile
+            return
+        self._sessions.append(session)
+        session.on("Fetch.requestPaused", lambda event: self._paused(session, event))
+        try:
+            session.send("Fetch.enable", {"patterns": [
+                {"resourceType": "Document", "requestStage": "Response"}]})
+        except PlaywrightError:
+            return
+
+    def _paused(self, session: Any, event: dict[str, Any]) -> None:
+        headers = {h["name"].lower(): h["value"] for h in event.get("responseHeaders") or []}
+        try:
+            if "pdf" in headers.get("content-type", "").lower():
+                body = session.send("Fetch.getResponseBody", {"requestId": event["requestId"]})
+                data = (base64.b64decode(body["body"]) if body.get("base64Encoded")
+                        else str(body["body"]).encode("latin-1"))
+                if data.startswith(b"%PDF-"):
+                    self._bodies.append(data)
+        except PlaywrightError:  # no body (a redirect), or the page is gone
+            pass
+        finally:
+            try:
+                session.send("Fetch.continueRequest", {"requestId": event["requestId"]})
+            except PlaywrightError:
+                pass
+
     @property
     def pdf(self) -> bytes | None:
         """The first PDF body seen so far, or ``None``."""
+        if self._bodies:
+            return self._bodies[0]
         for response in self._responses:
             try:
                 body = response.body()
