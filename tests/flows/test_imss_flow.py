@@ -531,9 +531,9 @@ def test_captcha_image_that_failed_to_load_is_refreshed(browser, sandbox, tmp_pa
     served: list[str] = []
 
     def prepare(context) -> None:
-        # Only the first image request is intercepted (times=1), then the route is gone: a
-        # route left on the context hides the PDF viewer's stream from the report step, whose
-        # retries (a minute) would only end in the second e-mail, nothing this test is about.
+        # Only the first image request is intercepted (times=1), then the route is gone: the
+        # rest of the check runs as it would without a test route (a route also hides the PDF
+        # viewer's stream; the report step reads the PDF at its response all the same).
         context.on("request", lambda request: served.append(request.url)
                    if t.IMSS_CAPTCHA_PATH in request.url else None)
         context.route("**" + t.IMSS_CAPTCHA_PATH + "*",
@@ -608,7 +608,8 @@ def test_confirmation_link_gets_extra_retries_before_spending_a_query(
                 route.continue_()
                 # The fault is over: stop intercepting, so the rest of the check runs as it
                 # would without a test route (Chromium's PDF viewer streams an inline PDF in a
-                # response of its own, which request interception hides).
+                # response of its own, which request interception hides; the report step reads
+                # the PDF at its response all the same).
                 context.unroute(pattern, flaky)
 
         pattern = "**" + t.IMSS_CONFIRM_PATH + "*"
