@@ -192,13 +192,32 @@ def run_embedded(
     ready: list[tuple[int, str, int, int]] = [(cid, portal, 0, 0) for cid, portal in pending]
     delayed: list[tuple[float, int, str, int, int]] = []
     inflight: dict[int, tuple[str, int, int]] = {}
+    # IMSS checks waiting for an email (worker/waiting.py): no slot; the watcher wakes them.
+    waiting: dict[int, tuple[str, int, int]] = {}
+    woken: queue.SimpleQueue[int] = queue.SimpleQueue()
+    early: set[int] = set()  # woken before their "waiting" result came back
+    watcher = None
+    if settings.imss_mail_wait == "watch" and any(p == "imss" for _, p in pending):
+        from worker.mailwatch import MailWatcher
+
+        watcher = MailWatcher(settings, lambda cid, _attempts: woken.put(cid), storage).start()
     sent_at: dict[int, float] = {}  # check id -> when dispatched (the pause's clock)
     running_on: dict[int, int] = {}  # pid -> check id
     portal_of = {cid: portal for cid, portal in pending}
     last_progress = 0.0
     try:
-        while ready or delayed or inflight:
+        while ready or delayed or inflight or waiting:
             now = time.monotonic()
+            while True:
+                try:
+                    cid = woken.get_nowait()
+                except queue.Empty:
+                    break
+                if cid in waiting:
+                    portal, attempt, blocks = waiting.pop(cid)
+                    ready.append((cid, portal, attempt, blocks))
+                else:
+                    early.add(cid)
             while delayed and delayed[0][0] <= now:
                 _, cid, portal, attempt, blocks = heapq.heappop(delayed)
                 ready.append((cid, portal, attempt, blocks))
@@ -231,7 +250,13 @@ def run_embedded(
                     wait = max(wait, pauses.blocked(portal, since, decision.detail or ""))
                 elif decision.done and decision.status != "portal_blocked":
                     pauses.passed(portal, since)
-                if not decision.done:
+                if decision.waiting:
+                    if cid in early:
+                        early.discard(cid)
+                        ready.append((cid, portal, decision.attempt, decision.blocks))
+                    else:
+                        waiting[cid] = (portal, decision.attempt, decision.blocks)
+                elif not decision.done:
                     due = time.monotonic() + wait
                     heapq.heappush(delayed, (due, cid, portal, decision.attempt,
                                              decision.blocks))
@@ -250,6 +275,8 @@ def run_embedded(
                 last_progress = time.monotonic()
                 on_progress(Progress(storage.progress(batch_id), len(delayed)))
     finally:
+        if watcher is not None:
+            watcher.stop()
         for _ in procs:
             jobs.put(None)
         deadline = time.monotonic() + 10

@@ -50,6 +50,8 @@ def engine() -> Engine:
 def check(self: Any, check_id: int, attempt: int = 0, blocks: int = 0) -> str | None:
     decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id,
                                 blocks=blocks)
+    if decision.waiting:
+        return None  # waits for its email: the mailbox watcher sends its next step
     if decision.retry_in is not None and not decision.done:
         # Recorded so that the sweeper can tell a pending retry from a lost one.
         engine().storage.set_due([check_id], decision.retry_in)
@@ -122,12 +124,32 @@ def _start_sweeper(**_: Any) -> None:
 
         _sweeper = Sweeper(settings)
         _sweeper.start()
+    _start_mailwatch()
+
+
+_mailwatch: Any = None
+
+
+def _start_mailwatch() -> None:
+    """In the worker's main process: the mailbox watcher of this process group
+    (worker/mailwatch.py); it sends the next step of each IMSS check whose email came."""
+    global _mailwatch
+    if settings.imss_mail_wait != "watch":
+        return
+    from worker.mailwatch import MailWatcher
+
+    def send_step(check_id: int, attempts: int) -> None:
+        check.apply_async(kwargs={"check_id": check_id, "attempt": attempts})
+
+    _mailwatch = MailWatcher(settings, send_step).start()
 
 
 @signals.worker_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     if _sweeper is not None:
         _sweeper.stop()
+    if _mailwatch is not None:
+        _mailwatch.stop(2.0)
 
 
 @signals.worker_process_shutdown.connect
