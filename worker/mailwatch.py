@@ -31,6 +31,7 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from flows.mailbox import (
 )
 from worker.logs import mask_email, mask_text
 from worker.settings import Settings
-from worker.storage import Storage
+from worker.storage import Storage, utcnow
 from worker.waiting import Waits, Watched
 
 __all__ = ["MailWatcher", "open_source", "watch_once"]
@@ -62,6 +63,9 @@ log = structlog.get_logger("constancias.mailwatch")
 
 #: Folder names taken for the junk folder when the server marks none ``\Junk``.
 JUNK_NAMES = ("Junk", "Spam", "Junk E-mail", "Correo no deseado")
+#: A message claimed longer ago than this and still in the inbox: its claimer died before it
+#: put it away; whichever watcher sees it does.
+ARCHIVE_GRACE_S = 60.0
 #: Longest IMAP IDLE before the watcher looks at storage again (new waits, waits that end).
 IDLE_MAX_S = 5.0
 
@@ -338,8 +342,12 @@ def _take(waits: Waits, source: Any, message: _Message, row: Watched) -> Watched
     a step is now due."""
     from flows.imss import PORTAL, pdf_attachment
 
-    if waits.claimed(message.key):
-        source.archive(message.ref)  # claimed by a watcher that stopped before putting it away
+    claimed = waits.claimed_at(message.key)
+    if claimed is not None:
+        # Its claimer puts it away; one that has not after a while stopped before it could.
+        # (Only one watcher moves a message: two IMAP sessions moving one both make a copy.)
+        if utcnow() - claimed > timedelta(seconds=ARCHIVE_GRACE_S):
+            source.archive(message.ref)
         return None
     raw = source.read(message.ref)
     if raw is None:
@@ -368,9 +376,7 @@ def _take(waits: Waits, source: Any, message: _Message, row: Watched) -> Watched
         log.info("mail_claimed_for_check", check_id=row.check_id, what=what,
                  to=mask_email(row.address))
         return row
-    if waits.claimed(message.key):
-        source.archive(message.ref)  # another watcher won it
-    return None
+    return None  # another watcher won it (and puts it away), or the check moved on
 
 
 # --- the thread --------------------------------------------------------------------------------

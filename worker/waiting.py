@@ -33,6 +33,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    case,
     delete,
     func,
     select,
@@ -85,6 +86,10 @@ class MailClaim(Base):
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+#: A delivery that ended in a wait reached an end: not counted as one that crashed.
+_ENDED = case((Check.deliveries > 0, Check.deliveries - 1), else_=0)
+
+
 class _Lost(Exception):
     """A compare-and-set found the row changed: the transaction is rolled back."""
 
@@ -124,8 +129,7 @@ class Waits:
         now = utcnow()
         with self.storage.session() as s:
             res = s.execute(update(Check).where(Check.id == check_id, Check.status.is_(None))
-                            .values(lease_until=None, due_at=None,
-                                    deliveries=Check.deliveries - 1))
+                            .values(lease_until=None, due_at=None, deliveries=_ENDED))
             if res.rowcount != 1:
                 return False
             batch_id = s.scalar(select(Check.batch_id).where(Check.id == check_id))
@@ -158,8 +162,7 @@ class Waits:
             if res.rowcount != 1:
                 return False
             s.execute(update(Check).where(Check.id == check_id, Check.status.is_(None))
-                      .values(lease_until=None, due_at=None,
-                              deliveries=Check.deliveries - 1))
+                      .values(lease_until=None, due_at=None, deliveries=_ENDED))
         return True
 
     def finish(self, check_id: int) -> None:
@@ -192,9 +195,11 @@ class Waits:
             return False
         return True
 
-    def claimed(self, key: str) -> bool:
+    def claimed_at(self, key: str) -> datetime | None:
+        """When a watcher claimed this message (``None``: nobody has)."""
         with self.storage.session() as s:
-            return s.get(MailClaim, key[:255]) is not None
+            claim = s.get(MailClaim, key[:255])
+            return claim.claimed_at if claim is not None else None
 
     def claim_link(self, check_id: int, key: str, link: str) -> bool:
         """Email 1 for a check in ``mail1``: this caller alone takes the message and the check
