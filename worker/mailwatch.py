@@ -330,16 +330,19 @@ def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any]) -
                 if message.summary.arrived >= r.sent_at.timestamp() - CLOCK_SLACK_S]
         if not rows:
             continue
-        done = _take(waits, source, message, max(rows, key=lambda r: r.sent_at))
+        done = _take(waits, source, message, sorted(rows, key=lambda r: r.sent_at,
+                                                    reverse=True))
         if done is not None:
             schedule(done.check_id, done.attempts)
             scheduled.append(done.check_id)
     return scheduled
 
 
-def _take(waits: Waits, source: Any, message: _Message, row: Watched) -> Watched | None:
-    """Claim ``message`` for ``row`` if its step needs it (put away otherwise): the row when
-    a step is now due."""
+def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched]) -> Watched | None:
+    """Claim ``message`` for the latest of ``rows`` (waits for its address sent before it
+    arrived) whose step needs it — email 1 (its link) for a check in ``mail1``, email 2 (its
+    PDF) for one whose link was opened — and put it away; a message none needs is put away
+    too. The row whose step is now due, if any."""
     from flows.imss import PORTAL, pdf_attachment
 
     claimed = waits.claimed_at(message.key)
@@ -355,28 +358,25 @@ def _take(waits: Waits, source: Any, message: _Message, row: Watched) -> Watched
     mail = parse_message(raw, fallback_id=message.key)
     link = next((u for u in mail.links if PORTAL.confirm_link_fragment in u), None)
     pdf = pdf_attachment(mail)
-    taken = False
-    if row.stage == "mail1" and link:
-        taken = waits.claim_link(row.check_id, message.key, link)
-        what = "link"
-    elif row.stage in ("link", "mail2") and pdf:
-        taken = waits.claim_pdf(row.check_id, message.key, pdf)
-        what = "pdf"
-    else:
-        if row.stage == "link" and pdf:
-            return None  # its step 2 has not opened the link yet: this is for later
-        # A late email of an earlier attempt, or the second email of a check whose page gave
-        # the PDF: nobody needs it; it must not pile up in the mailbox.
-        what = "other"
-        if waits.claim_other(message.key, row.check_id):
+    for row in rows:
+        if row.stage == "mail1" and link:
+            taken, what = waits.claim_link(row.check_id, message.key, link), "link"
+        elif row.stage in ("link", "mail2") and pdf:
+            # (a check in ``link`` takes it only once its step 2 has opened the link)
+            taken, what = waits.claim_pdf(row.check_id, message.key, pdf), "pdf"
+        else:
+            continue
+        if taken:
             source.archive(message.ref)
-        return None
-    if taken:
+            log.info("mail_claimed_for_check", check_id=row.check_id, what=what,
+                     to=mask_email(row.address))
+            return row
+        return None  # another watcher won it (and puts it away), or it is for later
+    # A late email of an earlier attempt, or the second email of a check whose page gave the
+    # PDF: nobody needs it; it must not pile up in the mailbox.
+    if waits.claim_other(message.key, rows[0].check_id):
         source.archive(message.ref)
-        log.info("mail_claimed_for_check", check_id=row.check_id, what=what,
-                 to=mask_email(row.address))
-        return row
-    return None  # another watcher won it (and puts it away), or the check moved on
+    return None
 
 
 # --- the thread --------------------------------------------------------------------------------
