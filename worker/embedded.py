@@ -14,6 +14,7 @@ same sheet, resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import multiprocessing as mp
 import os
@@ -81,11 +82,13 @@ def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: 
     engine = Engine(settings)
     while True:
         try:
-            job = jobs.get(timeout=1.0)
-        except queue.Empty:
-            if not _parent_alive(parent):
-                break
-            continue
+            if not jobs.poll(1.0):
+                if not _parent_alive(parent):
+                    break
+                continue
+            job = jobs.recv()
+        except (EOFError, OSError):
+            break  # the parent closed its end (it ended, or gave up on this child)
         if job is None:
             break
         check_id, attempt, blocks = job
@@ -169,15 +172,22 @@ def run_embedded(
         log.warning("embedded_report_reclaimed", batch_id=batch_id)
     pending = storage.pending_check_ids(batch_id)
     ctx = _mp_context()
-    jobs: Any = ctx.Queue()
+    # Each child reads its jobs from a pipe of its own: a child killed while it waits for one
+    # (a shared queue's reader holds the queue's lock while it waits) takes nobody's jobs
+    # with it, and a job is never in a queue where a dead child might have taken it.
     results: Any = ctx.Queue()
     data = settings.model_dump(mode="json")
     parent = os.getpid()
 
+    pipes: dict[int, Any] = {}  # pid -> the sending end of its job pipe
+
     def spawn() -> Any:
+        receive, send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_child, daemon=True,
-                        args=(data, jobs, results, parent, dict(os.environ), console_level))
+                        args=(data, receive, results, parent, dict(os.environ), console_level))
         p.start()
+        receive.close()
+        pipes[p.pid] = send
         return p
 
     k = min(k, max(1, len(pending)))
@@ -202,7 +212,7 @@ def run_embedded(
 
         watcher = MailWatcher(settings, lambda cid, _attempts: woken.put(cid), storage).start()
     sent_at: dict[int, float] = {}  # check id -> when dispatched (the pause's clock)
-    running_on: dict[int, int] = {}  # pid -> check id
+    running_on: dict[int, int] = {}  # pid -> the check id sent to it
     portal_of = {cid: portal for cid, portal in pending}
     last_progress = 0.0
     try:
@@ -225,12 +235,17 @@ def run_embedded(
             # (blocked) portal waits whole.
             still: list[tuple[int, str, int, int]] = []
             paused = {p for p in {r[1] for r in ready} if pauses.remaining(p) > 0}
+            idle = [p for p in procs if p.pid not in running_on]
             for cid, portal, attempt, blocks in ready:
-                if (portal not in paused and len(inflight) < len(procs)
-                        and limiter.acquire(portal)):
+                if portal not in paused and idle and limiter.acquire(portal):
+                    child = idle.pop(0)
                     inflight[cid] = (portal, attempt, blocks)
                     sent_at[cid] = pauses.now()
-                    jobs.put((cid, attempt, blocks))
+                    running_on[child.pid] = cid
+                    try:
+                        pipes[child.pid].send((cid, attempt, blocks))
+                    except OSError:
+                        pass  # it died: found below, its check goes back in line
                 else:
                     still.append((cid, portal, attempt, blocks))
             ready = still
@@ -238,9 +253,7 @@ def run_embedded(
                 kind, pid, cid, decision = results.get(timeout=poll_s)
             except queue.Empty:
                 kind = None
-            if kind == "started":
-                running_on[pid] = cid
-            elif kind == "result":
+            if kind == "result":
                 running_on.pop(pid, None)
                 portal, attempt, _ = inflight.pop(cid, (portal_of.get(cid, "imss"), 0, 0))
                 limiter.release(portal, "local")
@@ -270,6 +283,8 @@ def run_embedded(
                         limiter.release(portal, "local")
                         ready.insert(0, (cid, portal, attempt, blocks))
                         log.warning("embedded_child_died", pid=p.pid, check_id=cid)
+                    with contextlib.suppress(OSError):
+                        pipes.pop(p.pid).close()
                     procs[i] = spawn()
             if on_progress and (time.monotonic() - last_progress > 0.5):
                 last_progress = time.monotonic()
@@ -277,8 +292,9 @@ def run_embedded(
     finally:
         if watcher is not None:
             watcher.stop()
-        for _ in procs:
-            jobs.put(None)
+        for p in procs:
+            with contextlib.suppress(OSError, KeyError):
+                pipes[p.pid].send(None)
         deadline = time.monotonic() + 10
         for p in procs:
             p.join(max(0.1, deadline - time.monotonic()))
