@@ -389,8 +389,9 @@ def mail_table(sb, args, tmp: Path) -> None:
     designs = [d for d in args.designs.split(",") if d]
     # Untimed: the fork server starts and preloads once per process; the first measured run
     # must not pay for it alone.
-    sb.reset()
-    mode_mail(sb, synthetic_curps(args.k, seed=99), args.k, tmp / "warm", designs[0])
+    if designs:
+        sb.reset()
+        mode_mail(sb, synthetic_curps(args.k, seed=99), args.k, tmp / "warm", designs[0])
     rows = []
     for delay in delays:
         for design in designs:
@@ -403,6 +404,9 @@ def mail_table(sb, args, tmp: Path) -> None:
             rows.append((delay, design, len(curps), secs, rate, steady_rate, peak))
             print(f"  S={delay:g} {design}: {rate:.1f} checks/min, {steady_rate:.1f} steady",
                   file=sys.stderr)
+    if not rows:  # --designs "": only the memory of waiting checks
+        waiting_memory(sb, curps[: max(args.k * 2, 4)], args.k, tmp / "waiting", args.waiting)
+        return
     print(f"\nIMSS only, embedded, K={args.k}, latency {args.latency_ms} ms per response, "
           f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}\n")
     print("| mail delay S (s) | design | checks | seconds | checks/min (whole batch) "
