@@ -1,5 +1,6 @@
-# Both targets do all of their own set-up, idempotently (scripts/setup.sh).
-.PHONY: setup demo test lint bench train-captcha
+# Every target does all of its own set-up, idempotently (scripts/setup.sh): `make check` on a
+# fresh Debian machine installs what it needs (the dev extra brings ruff, mypy, import-linter).
+.PHONY: setup demo test lint typecheck imports check bench train-captcha
 
 setup:
 	@scripts/setup.sh
@@ -12,6 +13,17 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check worker flows fixtures tests bench
+
+# Strict on worker/ and flows/ ([tool.mypy] in pyproject.toml).
+typecheck: setup
+	.venv/bin/mypy
+
+# The layer rule ([tool.importlinter] in pyproject.toml; docs/architecture.md).
+imports: setup
+	.venv/bin/lint-imports
+
+# The gates CI runs (.ci/run), cheapest first: a failing gate stops the rest.
+check: lint typecheck imports test
 
 bench: setup
 	.venv/bin/python bench/intake.py

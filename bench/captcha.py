@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures.captcha_image import random_text, render  # noqa: E402
 from flows.captcha import NetSolver  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from worker.core.settings import Settings  # noqa: E402
 
 CASE_PAIRS = tuple(f"{c}{c.lower()}" for c in "CKPSUVWXY")
 DEFAULT_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captchas" / "real"

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openpyxl import Workbook, load_workbook  # noqa: E402
 from stdnum.mx import curp as stdnum_curp  # noqa: E402
 
-from worker.intake import read_sheet  # noqa: E402
-from worker.settings import load_settings  # noqa: E402
+from worker.core.settings import load_settings  # noqa: E402
+from worker.intake.sheet import read_sheet  # noqa: E402
 
 LETTERS = "BCDFGHJKLMNPQRSTVWXYZ"
 STATES = ["DF", "JC", "NL", "PL", "GT", "VZ", "OC", "YN", "BC", "CH"]

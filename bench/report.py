@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openpyxl import Workbook  # noqa: E402
 
-from worker.report import (  # noqa: E402
+from worker.core.statuses import Status  # noqa: E402
+from worker.report.workbook import (  # noqa: E402
     ReportChange,
     ReportCheck,
     ReportData,
     ReportRow,
     write_report,
 )
-from worker.statuses import Status  # noqa: E402
 
 _FIRST = ["Ana", "José Luis", "María Fernanda", "Juan", "Guadalupe", "Luis Ángel", "Sofía",
           "Miguel", "Ximena", "Carlos", "Daniela", "Jorge", "Valeria", "Ricardo", "Paola"]

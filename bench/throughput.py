@@ -102,8 +102,8 @@ _LAST_CPU = [0.0]
 
 
 def _settings(sb, tmp: Path, **extra):
-    from worker.commands import sandbox_settings
-    from worker.settings import load_settings
+    from worker.core.settings import load_settings
+    from worker.interfaces.commands import sandbox_settings
 
     base = load_settings(data_dir=tmp / "data", rate_limit_imss=100000, rate_limit_issste=100000,
                          max_concurrency_imss=64, max_concurrency_issste=64, **extra)
@@ -118,7 +118,7 @@ def _one_check(args: tuple) -> str:
     from flows.captcha import make_solver
     from flows.mailbox import open_mailbox
     from flows.runner import run_check
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
     settings = Settings(**settings_data)
     import structlog
@@ -182,7 +182,7 @@ _STARTUP: dict[str, float] = {}
 def _warm(data: dict) -> None:
     """A ceiling pool process's start: its logs at the configured level, its browser."""
     from flows.browser import shared_browser
-    from worker.logs import configure_logging
+    from worker.core.logs import configure_logging
 
     configure_logging(data["log_format"], data["log_level"])
 
@@ -191,8 +191,8 @@ def _warm(data: dict) -> None:
 
 def mode_embedded(sb, curps, k, tmp) -> tuple[float, int]:
     from tests.people import write_sheet
-    from worker.embedded import run_embedded
-    from worker.service import open_storage, prepare_batch
+    from worker.engine.embedded import run_embedded
+    from worker.services.batches import open_storage, prepare_batch
 
     settings = _settings(sb, tmp, concurrency=k)
     storage = open_storage(settings)
@@ -217,7 +217,7 @@ def mode_celery(sb, curps, k, tmp) -> tuple[float, int]:
                 "CONSTANCIAS_RATE_LIMIT_IMSS": "100000", "CONSTANCIAS_RATE_LIMIT_ISSSTE": "100000",
                 "CONSTANCIAS_MAX_CONCURRENCY_IMSS": "64",
                 "CONSTANCIAS_MAX_CONCURRENCY_ISSSTE": "64"})
-    cli = [sys.executable, "-m", "worker.cli"]
+    cli = [sys.executable, "-m", "worker.interfaces.cli"]
     worker = subprocess.Popen([*cli, "worker", "-c", str(k)], env=env, cwd=tmp,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -243,7 +243,7 @@ def mode_celery(sb, curps, k, tmp) -> tuple[float, int]:
 def _wait(cli, env, tmp, bid) -> None:
     # Poll the database directly: a `constancias status` process per poll would steal CPU
     # from the workers on a small machine and bias the measurement against Celery.
-    from worker.storage import Storage
+    from worker.storage.repository import Storage
 
     storage = Storage(f"sqlite:///{Path(env['CONSTANCIAS_DATA_DIR']).resolve() / 'constancias.db'}")
     while True:
@@ -256,8 +256,8 @@ def _wait(cli, env, tmp, bid) -> None:
 def growth(sb, n_checks: int, k: int, tmp: Path) -> None:
     """RSS of the embedded engine's process tree early in a run vs late in it."""
     from tests.people import synthetic_curps, write_sheet
-    from worker.embedded import run_embedded
-    from worker.service import open_storage, prepare_batch
+    from worker.engine.embedded import run_embedded
+    from worker.services.batches import open_storage, prepare_batch
 
     settings = _settings(sb, tmp, concurrency=k)
     storage = open_storage(settings)
@@ -282,7 +282,7 @@ def growth(sb, n_checks: int, k: int, tmp: Path) -> None:
     print(f"memory (RSS of the process tree, Python + Chromium) over {n_checks} checks: "
           f"at 10-25 %: {early / 2**20:.0f} MiB, at 75-95 %: {late / 2**20:.0f} MiB, "
           f"growth {100 * (late - early) / max(early, 1):+.1f} % (target ≤ 10 %)")
-    # A batch runs its IMSS checks first (worker/storage.RUN_ORDER), so the two windows above
+    # A batch runs its IMSS checks first (the registry's run order), so the two windows above
     # hold different work; the same work, early and late, within each half:
     for portal, (a, b), (c, d) in (("IMSS", (0.05, 0.15), (0.35, 0.45)),
                                    ("ISSSTE", (0.55, 0.65), (0.85, 0.95))):
@@ -295,8 +295,8 @@ def mode_mail(sb, curps, k, tmp, design: str) -> tuple[float, float, int, list[f
     """One embedded IMSS-only batch with ``IMSS_MAIL_WAIT=design``: (seconds, seconds from the
     first verdict to the last, peak RSS, the verdicts' times)."""
     from tests.people import write_sheet
-    from worker.embedded import run_embedded
-    from worker.service import open_storage, prepare_batch
+    from worker.engine.embedded import run_embedded
+    from worker.services.batches import open_storage, prepare_batch
 
     settings = _settings(sb, tmp, concurrency=k, imss_mail_wait=design, email_timeout_s=900,
                          mailbox_poll_s=0.25)
@@ -329,9 +329,9 @@ def waiting_memory(sb, curps, k, tmp, n_waiting: int) -> None:
     from datetime import UTC, datetime, timedelta
 
     from tests.people import synthetic_curps, write_sheet
-    from worker.embedded import run_embedded
-    from worker.service import open_storage, prepare_batch
-    from worker.waiting import Waits
+    from worker.engine.embedded import run_embedded
+    from worker.services.batches import open_storage, prepare_batch
+    from worker.storage.waiting import Waits
 
     rows = []
     for label, extra in (("K running, no check waiting", 0),
@@ -448,7 +448,7 @@ def main() -> None:
                     help="comma-separated Chromium executables: the modes run once with each")
     args = ap.parse_args()
     if args.quiet:
-        from worker.logs import configure_logging
+        from worker.core.logs import configure_logging
 
         # Every mode's processes alike (the Celery workers always log warnings only).
         os.environ["CONSTANCIAS_LOG_LEVEL"] = "warning"

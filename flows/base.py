@@ -11,14 +11,14 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
-__all__ = ["Person", "PdfFacts", "Outcome", "CheckContext", "CaptchaSolver", "Mailbox", "Flow"]
+__all__ = ["Person", "PdfFacts", "Outcome", "CheckContext", "CaptchaSolver", "Mailbox"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
     waiting: dict[str, Any] | None = None
     """Set by a step that ends waiting for an email (flows.imss ``send_step``/``link_step``):
-    nothing is recorded, the engine stores the wait (worker/waiting.py); ``status`` is unused."""
+    nothing is recorded, the engine stores the wait (worker/storage/waiting.py); ``status`` is
+    unused."""
 
 
 class CaptchaSolver(Protocol):
@@ -95,6 +96,3 @@ class CheckContext:
     log: Any
     """A structlog logger bound to batch, portal and task."""
 
-
-class Flow(Protocol):
-    def __call__(self, ctx: CheckContext) -> Outcome: ...

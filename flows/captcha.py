@@ -51,7 +51,7 @@ from flows.errors import CaptchaUnsolved
 
 if TYPE_CHECKING:
     from flows.base import CaptchaSolver
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 __all__ = [
     "NetSolver",
@@ -243,7 +243,7 @@ class _LibTesseract:
             api.SetVariable("tessedit_char_whitelist", self.alphabet)
             apis[(self.tessdata, self.alphabet)] = api
         api.SetImage(image)
-        return api.GetUTF8Text()
+        return str(api.GetUTF8Text())
 
 
 class OcrSolver:

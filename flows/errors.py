@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 __all__ = [
     "FlowError",
@@ -20,6 +20,7 @@ __all__ = [
     "PortalBlocked",
     "PermanentError",
     "PortalChanged",
+    "classify",
     "retry_delay",
     "status_for",
 ]
@@ -77,9 +78,18 @@ class PortalChanged(PermanentError):
     status = Status.PORTAL_CHANGED
 
 
+def classify(error: BaseException) -> tuple[Status, bool]:
+    """``(status, transient)``: the status recorded for ``error`` when it is not (or no longer)
+    retried, and whether it is worth another try. Anything that is not a ``FlowError`` is an
+    unexpected ``error``, not retried."""
+    if isinstance(error, FlowError):
+        return error.status, error.transient
+    return Status.ERROR, False
+
+
 def status_for(error: BaseException) -> Status:
     """The status recorded for an error that is not (or no longer) retried."""
-    return error.status if isinstance(error, FlowError) else Status.ERROR
+    return classify(error)[0]
 
 
 def retry_delay(
@@ -102,7 +112,7 @@ def retry_delay(
     A block waits for the portal's pause (``pause_s``, from the engine's pause record) plus up
     to a tenth of it, so that the checks waiting on it do not all come back at one instant.
     """
-    if not (isinstance(error, FlowError) and error.transient):
+    if not classify(error)[1]:
         return None
     if isinstance(error, PortalBlocked):
         if blocks >= blocked_retry_max:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.logs import mask_text
+from worker.core.logs import mask_text
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext

@@ -25,7 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urljoin
 
 from playwright.sync_api import Error as PlaywrightError
@@ -41,6 +41,8 @@ from flows.errors import (
 )
 from flows.messages import Kind, Match, classify, fold
 from flows.pdf import InvalidConstancia, read_constancia
+from flows.registry import MailSteps, Portal, register
+from flows.runner import new_check_context
 from flows.steps import (
     POLL_MS,
     SHOWN_JS,
@@ -53,17 +55,18 @@ from flows.steps import (
     open_page,
     unavailable_reason,
 )
-from worker.logs import mask_text
-from worker.statuses import Status
+from worker.core.logs import mask_text
+from worker.core.statuses import Status
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page, Response
+    from playwright.sync_api import Browser, Page, Response
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
-__all__ = ["PORTAL", "ImssPortal", "run", "send_step", "link_step", "pdf_step",
-           "classify_message", "open_info_page",
-           "follow_info_link", "FORM_ELEMENTS", "expect_form", "captcha_image", "refresh_captcha"]
+__all__ = ["DECLARATION", "PORTAL", "ImssPortal", "run", "send_step", "link_step",
+           "pdf_step", "pdf_attachment", "confirmation_link_in", "classify_message",
+           "open_info_page", "follow_info_link", "FORM_ELEMENTS", "expect_form", "captcha_image",
+           "refresh_captcha"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class ImssPortal:
 
     info_link: str = "a"
     info_link_text: str = "Tramitar Constancia"
+    #: The form itself: only ``doctor`` looks for it (``FORM_ELEMENTS``); the flow fills its
+    #: fields.
     form: str = "#registroAseguradoDatosBasicosForm"
     curp: str = "#registroCurp"
     email: str = "#correoInput"
@@ -138,7 +143,7 @@ class _Dialogs:
 def run(ctx: CheckContext) -> Outcome:
     """Check ``ctx.person`` on IMSS in one browser step, waiting for the emails in the page
     (``IMSS_MAIL_WAIT=page``, today's design kept for comparison); see the module docstring.
-    The default two-step check is ``send_step`` then ``link_step`` (worker/waiting.py)."""
+    The default two-step check is ``send_step`` then ``link_step`` (worker/storage/waiting.py)."""
     sw = Stopwatch()
     retry = StepRetry.from_settings(ctx.settings, ctx.log)
     page = ctx.browser_context.new_page()
@@ -161,10 +166,8 @@ def run(ctx: CheckContext) -> Outcome:
     # (closed, its renderer crashed) it is followed in a fresh context of its own.
     fresh = None
     if page.is_closed() or crashed:
-        from flows.runner import new_check_context
-
         ctx.log.warning("imss_link_in_fresh_context")
-        fresh = new_check_context(ctx.browser_context.browser, ctx.settings)
+        fresh = new_check_context(cast("Browser", ctx.browser_context.browser), ctx.settings)
         page = fresh.new_page()
     try:
         ended, facts = _follow_link(ctx, page, link, sw, retry)
@@ -443,7 +446,7 @@ def _click_and_wait(page: Page, button: InPage, dialogs: _Dialogs,
         if response.request.is_navigation_request() and response.frame == page.main_frame:
             responses.append(response)
 
-    def ready() -> None:
+    def ready(_page: Any) -> None:
         loaded.append(True)
 
     page.on("response", answered)
@@ -652,7 +655,7 @@ def _confirmation_link(ctx: CheckContext, email: str, since: float) -> str:
         mail = ctx.mailbox.wait_for(to=email, subject_contains=PORTAL.mail1_subject,
                                     since=since - 1,
                                     timeout_s=max(0.1, deadline - time.monotonic()))
-        link = next((u for u in mail.links if PORTAL.confirm_link_fragment in u), None)
+        link = confirmation_link_in(mail)
         if link is not None:
             return link
         ctx.log.info("imss_skipped_email_without_link")
@@ -886,10 +889,16 @@ def _second_email(ctx: CheckContext, email: str, since: float, *, need: bool) ->
     return None
 
 
+def confirmation_link_in(message: Any) -> str | None:
+    """Email 1's link (``confirmacionUrl``) in a message, if it has one."""
+    link = next((u for u in message.links if PORTAL.confirm_link_fragment in u), None)
+    return str(link) if link is not None else None
+
+
 def pdf_attachment(message: Any) -> bytes | None:
     for filename, content_type, data in message.attachments:
         if content_type == "application/pdf" or str(filename).lower().endswith(".pdf"):
-            return data
+            return bytes(data)
     return None
 
 
@@ -906,3 +915,15 @@ def _detail(status: Status, facts: Any) -> str:
         nss = f" con NSS {facts.nss}" if facts.nss else ""
         return f"Vigente{nss}: tiene derecho a servicio médico. Constancia válida hasta {until}."
     return f"Sin derecho a servicio médico. Constancia válida hasta {until}."
+
+
+# --- the registry's entry (flows/registry.py): all the rest of the system knows of this portal
+# Started first in a batch: an IMSS check (captcha rounds, two e-mails, a download) takes two
+# to three times an ISSSTE one.
+DECLARATION = register(Portal(
+    name="imss", title="IMSS", procedure="Constancia de No Derechohabiencia", order=0, flow=run,
+    url_setting="imss_url", rate_setting="rate_limit_imss",
+    concurrency_setting="max_concurrency_imss", pdf_title="CONSTANCIA DE NO DERECHOHABIENCIA",
+    mail_steps=MailSteps(send=send_step, link=link_step, pdf=pdf_step,
+                         link_in=confirmation_link_in, pdf_in=pdf_attachment),
+))

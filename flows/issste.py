@@ -30,6 +30,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from flows.base import CheckContext, Outcome
 from flows.errors import FlowError, PortalChanged, PortalUnavailable
 from flows.pdf import read_constancia
+from flows.registry import Portal, register
 from flows.steps import (
     POLL_MS,
     SHOWN_JS,
@@ -45,14 +46,14 @@ from flows.steps import (
 from flows.steps import (
     _raise_if_unavailable as _raise_if_down,
 )
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, Response
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
-__all__ = ["PORTAL", "Control", "IssstePortal", "run", "open_procedure_page",
+__all__ = ["DECLARATION", "PORTAL", "Control", "IssstePortal", "run", "open_procedure_page",
            "find_search_controls"]
 
 _TEXT_INPUT = ('input:not([type]), input[type="text" i], input[type="search" i], '
@@ -605,9 +606,9 @@ class _PdfCatch:
             # inline PDF in its viewer, whose stream request interception hides. A GET (the
             # handler's download link, not a search) is asked again, as a viewer's source is.
             if response.request.method == "GET":
-                data = _fetch_pdf(self.context, response.url)
-                if data is not None:
-                    return data, "response"
+                fetched = _fetch_pdf(self.context, response.url)
+                if fetched is not None:
+                    return fetched, "response"
         return None
 
 
@@ -677,3 +678,12 @@ def _viewer_pdf(page: Page, before: set[str], catch: _PdfCatch,
         if body.startswith(b"%PDF-"):
             return body, "viewer"
     return None
+
+
+# --- the registry's entry (flows/registry.py): all the rest of the system knows of this portal
+DECLARATION = register(Portal(
+    name="issste", title="ISSSTE", procedure="Acreditación de No Afiliación", order=1,
+    flow=run,
+    url_setting="issste_url", rate_setting="rate_limit_issste",
+    concurrency_setting="max_concurrency_issste", pdf_title="NO AFILIACION",
+))

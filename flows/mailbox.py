@@ -24,7 +24,6 @@ import re
 import ssl
 import threading
 import time
-import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,13 +34,15 @@ from email.utils import getaddresses
 from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import structlog
 
 from flows.errors import EmailNotReceived
-from worker.errors import ConfigError
-from worker.logs import mask_email, mask_text
+from worker.core.errors import ConfigError
+from worker.core.logs import mask_email, mask_text
+from worker.core.text import fold
 
 __all__ = [
     "MailMessage",
@@ -157,7 +158,7 @@ def _addresses(msg: Message, names: tuple[str, ...]) -> list[str]:
 
 def parse_message(raw: bytes, *, fallback_id: str = "") -> MailMessage:
     """Decode a raw RFC 5322 message into a ``MailMessage``."""
-    msg: EmailMessage = BytesParser(policy=policy.default).parsebytes(raw)  # type: ignore[assignment]
+    msg: EmailMessage = BytesParser(policy=policy.default).parsebytes(raw)
     texts: list[str] = []
     htmls: list[str] = []
     attachments: list[tuple[str, str, bytes]] = []
@@ -192,13 +193,6 @@ def parse_message(raw: bytes, *, fallback_id: str = "") -> MailMessage:
     )
 
 
-def _fold(text: str) -> str:
-    """Case-, accent- and spacing-insensitive form: "Confirmación  IMSS" → "confirmacion imss"."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(plain.casefold().split())
-
-
 @dataclass(frozen=True)
 class _Summary:
     """What selection needs from a message's header, cached per message."""
@@ -218,7 +212,7 @@ class _Summary:
         return cls(
             arrived=arrived,
             recipients=frozenset(a.lower() for a in _addresses(msg, RECIPIENT_HEADERS)),
-            subject=_fold(_header(msg, "Subject")),
+            subject=fold(_header(msg, "Subject")),
             message_id=_header(msg, "Message-ID"),
             size=size,
             internaldate=internaldate,
@@ -246,7 +240,7 @@ class Mailbox(ABC):
         and that arrived at or after ``since`` (unix time, minus ``CLOCK_SLACK_S``); claimed
         for this caller alone. Raises ``EmailNotReceived`` after ``timeout_s``."""
         want_to = to.strip().strip("<>").lower()
-        want_subject = _fold(subject_contains)
+        want_subject = fold(subject_contains)
         earliest = since - CLOCK_SLACK_S
         deadline = time.monotonic() + timeout_s
         while True:
@@ -417,7 +411,7 @@ def _internaldate(value: bytes) -> float:
 _FETCH_START = re.compile(rb"^\d+ \(")
 
 
-def _fetch_items(data: list) -> list[tuple[int, bytes, bytes | None]]:
+def _fetch_items(data: list[Any]) -> list[tuple[int, bytes, bytes | None]]:
     """imaplib FETCH data → [(uid, metadata, literal or None)], one per FETCH response that
     names its UID (unsolicited flag updates from other sessions may not, and are dropped).
 
@@ -464,7 +458,7 @@ class ImapMailbox(Mailbox):
         self._password = password
         self._conn: imaplib.IMAP4 | None = None
         self._caps: frozenset[str] = frozenset()
-        self._uidvalidity: bytes | None = None
+        self._uidvalidity: object = None  # the UIDVALIDITY answer, compared whole
         self._seen: dict[int, _Summary] = {}
         self._failures = 0
 
@@ -507,7 +501,8 @@ class ImapMailbox(Mailbox):
                 raise ConfigError(
                     f"La carpeta IMAP «{self.folder}» de CONSTANCIAS_MAILBOX_URL no existe."
                 )
-            validity = (conn.untagged_responses.get("UIDVALIDITY") or [None])[0]
+            answers = conn.untagged_responses.get("UIDVALIDITY")
+            validity = answers[0] if answers else None
             if validity != self._uidvalidity:
                 self._seen.clear()  # UIDs of another folder generation mean nothing now
                 self._uidvalidity = validity
@@ -561,7 +556,7 @@ class ImapMailbox(Mailbox):
             self._drop(exc)
         return None
 
-    def _command(self, conn: imaplib.IMAP4, *args: str) -> tuple[str, list]:
+    def _command(self, conn: imaplib.IMAP4, *args: str) -> tuple[str, list[Any]]:
         for code in ("COPYUID", "FETCH"):
             conn.untagged_responses.pop(code, None)
         return conn.uid(*args)
@@ -702,7 +697,7 @@ class ImapMailbox(Mailbox):
         if "UIDPLUS" not in self._caps:
             return 0
         # "[COPYUID <uidvalidity> <source uids> <destination uids>]": one message, one UID.
-        fields = copied[-1].split() if copied and copied[-1] else []
+        fields = cast(bytes, copied[-1]).split() if copied and copied[-1] else []
         if len(fields) != 3 or not fields[2].isdigit():
             return None  # nothing was there to copy any more
         return int(fields[2])

@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 __all__ = ["Kind", "Pattern", "Match", "fold", "classify", "IMSS_MESSAGES"]
 

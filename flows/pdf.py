@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import io
 import re
-import unicodedata
 from datetime import date
 from pathlib import Path
 
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
+from flows import registry
 from flows.base import PdfFacts
 from flows.errors import PermanentError
-from worker.logs import mask_curp
-from worker.statuses import Status
+from worker.core.logs import mask_curp
+from worker.core.statuses import Status
+from worker.core.text import fold
 
 __all__ = ["InvalidConstancia", "read_constancia", "pdf_text"]
 
@@ -40,12 +41,9 @@ class InvalidConstancia(PermanentError):
 
 
 # The labels and verdict phrases printed on the constancias (see fixtures/pdfs.py, which draws
-# them as the portals do). Matching is done on accent-folded, upper-cased, space-collapsed text
+# them as the portals do; each portal's heading is in its registry entry, ``pdf_title``).
+# Matching is done on accent-folded, upper-cased, space-collapsed text
 # so that line wrapping, justification and accent encoding do not matter.
-_TITLES = {
-    "imss": "CONSTANCIA DE NO DERECHOHABIENCIA",
-    "issste": "NO AFILIACION",
-}
 _IMSS_NOT_ENTITLED = re.compile(r"SIN DERECHO A (?:LOS )?SERVICIOS? MEDICOS?")
 _IMSS_ENTITLED = re.compile(r"\bVIGENTE\b(?:\W{0,5}NSS\W{0,3}(\d{11}))?")
 _NSS = re.compile(r"\bNSS\W{0,3}(\d{11})\b")
@@ -71,9 +69,7 @@ _MONTHS = {
 
 def _fold(text: str) -> str:
     """Upper case, accents removed (Ñ kept as N), whitespace collapsed."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(plain.upper().split())
+    return fold(text).upper()
 
 
 def pdf_text(data: bytes) -> str:
@@ -132,8 +128,7 @@ def read_constancia(path: Path, *, portal: str, curp: str) -> PdfFacts:
     when the file is not a complete PDF, is not that institute's constancia, names another CURP
     or states no recognisable result.
     """
-    if portal not in _TITLES:
-        raise ValueError(f"unknown portal {portal!r}")
+    declared = registry.portal(portal)  # KeyError for an unknown portal
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -142,9 +137,8 @@ def read_constancia(path: Path, *, portal: str, curp: str) -> PdfFacts:
     folded = _fold(raw)
     curp = curp.strip().upper()
 
-    if _TITLES[portal] not in folded:
-        institute = "del IMSS" if portal == "imss" else "del ISSSTE"
-        raise InvalidConstancia(f"El PDF descargado no es una constancia {institute}.")
+    if declared.pdf_title not in folded:
+        raise InvalidConstancia(f"El PDF descargado no es una constancia del {declared.title}.")
     # The labelled value first; any CURP-shaped word when a layout keeps them apart.
     named = _CURP_FIELD.findall(folded) or _CURP_SHAPE.findall(folded)
     if curp not in named:

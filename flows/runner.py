@@ -10,6 +10,7 @@ it (a page, or a sub-resource such as the captcha image, was Incapsula's block) 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,19 +21,19 @@ from flows.captcha import KeepRefused
 from flows.errors import FlowError, PortalBlocked, TransientError
 from flows.evidence import evidence_dir, save_pages, save_trace, write_note
 from flows.incapsula import blocked_in_context, watch_responses
-from worker.logs import mask_text
-from worker.statuses import Status, StatusClass
+from worker.core.logs import mask_text
+from worker.core.statuses import Status, StatusClass
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext
+    from playwright.sync_api import Browser, BrowserContext, ViewportSize
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 __all__ = ["run_check", "new_check_context", "trace_snapshots"]
 
 _LOCALE = "es-MX"
 #: A common desktop screen (Playwright's default, 1280×720, is no real screen size).
-_VIEWPORT = {"width": 1366, "height": 768}
+_VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
 
 
 def new_check_context(browser: Browser, settings: Settings) -> BrowserContext:
@@ -155,7 +156,8 @@ def run_check(
 _BLOCK_LOOKALIKES = frozenset({Status.PORTAL_CHANGED, Status.PORTAL_UNAVAILABLE, Status.ERROR})
 
 
-def _unless_blocked(flow: Any, ctx: CheckContext, seen: list[str]) -> Outcome:
+def _unless_blocked(flow: Callable[[CheckContext], Outcome], ctx: CheckContext,
+                    seen: list[str]) -> Outcome:
     """Run the flow; whatever it made of a refused page (a missing element, a broken captcha
     image, an unknown text), a check that met the portal's bot protection is ``PortalBlocked``."""
     try:

@@ -12,9 +12,7 @@ updating).
 
 from __future__ import annotations
 
-import re
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,12 +25,13 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from flows.errors import PortalBlocked, PortalChanged, PortalUnavailable
 from flows.incapsula import PROBE_JS, block_reason
-from worker.logs import mask_text
+from worker.core.logs import mask_text
+from worker.core.text import fold
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page, Response
 
-    from worker.settings import Settings
+    from worker.core.settings import Settings
 
 T = TypeVar("T")
 
@@ -82,9 +81,7 @@ UNAVAILABLE_MARKERS: tuple[str, ...] = (
 def norm(text: str) -> str:
     """Lower case, accents removed, whitespace collapsed: messages compare by meaning, not
     by the portal's choice of accents (it writes both "valido" and "válido")."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return re.sub(r"\s+", " ", plain).strip().casefold()
+    return fold(text)
 
 
 #: One read of the page: its visible text and, when it mentions Incapsula, its HTML.
@@ -378,7 +375,8 @@ class InPage:
             raise PlaywrightTimeout(f"{self} no se mostró en {timeout_s:g} s")
 
     def get_attribute(self, name: str) -> str | None:
-        return self._eval("return e ? e.getAttribute(args[0]) : null;", name)
+        value = self._eval("return e ? e.getAttribute(args[0]) : null;", name)
+        return None if value is None else str(value)
 
     def inner_text(self) -> str:
         return self._eval("return e ? e.innerText : '';") or ""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.logs import reset_logging
+from worker.core.logs import reset_logging
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@
 * ``load_dockerfile()`` reads the instructions of the ``Dockerfile`` (continuations joined).
 * ``service_env()`` / ``service_argv()`` give a service's environment (the image's ``ENV`` plus
   the service's ``environment``) and the command line its container runs.
-* ``LocalDeployment`` runs those commands as local processes (``python -m worker.cli …``).
+* ``LocalDeployment`` runs those commands as local processes (``python -m worker.interfaces.cli …``).
 
 ``python -m tests.deploy_helpers memory`` measures a worker's memory (its process tree, Chromium
 included) during a batch on the sandbox, for sizing workers (README, "Varias máquinas").
@@ -35,7 +35,7 @@ __all__ = ["ROOT", "load_compose", "interpolate", "load_dockerfile", "DockerInst
            "free_port_block", "LocalDeployment"]
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "worker.interfaces.cli"]
 
 
 # --- compose -------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ class LocalDeployment:
 
     def start(self, name: str, argv: list[str], env: Mapping[str, str],
               stdout: int | None = None) -> subprocess.Popen[bytes]:
-        """Run ``argv`` (``constancias …`` becomes ``python -m worker.cli …``)."""
+        """Run ``argv`` (``constancias …`` becomes ``python -m worker.interfaces.cli …``)."""
         if argv and argv[0] == "constancias":
             argv = [*CLI, *argv[1:]]
         elif argv and argv[0] == "celery":

@@ -41,8 +41,8 @@ from tests.deploy_helpers import (
     wait_http,
 )
 from tests.people import expected, synthetic_curps, write_sheet
-from worker.cli import build_parser
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.interfaces.cli import build_parser
 
 #: The secrets compose refuses to start without, as an operator's .env would give them.
 SECRETS = {"CONSTANCIAS_WEB_PASSWORD": "clave-de-prueba-123", "FLOWER_PASSWORD": "flor-456"}
@@ -91,7 +91,7 @@ def test_every_project_service_runs_a_real_constancias_command(compose, dockerfi
     for name, service in _project_services(compose).items():
         argv = _program(service_argv(service, entrypoint, SECRETS))
         if argv[0] == "celery":
-            assert argv[1:4] == ["-A", "worker.celery_app", "flower"], (name, argv)
+            assert argv[1:4] == ["-A", "worker.engine.celery_app", "flower"], (name, argv)
             seen[name] = "flower"
             continue
         assert argv[0] == "constancias", (name, argv)

@@ -23,13 +23,13 @@ from openpyxl import Workbook
 from fixtures.population import SCENARIOS
 from tests.people import synthetic_curps
 from tests.redis_server import RedisServer
-from worker.logs import mask_curp
-from worker.settings import load_settings
-from worker.statuses import Status
+from worker.core.logs import mask_curp
+from worker.core.settings import load_settings
+from worker.core.statuses import Status
 
 pytestmark = [pytest.mark.browser]
 
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "worker.interfaces.cli"]
 #: IMSS asks this person to visit a subdelegación: a failed check, so evidence is kept.
 INCONSISTENT = SCENARIOS["imss_inconsistent"]
 #: A CURP-shaped value with a wrong check digit: an invalid row, still personal data.
@@ -288,14 +288,14 @@ CURP = "CEDZ840314MOCQJC05"
 ])
 def test_curp_glued_to_other_characters_is_masked(text: str) -> None:
     """A CURP inside a file name, a word or a URL-encoded address is masked all the same."""
-    from worker.logs import mask_text
+    from worker.core.logs import mask_text
 
     assert CURP.lower() not in mask_text(text).lower()
 
 
 def test_url_encoded_email_is_masked() -> None:
     """``persona%40dominio`` (a query string) is an e-mail address too."""
-    from worker.logs import mask_text
+    from worker.core.logs import mask_text
 
     masked = mask_text("GET /x?correo=persona.1%40rh-empresa.example HTTP/1.1")
     assert "persona.1" not in masked and "rh-empresa" not in masked
@@ -309,7 +309,7 @@ def test_stdlib_exception_with_curp_is_masked(capsys: pytest.CaptureFixture[str]
     """A foreign logger's traceback (Celery's "raised unexpected") is masked like ours."""
     import logging
 
-    from worker.logs import configure_logging
+    from worker.core.logs import configure_logging
 
     configure_logging("json", "debug")
     try:
@@ -325,7 +325,7 @@ def test_python_warnings_go_through_the_masking_handler(capsys: pytest.CaptureFi
     not raw text on stderr."""
     import warnings
 
-    from worker.logs import configure_logging
+    from worker.core.logs import configure_logging
 
     configure_logging("json", "debug")
     with warnings.catch_warnings():
@@ -347,7 +347,7 @@ def test_web_page_logs_no_curp_or_email_and_keeps_uploads_owner_only(tmp_path: P
     import httpx
 
     from tests.conftest import free_port
-    from tests.worker.web.conftest import PASSWORD, csrf_from
+    from tests.worker.interfaces.web.conftest import PASSWORD, csrf_from
 
     sheet = _sheet(tmp_path / "altas.xlsx", synthetic_curps(3, seed=1030))
     data = tmp_path / "data"
@@ -410,7 +410,7 @@ def test_embedded_child_crash_prints_a_masked_traceback(tmp_path: Path) -> None:
     is printed masked on stderr, and the child exits 1 rather than with Python's raw dump."""
     code = (
         "import os; from tests.test_privacy import _ExplodingQueue; "
-        "from worker.embedded import _child; from worker.settings import load_settings; "
+        "from worker.engine.embedded import _child; from worker.core.settings import load_settings; "
         f"s = load_settings(data_dir={str(tmp_path)!r}).model_dump(mode='json'); "
         "_child(s, _ExplodingQueue(), None, os.getppid())"
     )

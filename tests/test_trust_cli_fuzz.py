@@ -2,7 +2,7 @@
 a traceback, one Spanish line on stderr when it refuses, and `--json` output stays JSON.
 
 Each example is a real subprocess, so the budget is small (about 15 examples); the in-process
-fuzzing of the reader (tests/worker/test_intake_fuzz.py) goes wide, this goes end to end.
+fuzzing of the reader (tests/worker/intake/test_intake_fuzz.py) goes wide, this goes end to end.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from openpyxl import Workbook
 
 from tests.worker.sheets import VALID
 
-CLI = [sys.executable, "-m", "worker.cli", "validate"]
+CLI = [sys.executable, "-m", "worker.interfaces.cli", "validate"]
 OLE2_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")  # what an .xls (BIFF8) file starts with
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from worker.purge import purge
-from worker.service import open_storage
-from worker.settings import load_settings
-from worker.storage import Batch, Notification, Storage, utcnow
-from worker.web.files import new_upload
+from worker.core.settings import load_settings
+from worker.interfaces.web.files import new_upload
+from worker.services.batches import open_storage
+from worker.services.purge import purge
+from worker.storage.repository import Batch, Notification, Storage, utcnow
 
 CURP = "CEDZ840314MOCQJC05"
 DAY = 86400
@@ -115,7 +115,7 @@ def test_cli_purge_pseudonymises_sent_notifications(tmp_path: Path) -> None:
         s.add(Notification(batch_id=bid, curp=CURP, portal="imss", before="not_entitled",
                            after="data_inconsistent", recipients="rh@empresa.example",
                            sent_at=utcnow()))
-    proc = subprocess.run([sys.executable, "-m", "worker.cli", "purge", "--older-than", "30"],
+    proc = subprocess.run([sys.executable, "-m", "worker.interfaces.cli", "purge", "--older-than", "30"],
                           env=dict(os.environ), cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -1,1 +1,2 @@
-"""constancias worker: settings, intake, storage, engine, report and the interfaces (CLI, web)."""
+"""constancias: one package per layer — core, intake, storage, report, engine, services,
+interfaces — each importing only the layers below it (docs/architecture.md)."""

@@ -22,7 +22,7 @@ from flows.base import Outcome, Person
 from flows.errors import TransientError, retry_delay, status_for
 from flows.mailbox import open_mailbox
 from flows.runner import run_check
-from worker.settings import Settings, load_settings
+from worker.core.settings import Settings, load_settings
 
 __all__ = [
     "SHOTS",

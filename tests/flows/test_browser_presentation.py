@@ -22,7 +22,7 @@ _PROBE = r"""
 import json, sys
 from flows.browser import launch
 from flows.runner import new_check_context
-from worker.settings import load_settings
+from worker.core.settings import load_settings
 mode = sys.argv[2]
 shell = "/usr/bin/chromium-headless-shell" if mode == "shell" else None
 pw, browser = launch(shell, headed=mode == "headed")

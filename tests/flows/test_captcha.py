@@ -22,7 +22,7 @@ from flows.captcha import (
     safe_key,
 )
 from flows.errors import CaptchaUnsolved
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 
 def _success_rate(difficulty: str, n: int, seed: int) -> float:
@@ -242,7 +242,7 @@ def test_captcha_solve_answers_good_images_and_reports_unreadable_ones(
     the command ends with exit code 2 after answering the others."""
     import json
 
-    from worker.cli import main
+    from worker.interfaces.cli import main
 
     (text_a, image_a), (text_b, image_b) = _imss_captchas(2, seed=31)
     good_a, good_b = tmp_path / "a.jpg", tmp_path / "b.jpg"
@@ -277,7 +277,7 @@ def test_captcha_solve_on_good_images_exits_zero_with_plain_lines(tmp_path: Path
     path = tmp_path / "captcha.jpg"
     path.write_bytes(image)
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "captcha", "solve", str(path)],
+        [sys.executable, "-m", "worker.interfaces.cli", "captcha", "solve", str(path)],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr

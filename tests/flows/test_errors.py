@@ -8,10 +8,11 @@ from flows.errors import (
     CaptchaUnsolved,
     PortalChanged,
     PortalUnavailable,
+    classify,
     retry_delay,
     status_for,
 )
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 POLICY = {"retry_max": 4, "backoff_s": 2.0, "backoff_max_s": 30.0}
 
@@ -42,3 +43,11 @@ def test_permanent_errors_are_never_retried() -> None:
     assert retry_delay(KeyError("x"), 0, **POLICY) is None
     assert status_for(PortalChanged("x")) is Status.PORTAL_CHANGED
     assert status_for(KeyError("x")) is Status.ERROR
+
+
+def test_classify_gives_the_status_and_whether_to_retry() -> None:
+    """One function says what an error becomes: transient ones are retried, the rest not."""
+    assert classify(PortalUnavailable("503")) == (Status.PORTAL_UNAVAILABLE, True)
+    assert classify(CaptchaUnsolved("x")) == (Status.CAPTCHA_UNSOLVED, True)
+    assert classify(PortalChanged("x")) == (Status.PORTAL_CHANGED, False)
+    assert classify(RuntimeError("x")) == (Status.ERROR, False)

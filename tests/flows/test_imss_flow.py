@@ -27,7 +27,7 @@ from tests.flows.flowkit import (
     flow_settings,
     fresh_curp,
 )
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 pytestmark = pytest.mark.browser
 
@@ -487,8 +487,8 @@ def test_messages_map_to_statuses() -> None:
         assert imss.classify_message(message) == (True, status), message
     assert imss.classify_message("Algo nuevo") == (False, None)
     p = imss.PORTAL
-    assert (p.form, p.curp, p.email, p.email_confirm) == (
-        t.IMSS_SEL_FORM, t.IMSS_SEL_CURP, t.IMSS_SEL_EMAIL, t.IMSS_SEL_EMAIL_CONFIRM)
+    assert (p.curp, p.email, p.email_confirm) == (
+        t.IMSS_SEL_CURP, t.IMSS_SEL_EMAIL, t.IMSS_SEL_EMAIL_CONFIRM)
     assert (p.captcha_img, p.captcha_input) == (t.IMSS_SEL_CAPTCHA_IMG, t.IMSS_SEL_CAPTCHA)
     assert p.captcha_refresh == "#" + t.IMSS_CAPTCHA_REFRESH_ID
     assert p.submit == "#" + t.IMSS_CONTINUE_ID

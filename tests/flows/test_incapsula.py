@@ -14,7 +14,7 @@ from flows.errors import PortalBlocked, retry_delay, status_for
 from flows.incapsula import block_reason, blocked_in_context, raise_if_blocked, watch_responses
 from flows.steps import expect_visible, goto, page_text
 from tests.flows.flowkit import check, flow_settings, fresh_curp
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 STYLES = ("iframe", "script")
 

@@ -23,7 +23,7 @@ from tests.flows.flowkit import (
     flow_settings,
     fresh_curp,
 )
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 pytestmark = pytest.mark.browser
 

@@ -34,7 +34,7 @@ from flows.mailbox import (
     parse_message,
 )
 from tests.dovecot import Dovecot
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n\x00\xff binary\n%%EOF\n"
 SUBJECT1 = "Confirmación de trámite - Constancia de No Derechohabiencia"
@@ -581,7 +581,7 @@ def test_imss_flow_reads_both_emails_over_imap(browser, dovecot, imap_sandbox, t
     """The IMSS flow in real Chromium, with MAILBOX_URL pointing at Dovecot: the confirmation
     link and the second email arrive over IMAP, and both end up claimed."""
     from tests.flows.flowkit import BrowserSpy, OracleSolver, check, flow_settings, fresh_curp
-    from worker.statuses import Status
+    from worker.core.statuses import Status
 
     curp = fresh_curp()
     # A random CURP is "inconsistent" 3 % of the time (no emails then): this test is about mail.

@@ -10,7 +10,7 @@ import pytest
 from fixtures.pdfs import imss_constancia, issste_constancia
 from flows.errors import PermanentError
 from flows.pdf import InvalidConstancia, read_constancia
-from worker.statuses import Status
+from worker.core.statuses import Status
 
 CURP = "GODE561231HDFRRN09"
 OTHER = "PEMA800101MDFRRR05"

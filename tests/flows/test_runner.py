@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ import structlog
 import flows
 from flows.base import CheckContext, Outcome, Person
 from flows.errors import PortalChanged, PortalUnavailable
+from flows.registry import unregister
 from flows.runner import run_check
-from worker.settings import load_settings
-from worker.statuses import Status
+from worker.core.settings import load_settings
+from worker.core.statuses import Status
 
 pytestmark = pytest.mark.browser
 
@@ -69,9 +71,18 @@ _FLOWS = {
     "t-verdict": _verdict,
     "t-refusal": _refusal,
 }
-for _name, _func in _FLOWS.items():
-    if _name not in flows._registry:
-        flows.register(_name, _func)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_portals() -> Iterator[None]:
+    """The flows above as portals, only while this module's tests run (the registry is the
+    whole system's list of portals)."""
+    for name, func in _FLOWS.items():
+        flows.register(flows.Portal(name=name, title=name, procedure="Prueba", order=99,
+                                    flow=func))
+    yield
+    for name in _FLOWS:
+        unregister(name)
 
 
 class _Unused:
