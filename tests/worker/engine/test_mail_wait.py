@@ -14,7 +14,8 @@ import pytest
 from tests.people import expected, synthetic_curps, write_sheet
 from tests.worker.engine.test_distributed import Cluster
 from worker.core.settings import load_settings
-from worker.interfaces.commands import execute_batch, sandbox_settings
+from worker.engine.executor import executor_for
+from worker.interfaces.commands import sandbox_settings
 from worker.services.batches import open_storage, prepare_batch
 from worker.storage.repository import Storage
 from worker.storage.waiting import MailWait
@@ -48,8 +49,8 @@ def test_embedded_engine_with_slow_mail_finishes_other_checks_meanwhile(
     batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "a.xlsx", curps),
                                 ["imss", "issste"])
     seen: list[dict] = []
-    execute_batch(settings, storage, batch_id,
-                  progress=lambda p: seen.append({k: dict(v) for k, v in p.per_portal.items()}))
+    executor_for(settings, storage).run_to_end(
+        batch_id, progress=lambda p: seen.append({k: dict(v) for k, v in p.per_portal.items()}))
     checks = storage.checks(batch_id)
     for c in checks:
         assert c.status == expected(c.curp)[c.portal], c.detail
