@@ -336,6 +336,10 @@ _FOCUS = ("""
   return document.activeElement === e;""")
 
 
+#: How long an ``InPage`` read is tried again while the page's document is being replaced.
+_REREAD_S = 2.0
+
+
 class InPage:
     """An element read in the page's own JavaScript (one ``evaluate`` per call) and driven by
     real input events (``page.mouse``, ``page.keyboard``), for the few ``Locator`` methods the
@@ -355,7 +359,18 @@ class InPage:
         return f"{self.css}:has-text('{self.text}')" if self.text is not None else self.css
 
     def _eval(self, body: str, *args: Any) -> Any:
-        return self.page.evaluate(_on_element(body), [self.css, self.text, *args])
+        # A document replaced during the read (a page that reloads itself, a navigation the
+        # last action started) is read again in the next one, as a Locator would: for up to
+        # _REREAD_S, then the error goes up.
+        deadline = time.monotonic() + _REREAD_S
+        while True:
+            try:
+                return self.page.evaluate(_on_element(body), [self.css, self.text, *args])
+            except PlaywrightError as exc:
+                if (self.page.is_closed() or time.monotonic() >= deadline
+                        or "context was destroyed" not in str(exc)):
+                    raise
+                time.sleep(POLL_MS / 1000)
 
     def locator(self) -> Locator:
         """The same element as a Playwright ``Locator`` (fallbacks, screenshots)."""

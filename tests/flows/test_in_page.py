@@ -4,6 +4,8 @@ over to the Locator when the element cannot be clicked or filled yet."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from flows.errors import PortalChanged
@@ -76,7 +78,9 @@ def test_readonly_field_is_handed_to_playwright_which_says_why(page) -> None:
     """A field that cannot take text is not written behind the page's back: the Locator's own
     fill waits for it to become editable and fails with Playwright's reason."""
     page.set_content(_PAGE)
-    page.set_default_timeout(500)
+    # Long enough for Playwright to find the field and say why under load (at 500 ms it could
+    # time out still waiting for the locator, a message without the reason).
+    page.set_default_timeout(3000)
     with pytest.raises(Exception, match="(?i)editable|readonly"):
         InPage(page, "#fijo").fill("x")
     assert page.input_value("#fijo") == "no"
@@ -133,4 +137,8 @@ def test_waits_and_reads_on_a_page_that_keeps_reloading(page) -> None:
     assert expect_visible(page, "#siempre", what="aviso", timeout_s=5).count() in (0, 1)
     with pytest.raises(PortalChanged, match="#nunca"):
         expect_visible(page, "#nunca", what="campo", timeout_s=1)
-    assert any("Aviso del portal" in page_text(page) for _ in range(5))
+    # Read until the text comes through between two reloads (a deadline, not a count of
+    # tries: under load a reload can land inside every one of a few reads).
+    deadline = time.monotonic() + 30
+    while "Aviso del portal" not in page_text(page):
+        assert time.monotonic() < deadline, "the page's text was never read"

@@ -52,8 +52,10 @@ def mask_email(email: str) -> str:
 def mask_text(text: str) -> str:
     # Emails first: a per-CURP address embeds the CURP and must be masked whole.
     text = _EMAIL_RE.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}"), text)
-    text = _CURP_RE.sub(lambda m: mask_curp(m.group(0)), text)
-    return _mask_encoded(text)
+    # Encoded CURPs before plain ones: in ``%5AAGS830311…`` the plain pattern would match from
+    # the second letter on and leave the encoded first one in front of the mask.
+    text = _mask_encoded(text)
+    return _CURP_RE.sub(lambda m: mask_curp(m.group(0)), text)
 
 
 def _decoded(text: str) -> tuple[str, list[int]]:

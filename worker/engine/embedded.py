@@ -270,19 +270,23 @@ def run_embedded(
                     due = time.monotonic() + wait
                     heapq.heappush(delayed, (due, cid, portal, decision.attempt,
                                              decision.blocks))
-            # A child that died (OOM, a crash, kill -9): its check goes back in line.
-            for i, p in enumerate(procs):
-                if not p.is_alive():
-                    _make_sure_it_ended(p)
-                    lost = running_on.pop(p.pid, None) if p.pid is not None else None
-                    if lost is not None and lost in inflight:
-                        portal, attempt, blocks = inflight.pop(lost)
-                        limiter.release(portal, "local")
-                        ready.insert(0, (lost, portal, attempt, blocks))
-                        log.warning("embedded_child_died", pid=p.pid, check_id=lost)
-                    with contextlib.suppress(OSError, KeyError):
-                        pipes.pop(p.pid).close()
-                    procs[i] = spawn()
+            # A child that died (OOM, a crash, kill -9): its check goes back in line. Every
+            # child that looks ended is made sure of first: a replacement may have to start a
+            # new fork server (seconds under load) while the others of a killed one still run.
+            dead = [i for i, p in enumerate(procs) if not p.is_alive()]
+            for i in dead:
+                _make_sure_it_ended(procs[i])
+            for i in dead:
+                p = procs[i]
+                lost = running_on.pop(p.pid, None) if p.pid is not None else None
+                if lost is not None and lost in inflight:
+                    portal, attempt, blocks = inflight.pop(lost)
+                    limiter.release(portal, "local")
+                    ready.insert(0, (lost, portal, attempt, blocks))
+                    log.warning("embedded_child_died", pid=p.pid, check_id=lost)
+                with contextlib.suppress(OSError, KeyError):
+                    pipes.pop(p.pid).close()
+                procs[i] = spawn()
             if on_progress and (time.monotonic() - last_progress > 0.5):
                 last_progress = time.monotonic()
                 on_progress(Progress(storage.progress(batch_id), len(delayed)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,16 @@ def test_admin_manages_users_tokens_and_reads_the_audit_trail(web: WebServer, pa
     # tried the unreachable receiver meanwhile and logged it for a retry.
     page.goto(web.url + "/tokens")
     assert secret not in page.content()
-    expect(page.locator("table").last).to_contain_text("batch.done")
-    expect(page.locator("table").last).to_contain_text("Sin conexión con el destino")
+    # The loop's first attempt may come after this read (it polls every few seconds, later
+    # under load): the page is read again until the delivery row changes, with a deadline.
+    deliveries = page.locator("table").last
+    deadline = time.monotonic() + 60
+    while ("Sin conexión con el destino" not in deliveries.inner_text()
+           and time.monotonic() < deadline):
+        page.wait_for_timeout(250)
+        page.reload()
+    expect(deliveries).to_contain_text("batch.done")
+    expect(deliveries).to_contain_text("Sin conexión con el destino")
     shot(page, "tokens")
 
     page.request.get(web.url + f"/lotes/{batch_id}/reporte")
