@@ -12,6 +12,10 @@ yardstick for (c), which cannot leave out its own. (d) is warmed by a batch of K
 
     .venv/bin/python bench/throughput.py [--people 24] [--k 8] [--latency-ms 300] [--modes abcd]
     .venv/bin/python bench/throughput.py --growth 500     # memory growth over 500 checks
+    .venv/bin/python bench/throughput.py --email-delay-s 0,30,120 --people 24 --k 3
+        # IMSS checks with the sandbox's mail that late: the two-step design (the wait is a row
+        # and a mailbox watch) beside today's (the check waits in its page), same run; then the
+        # memory 200 checks waiting for mail cost beyond the K running ones
     .venv/bin/python bench/throughput.py --modes c --people 20 \
         --browsers /usr/bin/chromium-headless-shell,/usr/bin/chromium   # one browser vs another
 """
@@ -287,6 +291,142 @@ def growth(sb, n_checks: int, k: int, tmp: Path) -> None:
               f"{last / 2**20:.0f} MiB, growth {100 * (last - first) / max(first, 1):+.1f} %")
 
 
+def mode_mail(sb, curps, k, tmp, design: str) -> tuple[float, float, int, list[float]]:
+    """One embedded IMSS-only batch with ``IMSS_MAIL_WAIT=design``: (seconds, seconds from the
+    first verdict to the last, peak RSS, the verdicts' times)."""
+    from tests.people import write_sheet
+    from worker.engine.embedded import run_embedded
+    from worker.services.batches import open_storage, prepare_batch
+
+    settings = _settings(sb, tmp, concurrency=k, imss_mail_wait=design, email_timeout_s=900,
+                         mailbox_poll_s=0.25)
+    storage = open_storage(settings)
+    batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp / "m.xlsx", curps), ["imss"])
+    with TreeMemory() as mem:
+        t0 = time.monotonic()
+        run_embedded(settings, storage, batch_id, concurrency=k)
+        secs = time.monotonic() - t0
+    ends = sorted(c.finished_at.timestamp() for c in storage.checks(batch_id) if c.finished_at)
+    bad = [c.status for c in storage.checks(batch_id)
+           if c.status not in ("not_entitled", "entitled", "curp_not_found",
+                               "data_inconsistent")]
+    if bad:
+        print(f"  warning: {len(bad)} check(s) ended {sorted(set(bad))}", file=sys.stderr)
+    steady = ends[-1] - ends[0] if len(ends) > 1 else secs
+    return secs, steady, mem.peak, ends
+
+
+def _sample_rss(stop: threading.Event, into: list[int]) -> None:
+    me = psutil.Process()
+    while not stop.wait(0.5):
+        into.append(me.memory_info().rss)
+
+
+def waiting_memory(sb, curps, k, tmp, n_waiting: int) -> None:
+    """RSS of an embedded run of K running IMSS checks, alone and with ``n_waiting`` more
+    checks waiting for mail (stored waits, as step 1 leaves them, of another batch the same
+    watcher serves): what waiting checks cost beyond the running ones."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.people import synthetic_curps, write_sheet
+    from worker.engine.embedded import run_embedded
+    from worker.services.batches import open_storage, prepare_batch
+    from worker.storage.waiting import Waits
+
+    rows = []
+    for label, extra in (("K running, no check waiting", 0),
+                         (f"K running + {n_waiting} waiting for mail", n_waiting)):
+        work = tmp / f"w{extra}"
+        sb.reset()  # the same people in both runs: each within its daily queries
+        settings = _settings(sb, work, concurrency=k, mailbox_poll_s=0.25)
+        storage = open_storage(settings)
+        if extra:
+            others = synthetic_curps(extra, seed=777)
+            waiting_id, _ = prepare_batch(settings, storage,
+                                          write_sheet(work / "waiting.xlsx", others), ["imss"])
+            waits = Waits(storage)
+            sent = datetime.now(UTC)
+            for check in storage.checks(waiting_id):
+                storage.start_check(check.id, "bench")
+                waits.start(check.id, address=settings.email_for(check.curp), sent_at=sent,
+                            attempt=0, expires_at=sent + timedelta(hours=2))
+            assert storage.progress(waiting_id)["imss"]["waiting"] == extra
+        batch_id, _ = prepare_batch(settings, storage, write_sheet(work / "run.xlsx", curps),
+                                    ["imss"])
+        parent: list[int] = []
+        with TreeMemory() as mem:
+            stop = threading.Event()
+            sampler = threading.Thread(target=_sample_rss, args=(stop, parent), daemon=True)
+            sampler.start()
+            run_embedded(settings, storage, batch_id, concurrency=k)
+            stop.set()
+            sampler.join()
+        tree = sorted(mem.samples) or [0]
+        rows.append((label, mem.peak, tree[len(tree) // 2], max(parent) if parent else 0))
+    print(f"\nmemory of checks waiting for mail, K={k}, {len(curps)} IMSS checks run "
+          f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n")
+    print("| run | peak RSS of the tree (MiB) | median RSS of the tree (MiB) "
+          "| peak RSS of the dispatcher + watcher (MiB) |")
+    print("|---|---:|---:|---:|")
+    for label, peak, median, parent_peak in rows:
+        print(f"| {label} | {peak / 2**20:.0f} | {median / 2**20:.0f} "
+              f"| {parent_peak / 2**20:.0f} |")
+    # The waits live in the dispatcher (its watcher) and the database only: the K browsers'
+    # own swings (hundreds of MB between two runs) are no part of their cost.
+    print(f"{n_waiting} waiting checks: dispatcher + watcher "
+          f"{(rows[1][3] - rows[0][3]) / 2**20:+.0f} MiB, tree peak "
+          f"{(rows[1][1] - rows[0][1]) / 2**20:+.0f} MiB, tree median "
+          f"{(rows[1][2] - rows[0][2]) / 2**20:+.0f} MiB "
+          "(target ≤ 50 MB beyond the K running ones)")
+
+
+def mail_table(sb, args, tmp: Path) -> None:
+    """``--email-delay-s``: IMSS throughput at each mail delay, both designs, one run."""
+    from tests.people import synthetic_curps
+
+    curps = synthetic_curps(args.people, seed=1234)
+    delays = [float(d) for d in args.email_delay_s.split(",") if d.strip()]
+    designs = [d for d in args.designs.split(",") if d]
+    # Untimed: the fork server starts and preloads once per process; the first measured run
+    # must not pay for it alone.
+    if designs:
+        sb.reset()
+        mode_mail(sb, synthetic_curps(args.k, seed=99), args.k, tmp / "warm", designs[0])
+    rows = []
+    for delay in delays:
+        for design in designs:
+            sb.reset()
+            sb.set_faults("imss", latency_ms=args.latency_ms, email_delay_s=delay)
+            secs, steady, peak, ends = mode_mail(sb, curps, args.k, tmp / f"{design}-{delay:g}",
+                                                 design)
+            rate = len(curps) / secs * 60
+            steady_rate = (len(ends) - 1) / steady * 60 if steady > 0 else 0.0
+            rows.append((delay, design, len(curps), secs, rate, steady_rate, peak))
+            print(f"  S={delay:g} {design}: {rate:.1f} checks/min, {steady_rate:.1f} steady",
+                  file=sys.stderr)
+    if not rows:  # --designs "": only the memory of waiting checks
+        waiting_memory(sb, curps[: max(args.k * 2, 4)], args.k, tmp / "waiting", args.waiting)
+        return
+    print(f"\nIMSS only, embedded, K={args.k}, latency {args.latency_ms} ms per response, "
+          f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}\n")
+    print("| mail delay S (s) | design | checks | seconds | checks/min (whole batch) "
+          "| checks/min (first to last verdict) | peak RSS (MiB) |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    names = {"watch": "two steps (wait = row + watcher)", "page": "today's: waits in its page"}
+    for delay, design, n, secs, rate, steady_rate, peak in rows:
+        print(f"| {delay:g} | {names.get(design, design)} | {n} | {secs:.1f} | {rate:.1f} "
+              f"| {steady_rate:.1f} | {peak / 2**20:.0f} |")
+    base = {design: (r, sr) for d, design, _, _, r, sr, _ in rows if d == 0}
+    for delay, design, _, _, rate, steady_rate, _ in rows:
+        if delay and design in base:
+            target = {30.0: 0.8, 120.0: 0.7}.get(delay)
+            print(f"S={delay:g} {design}: {rate / base[design][0]:.2f}× instant mail (whole "
+                  f"batch), {steady_rate / max(base[design][1], 1e-9):.2f}× (first to last "
+                  f"verdict)" + (f"  (target ≥ {target})" if target else ""))
+    if args.waiting:
+        waiting_memory(sb, curps[: max(args.k * 2, 4)], args.k, tmp / "waiting", args.waiting)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--people", type=int, default=24)
@@ -297,6 +437,13 @@ def main() -> None:
     ap.add_argument("--naive-people", type=int, default=20,
                     help="the naive mode is slow; its rate varies with the captchas drawn")
     ap.add_argument("--growth", type=int, default=0)
+    ap.add_argument("--email-delay-s", default="",
+                    help="comma-separated IMSS mail delays (the sandbox's email_delay_s): "
+                         "IMSS throughput per delay and design instead of the modes")
+    ap.add_argument("--designs", default="watch,page",
+                    help="IMSS_MAIL_WAIT values compared with --email-delay-s")
+    ap.add_argument("--waiting", type=int, default=200,
+                    help="with --email-delay-s: the memory of this many checks waiting")
     ap.add_argument("--browsers", default="",
                     help="comma-separated Chromium executables: the modes run once with each")
     args = ap.parse_args()
@@ -314,6 +461,9 @@ def main() -> None:
             sb.set_faults(portal, latency_ms=args.latency_ms)
         if args.growth:
             growth(sb, args.growth, args.k, tmp)
+            return
+        if args.email_delay_s:
+            mail_table(sb, args, tmp)
             return
         from tests.people import synthetic_curps
 

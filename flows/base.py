@@ -55,6 +55,10 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per step (``form``, ``captcha``, ``email``, ``pdf``…)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    waiting: dict[str, Any] | None = None
+    """Set by a step that ends waiting for an email (flows.imss ``send_step``/``link_step``):
+    nothing is recorded, the engine stores the wait (worker/storage/waiting.py); ``status`` is
+    unused."""
 
 
 class CaptchaSolver(Protocol):

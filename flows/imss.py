@@ -41,7 +41,7 @@ from flows.errors import (
 )
 from flows.messages import Kind, Match, classify, fold
 from flows.pdf import InvalidConstancia, read_constancia
-from flows.registry import Portal, register
+from flows.registry import MailSteps, Portal, register
 from flows.runner import new_check_context
 from flows.steps import (
     POLL_MS,
@@ -63,8 +63,10 @@ if TYPE_CHECKING:
 
     from worker.core.settings import Settings
 
-__all__ = ["DECLARATION", "PORTAL", "ImssPortal", "run", "classify_message", "open_info_page",
-           "follow_info_link", "FORM_ELEMENTS", "expect_form", "captcha_image", "refresh_captcha"]
+__all__ = ["DECLARATION", "PORTAL", "ImssPortal", "run", "send_step", "link_step",
+           "pdf_step", "pdf_attachment", "confirmation_link_in", "classify_message",
+           "open_info_page", "follow_info_link", "FORM_ELEMENTS", "expect_form", "captcha_image",
+           "refresh_captcha"]
 
 
 @dataclass(frozen=True)
@@ -139,18 +141,113 @@ class _Dialogs:
 
 
 def run(ctx: CheckContext) -> Outcome:
-    """Check ``ctx.person`` on IMSS; see the module docstring."""
-    settings, log = ctx.settings, ctx.log
-    curp = ctx.person.curp
-    email = settings.email_for(curp)
-    timeout = settings.element_timeout_s
+    """Check ``ctx.person`` on IMSS in one browser step, waiting for the emails in the page
+    (``IMSS_MAIL_WAIT=page``, today's design kept for comparison); see the module docstring.
+    The default two-step check is ``send_step`` then ``link_step`` (worker/storage/waiting.py)."""
     sw = Stopwatch()
-    retry = StepRetry.from_settings(settings, log)
+    retry = StepRetry.from_settings(ctx.settings, ctx.log)
     page = ctx.browser_context.new_page()
     dialogs = _Dialogs(page)
     crashed: list[bool] = []
     page.on("crash", lambda _page: crashed.append(True))
+    email = ctx.settings.email_for(ctx.person.curp)
+    ended, submitted_at = _submit(ctx, page, dialogs, sw, retry, email)
+    if ended is not None:
+        return ended
 
+    # From here on the query is spent: every step is retried on its own, and when the page
+    # cannot give the PDF the second email (sent once the link is followed) still can.
+    with sw("email"):
+        link = _confirmation_link(ctx, email, submitted_at)
+    ctx.log.info("imss_confirmation_received", seconds=sw.timings["email"])
+
+    confirmed_at = time.time()
+    # The link needs no session (people open it on their phone): when the form's page is gone
+    # (closed, its renderer crashed) it is followed in a fresh context of its own.
+    fresh = None
+    if page.is_closed() or crashed:
+        ctx.log.warning("imss_link_in_fresh_context")
+        fresh = new_check_context(cast("Browser", ctx.browser_context.browser), ctx.settings)
+        page = fresh.new_page()
+    try:
+        ended, facts = _follow_link(ctx, page, link, sw, retry)
+    finally:
+        if fresh is not None:
+            fresh.close()
+    if ended is not None:
+        return ended
+    pdf_path = Path(ctx.work_dir) / "imss.pdf"
+    source = "page"
+    with sw("email2"):
+        # Always claimed, even when the page gave the PDF, so it does not pile up.
+        mail2 = _second_email(ctx, email, confirmed_at, need=facts is None)
+    if facts is None:
+        if mail2 is None:
+            raise EmailNotReceived(
+                "No se obtuvo la constancia: la página final no dio el PDF y el segundo correo "
+                "del IMSS no llegó."
+            )
+        _save_attachment(mail2, pdf_path)
+        source = "email"
+        with sw("verify"):
+            facts = read_constancia(pdf_path, portal="imss", curp=ctx.person.curp)
+    return _verdict(ctx, facts, pdf_path, source, sw)
+
+
+def send_step(ctx: CheckContext) -> Outcome:
+    """Step 1 of the two-step check: open the form, solve the captcha, send. An accepted form
+    is an ``Outcome`` whose ``waiting`` holds the address and when it was sent (the engine
+    stores it and lets the browser go); a refusal is the check's result."""
+    sw = Stopwatch()
+    retry = StepRetry.from_settings(ctx.settings, ctx.log)
+    page = ctx.browser_context.new_page()
+    dialogs = _Dialogs(page)
+    email = ctx.settings.email_for(ctx.person.curp)
+    ended, submitted_at = _submit(ctx, page, dialogs, sw, retry, email)
+    if ended is not None:
+        return ended
+    return Outcome(status=Status.ERROR, detail="", timings=sw.timings,
+                   waiting={"stage": "mail1", "address": email, "sent_at": submitted_at})
+
+
+def link_step(ctx: CheckContext, link: str, *, tried_before: bool = False) -> Outcome:
+    """Step 2: follow email 1's link in this fresh context, get the PDF from the final page.
+    No PDF from the page is an ``Outcome`` waiting (``stage`` ``mail2``) for the second email,
+    which carries it (``pdf_step``). ``tried_before``: an earlier step 2 opened the link (and
+    may have spent its token before it died): a refused token then means "wait for email 2",
+    never a new query."""
+    sw = Stopwatch()
+    retry = StepRetry.from_settings(ctx.settings, ctx.log)
+    page = ctx.browser_context.new_page()
+    ended, facts = _follow_link(ctx, page, link, sw, retry, tried_before=tried_before)
+    if ended is not None:
+        return ended
+    if facts is None:
+        ctx.log.info("imss_waiting_second_email")
+        return Outcome(status=Status.ERROR, detail="", timings=sw.timings,
+                       waiting={"stage": "mail2"})
+    return _verdict(ctx, facts, Path(ctx.work_dir) / "imss.pdf", "page", sw)
+
+
+def pdf_step(work_dir: Path, curp: str, pdf: bytes, log: Any) -> Outcome:
+    """Step 3, when the page gave none: the second email's PDF (claimed by the watcher) read
+    and verified; no browser."""
+    sw = Stopwatch()
+    pdf_path = Path(work_dir) / "imss.pdf"
+    pdf_path.write_bytes(pdf)
+    with sw("verify"):
+        facts = read_constancia(pdf_path, portal="imss", curp=curp)
+    status = Status(facts.result)
+    log.info("imss_verdict", status=status.value, source="email")
+    return Outcome(status=status, detail=_detail(status, facts), pdf_path=pdf_path, facts=facts,
+                   timings=sw.timings, extra={"pdf_source": "email"})
+
+
+def _submit(ctx: CheckContext, page: Page, dialogs: _Dialogs, sw: Stopwatch, retry: StepRetry,
+            email: str) -> tuple[Outcome | None, float]:
+    """Open the form and send it until the portal accepts it: ``(None, when it was sent)``;
+    ``(outcome, 0)`` when the portal's refusal ends the check."""
+    settings, log = ctx.settings, ctx.log
     with sw("open"):
         open_info_page(page, settings, retry)
         form_url = follow_info_link(page, settings, retry)
@@ -177,78 +274,56 @@ def run(ctx: CheckContext) -> Outcome:
             continue
         if found.kind is Kind.SUCCESS:
             log.info("imss_query_accepted", attempt=attempt)
-            break
+            return None, submitted_at
         if found.kind is Kind.CAPTCHA:
             ctx.captcha.reject(key)
             log.info("imss_captcha_refused", attempt=attempt)
             continue
         if found.kind is Kind.REFUSED and found.status is not None:
             log.info("imss_portal_refused", status=found.status.value)
-            return Outcome(status=found.status, detail=found.text, timings=sw.timings)
+            return Outcome(status=found.status, detail=found.text, timings=sw.timings), 0.0
         raise FlowError(f"Respuesta inesperada del portal del IMSS: «{found.text}»")
-    else:
-        raise CaptchaUnsolved(
-            f"El captcha del IMSS no se resolvió en {settings.captcha_attempts} intento(s)."
-        )
+    raise CaptchaUnsolved(
+        f"El captcha del IMSS no se resolvió en {settings.captcha_attempts} intento(s)."
+    )
 
-    # From here on the query is spent: every step is retried on its own, and when the page
-    # cannot give the PDF the second email (sent once the link is followed) still can.
-    with sw("email"):
-        confirm_url = _confirmation_link(ctx, email, submitted_at)
-    log.info("imss_confirmation_received", seconds=sw.timings["email"])
 
-    confirmed_at = time.time()
+def _follow_link(ctx: CheckContext, page: Page, link: str, sw: Stopwatch, retry: StepRetry,
+                 *, tried_before: bool = False) -> tuple[Outcome | None, Any]:
+    """The link followed and the final page's PDF read: ``(None, facts)``; ``(None, None)``
+    when the page gave no (valid) PDF — the second email brings it; ``(outcome, None)`` when
+    the link answered with a refusal that ends the check."""
+    settings, log = ctx.settings, ctx.log
     pdf_path = Path(ctx.work_dir) / "imss.pdf"
-    # The link needs no session (people open it on their phone): when the form's page is gone
-    # (closed, its renderer crashed) it is followed in a fresh context of its own.
-    fresh = None
-    if page.is_closed() or crashed:
-        log.warning("imss_link_in_fresh_context")
-        fresh = new_check_context(cast("Browser", ctx.browser_context.browser), settings)
-        page = fresh.new_page()
-    try:
-        with sw("confirm"):
-            patient = replace(retry, retries=retry.retries * CONFIRM_RETRY_FACTOR)
-            final_url, refusal = _confirm(page, confirm_url, patient, timeout, log)
-        if refusal is not None:
-            # The link itself answered with a business error (the daily limit is met at the
-            # link): the constancia was not generated, so no second email will come.
-            assert refusal.status is not None
-            log.info("imss_link_refused", status=refusal.status.value)
-            return Outcome(status=refusal.status, detail=refusal.text, timings=sw.timings)
-        downloaded = False
-        if final_url is not None:
-            with sw("pdf"):
-                downloaded = _download_report(page, final_url, pdf_path, settings, retry, log)
-    finally:
-        if fresh is not None:
-            fresh.close()
-
-    facts = None
-    source = "page"
+    with sw("confirm"):
+        patient = replace(retry, retries=retry.retries * CONFIRM_RETRY_FACTOR)
+        final_url, refusal = _confirm(page, link, patient, settings.element_timeout_s, log,
+                                      tried_before=tried_before)
+    if refusal is not None:
+        # The link itself answered with a business error (the daily limit is met at the
+        # link): the constancia was not generated, so no second email will come.
+        assert refusal.status is not None
+        log.info("imss_link_refused", status=refusal.status.value)
+        return Outcome(status=refusal.status, detail=refusal.text, timings=sw.timings), None
+    downloaded = False
+    if final_url is not None:
+        with sw("pdf"):
+            downloaded = _download_report(page, final_url, pdf_path, settings, retry, log)
     if downloaded:
         with sw("verify"):
             try:
-                facts = read_constancia(pdf_path, portal="imss", curp=curp)
+                return None, read_constancia(pdf_path, portal="imss", curp=ctx.person.curp)
             except InvalidConstancia as exc:
                 log.warning("imss_page_pdf_invalid", detail=str(exc))
-    with sw("email2"):
-        # Always claimed, even when the page gave the PDF, so it does not pile up.
-        mail2 = _second_email(ctx, email, confirmed_at, need=facts is None)
-    if facts is None:
-        if mail2 is None:
-            raise EmailNotReceived(
-                "No se obtuvo la constancia: la página final no dio el PDF y el segundo correo "
-                "del IMSS no llegó."
-            )
-        _save_attachment(mail2, pdf_path)
-        source = "email"
-        with sw("verify"):
-            facts = read_constancia(pdf_path, portal="imss", curp=curp)
+    return None, None
+
+
+def _verdict(ctx: CheckContext, facts: Any, pdf_path: Path, source: str,
+             sw: Stopwatch) -> Outcome:
     if facts is None:  # unreachable: read_constancia raises instead
         raise FlowError("La constancia del IMSS no se pudo leer.")
     status = Status(facts.result)
-    log.info("imss_verdict", status=status.value, source=source)
+    ctx.log.info("imss_verdict", status=status.value, source=source)
     return Outcome(
         status=status,
         detail=_detail(status, facts),
@@ -580,9 +655,9 @@ def _confirmation_link(ctx: CheckContext, email: str, since: float) -> str:
         mail = ctx.mailbox.wait_for(to=email, subject_contains=PORTAL.mail1_subject,
                                     since=since - 1,
                                     timeout_s=max(0.1, deadline - time.monotonic()))
-        link = next((u for u in mail.links if PORTAL.confirm_link_fragment in u), None)
+        link = confirmation_link_in(mail)
         if link is not None:
-            return str(link)
+            return link
         ctx.log.info("imss_skipped_email_without_link")
         if time.monotonic() >= deadline:
             raise PortalChanged(
@@ -590,7 +665,7 @@ def _confirmation_link(ctx: CheckContext, email: str, since: float) -> str:
 
 
 def _confirm(page: Page, link: str, retry: StepRetry, timeout: float,
-             log: Any) -> tuple[str | None, Match | None]:
+             log: Any, *, tried_before: bool = False) -> tuple[str | None, Match | None]:
     """Follow the confirmation link to the final page: ``(its URL, None)``; ``(None, None)``
     when the token was spent but its page never showed — the constancia was generated all the
     same and comes by the second email; ``(None, message)`` when the link answered with a
@@ -631,7 +706,8 @@ def _confirm(page: Page, link: str, retry: StepRetry, timeout: float,
     # Waiting for the second email is right then; were it wrong, the email does not come and
     # the check is retried as unavailable — never a second query spent for nothing.
     if found is not None and (found.kind is Kind.TOKEN_SPENT
-                              or (found.kind is Kind.TOKEN_INVALID and (spent or len(loads) > 1))):
+                              or (found.kind is Kind.TOKEN_INVALID
+                                  and (spent or len(loads) > 1 or tried_before))):
         log.warning("imss_token_already_used")
         return None, None
     if found is not None and found.kind is Kind.TOKEN_INVALID:
@@ -806,14 +882,20 @@ def _second_email(ctx: CheckContext, email: str, since: float, *, need: bool) ->
             )
         except EmailNotReceived:
             break
-        if _pdf_attachment(message) is not None:
+        if pdf_attachment(message) is not None:
             return message
         ctx.log.info("imss_skipped_email_without_pdf")
     ctx.log.info("imss_second_email_missing", waited_s=timeout)
     return None
 
 
-def _pdf_attachment(message: Any) -> bytes | None:
+def confirmation_link_in(message: Any) -> str | None:
+    """Email 1's link (``confirmacionUrl``) in a message, if it has one."""
+    link = next((u for u in message.links if PORTAL.confirm_link_fragment in u), None)
+    return str(link) if link is not None else None
+
+
+def pdf_attachment(message: Any) -> bytes | None:
     for filename, content_type, data in message.attachments:
         if content_type == "application/pdf" or str(filename).lower().endswith(".pdf"):
             return bytes(data)
@@ -821,7 +903,7 @@ def _pdf_attachment(message: Any) -> bytes | None:
 
 
 def _save_attachment(message: Any, dest: Path) -> None:
-    data = _pdf_attachment(message)
+    data = pdf_attachment(message)
     if data is None:
         raise PortalChanged("El segundo correo del IMSS no trae la constancia en PDF adjunta.")
     dest.write_bytes(data)
@@ -842,4 +924,6 @@ DECLARATION = register(Portal(
     name="imss", title="IMSS", procedure="Constancia de No Derechohabiencia", order=0, flow=run,
     url_setting="imss_url", rate_setting="rate_limit_imss",
     concurrency_setting="max_concurrency_imss", pdf_title="CONSTANCIA DE NO DERECHOHABIENCIA",
+    mail_steps=MailSteps(send=send_step, link=link_step, pdf=pdf_step,
+                         link_in=confirmation_link_in, pdf_in=pdf_attachment),
 ))

@@ -25,8 +25,27 @@ if TYPE_CHECKING:
     from flows.base import CheckContext, Outcome
     from worker.core.settings import Settings
 
-__all__ = ["Portal", "register", "unregister", "portal", "portals", "names", "title",
+__all__ = ["Portal", "MailSteps", "register", "unregister", "portal", "portals", "names", "title",
            "run_order", "get_flow", "portal_modules"]
+
+
+@dataclass(frozen=True)
+class MailSteps:
+    """A portal whose check waits for email between browser steps (IMSS: the confirmation
+    link, then the constancia), run so that a waiting check holds no browser and no worker
+    slot (SPEC §7; worker/storage/waiting.py, worker/engine/mailwatch.py)."""
+
+    send: Callable[[CheckContext], Outcome]
+    """Step 1: up to the portal's acceptance; an ``Outcome`` with ``waiting`` then."""
+    link: Callable[..., Outcome]
+    """Step 2, ``link(ctx, link, tried_before=…)``: the email's link followed in a fresh
+    context; ``waiting`` again (``stage`` ``mail2``) when the PDF must come by email."""
+    pdf: Callable[..., Outcome]
+    """``pdf(work_dir, curp, pdf_bytes, log)``: the emailed PDF read and verified, no browser."""
+    link_in: Callable[[Any], str | None]
+    """The confirmation link a message (``flows.mailbox.MailMessage``) carries, if any."""
+    pdf_in: Callable[[Any], bytes | None]
+    """The PDF a message carries, if any."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,8 @@ class Portal:
     default_rate_per_min: float = 60.0
     default_max_concurrency: int = 4
     """Used when ``Settings`` has no such field (a portal added without new settings)."""
+    mail_steps: MailSteps | None = None
+    """Set when the check waits for email: it then runs as those steps (``IMSS_MAIL_WAIT``)."""
 
     def url(self, settings: Settings) -> str:
         return str(self._setting(settings, self.url_setting, self.default_url))

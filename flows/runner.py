@@ -60,14 +60,18 @@ def run_check(
     mailbox: Mailbox,
     log: Any,
     attempt: int = 0,
+    flow: Any = None,
 ) -> Outcome:
     """Check ``person`` on ``portal``; the PDF goes to ``work_dir/<portal>.pdf``.
 
     Returns an ``Outcome`` for every verdict and for permanent failures (``portal_changed``,
     ``error``…), with ``extra["evidence"]`` when evidence was kept. Raises the flow's
     ``TransientError`` (with ``evidence_path`` set) so that the engine can retry it.
+
+    ``flow``: one step of the portal's check instead of its whole flow (flows.imss
+    ``send_step``/``link_step``); a step that ends waiting for mail keeps no evidence.
     """
-    flow = get_flow(portal)
+    flow = flow or get_flow(portal)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -114,7 +118,8 @@ def run_check(
             )
         # A constancia is its own proof (SPEC §2): evidence is for checks that ended without one
         # and not done, even when their class asks HR for attention ("Vigente").
-        settled = outcome.status.has_pdf or outcome.status.status_class is StatusClass.DONE
+        settled = (outcome.waiting is not None or outcome.status.has_pdf
+                   or outcome.status.status_class is StatusClass.DONE)
         if not settled or error is not None:
             path = _keep_evidence(
                 context, work_dir, portal, attempt, outcome.status, error, tracing, snapshots
@@ -137,7 +142,8 @@ def run_check(
             # A check that succeeded after refused captchas keeps those images too.
             outcome.extra["evidence"] = str(evidence_dir(work_dir, portal, attempt))
         outcome.timings.setdefault("total", round(time.monotonic() - started, 3))
-        log.info("flow_done", status=outcome.status.value, timings=outcome.timings)
+        log.info("flow_done", status="waiting" if outcome.waiting else outcome.status.value,
+                 timings=outcome.timings)
         return outcome
     finally:
         try:

@@ -133,10 +133,23 @@ class Settings(BaseSettings):
     """One page load."""
     element_timeout_s: float = Field(10, gt=0)
     """An expected element; missing after this is ``portal_changed``."""
-    email_timeout_s: float = Field(120, gt=0)
-    """Waiting for an IMSS email; after this the check is retried."""
+    email_timeout_s: float = Field(86400, gt=0)
+    """Waiting for an IMSS email; after this the check is retried. Real IMSS mail takes from
+    seconds to many minutes (public guides: up to three days), and its link works only on the
+    day it was sent, so by default a wait lasts until the end of that Mexico City day (a day
+    is more than any day has left); a waiting check holds no browser (worker/storage/waiting.py).
+    With ``IMSS_MAIL_WAIT=page`` the check sits in its page for all of it: set it low there."""
+    imss_mail_wait: Literal["watch", "page"] = "watch"
+    """How an IMSS check waits for its emails: ``watch`` (the default, SPEC §7): two browser
+    steps, the wait between them a row in storage and the mailbox watcher's business; ``page``:
+    the check keeps its page, browser context and worker slot while it waits (the design
+    before, kept selectable for ``bench/throughput.py --email-delay-s``)."""
     mailbox_poll_s: float = Field(0.25, gt=0)
     """How often the mailbox is polled while waiting."""
+    mailbox_folders: str | None = None
+    """Folders the mailbox watcher reads, comma-separated (IMAP names, or Maildir++ folders
+    such as ``.Junk``). Unset: the inbox and the junk folder (IMAP SPECIAL-USE ``\\Junk``; in a
+    Maildir ``.Junk`` or ``.Spam`` when present): IMSS mail sometimes lands in spam."""
     keep_traces: Literal["failed", "always", "never"] = "failed"
     """Playwright traces are recorded and kept for failed checks."""
     trace_snapshots: Literal["retries", "always", "never"] = "retries"

@@ -17,16 +17,24 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from flows import registry
 from flows.base import Person
 from flows.browser import shared_browser
-from flows.errors import FlowError, PortalBlocked, TransientError, classify, retry_delay
+from flows.errors import (
+    EmailNotReceived,
+    FlowError,
+    PortalBlocked,
+    TransientError,
+    classify,
+    retry_delay,
+)
 from flows.mailbox import open_mailbox
 from flows.runner import run_check
 from worker.core.logs import mask_text
@@ -37,6 +45,7 @@ from worker.engine.notify import notify_batch
 from worker.engine.webhooks import emit_batch_events
 from worker.report.data import build_report
 from worker.storage.repository import Busy, Skipped, Started, Storage
+from worker.storage.waiting import WAITING_STAGES, MailWait, Waits, wait_ends
 
 __all__ = ["Decision", "Engine", "person_dir"]
 
@@ -62,6 +71,9 @@ class Decision:
     """This run met the portal's block: the embedded dispatcher pauses the portal."""
     detail: str | None = None
     """Why a run failed (masked), for the dispatcher's log and the operator's notice."""
+    waiting: bool = False
+    """The check waits for an email (worker/storage/waiting.py): nobody runs it until the mailbox
+    watcher schedules its next step; it holds no slot meanwhile."""
 
 
 def person_dir(out_dir: str | Path, curp: str) -> Path:
@@ -86,6 +98,7 @@ class Engine:
         self.lease_s = lease_s
         self._captcha: Any = None
         self._mailbox: Any = None
+        self.waits = Waits(self.storage)
 
     # --- collaborators, created on first use (after any fork) ----------------------------
     def _solver(self) -> Any:
@@ -108,23 +121,33 @@ class Engine:
         check = self.storage.get_check(check_id)
         if check is None or check.status is not None:
             return Decision(done=True, status=check.status if check else None)
+        wait = (self.waits.get(check_id)
+                if registry.portal(check.portal).mail_steps is not None else None)
+        if wait is not None and wait.stage in WAITING_STAGES:
+            # A copy of a task whose check waits for mail (redelivered, sent by the sweeper).
+            return Decision(done=False, attempt=attempt, waiting=True, blocks=blocks)
+        if wait is not None and wait.stage in ("ready", "expired"):
+            # Nothing left to ask the portal: no politeness slot, no pause.
+            return self._execute(check_id, attempt=attempt, task_id=task_id, blocks=blocks,
+                                 wait=wait)
         paused = self.blocks.remaining(check.portal) if self.blocks else 0.0
         if paused > 0:
             # The portal is blocking us: wait for its pause (a tenth more, spread), unspent.
-            wait = paused + random.uniform(0, max(paused, 1.0) / 10)
-            return Decision(done=False, retry_in=wait, attempt=attempt, throttled=True,
+            pause = paused + random.uniform(0, max(paused, 1.0) / 10)
+            return Decision(done=False, retry_in=pause, attempt=attempt, throttled=True,
                             blocks=blocks)
         token = self.limiter.acquire(check.portal)
         if token is None:
             return Decision(done=False, retry_in=THROTTLE_WAIT_S, attempt=attempt, throttled=True,
                             blocks=blocks)
         try:
-            return self._execute(check_id, attempt=attempt, task_id=task_id, blocks=blocks)
+            return self._execute(check_id, attempt=attempt, task_id=task_id, blocks=blocks,
+                                 wait=wait)
         finally:
             self.limiter.release(check.portal, token)
 
     def _execute(self, check_id: int, *, attempt: int, task_id: str | None,
-                 blocks: int = 0) -> Decision:
+                 blocks: int = 0, wait: MailWait | None = None) -> Decision:
         # Distributed: a task carries its attempt, so a late copy of one already run is dropped.
         started = self.storage.start_check(check_id, task_id, lease_s=self.lease_s,
                                            attempt=attempt if self.lease_s else None)
@@ -137,10 +160,11 @@ class Engine:
             case Started(check, batch):
                 with _Heartbeat(self.storage, check_id, task_id, self.lease_s):
                     return self._run_started(check, batch, attempt=attempt, task_id=task_id,
-                                             blocks=blocks)
+                                             blocks=blocks, wait=wait)
 
     def _run_started(self, check: Any, batch: Any, *, attempt: int,
-                     task_id: str | None, blocks: int = 0) -> Decision:
+                     task_id: str | None, blocks: int = 0,
+                     wait: MailWait | None = None) -> Decision:
         check_id = check.id
         bound = log.bind(batch_id=batch.id, portal=check.portal, task_id=task_id,
                          check_id=check_id, attempt=attempt)
@@ -152,7 +176,7 @@ class Engine:
                          detail=f"La consulta se interrumpió {crashes} veces; se abandonó.")
             return Decision(done=True, status=Status.ERROR.value)
 
-        if batch.kind != "recheck":
+        if batch.kind != "recheck" and wait is None:
             reused = self._reuse(check, batch.out_dir, bound)
             if reused:
                 return Decision(done=True, status=reused)
@@ -163,18 +187,18 @@ class Engine:
         work_dir = home / f".intento-{uuid.uuid4().hex[:8]}"
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            return self._attempt(check, batch, work_dir, home, bound, attempt, blocks)
+            return self._attempt(check, batch, work_dir, home, bound, attempt, blocks, wait)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
     def _attempt(self, check: Any, batch: Any, work_dir: Path, home: Path, bound: Any,
-                 attempt: int, blocks: int = 0) -> Decision:
+                 attempt: int, blocks: int = 0, wait: MailWait | None = None) -> Decision:
         check_id = check.id
         t0 = time.monotonic()
         since = self.blocks.now() if self.blocks else 0.0
-        bound.info("check_started", curp=check.curp)
+        bound.info("check_started", curp=check.curp, step=wait.stage if wait else None)
         try:
-            outcome = self._run_flow(check.portal, check.curp, work_dir, bound, attempt)
+            outcome = self._run_flow(check.portal, check.curp, work_dir, bound, attempt, wait)
         except Exception as err:  # noqa: BLE001 - every failure becomes a status or a retry
             message = mask_text(str(err)) or type(err).__name__
             blocked = isinstance(err, PortalBlocked)
@@ -194,6 +218,8 @@ class Engine:
                               error_type=type(err).__name__)
                 self.storage.note_attempt(check_id, message,
                                           due_in=delay if self.lease_s else None)
+                if wait is not None and wait.stage == "expired":
+                    self.waits.drop(check_id)  # the retry sends the form again
                 return Decision(done=False, retry_in=delay, attempt=attempt + 1,
                                 blocks=blocks + blocked, blocked=blocked, detail=message)
             status, transient = classify(err)
@@ -209,6 +235,9 @@ class Engine:
                          evidence_path=Path(evidence) if evidence else None,
                          timings={"total": round(time.monotonic() - t0, 3)})
             return Decision(done=True, status=status.value, blocked=blocked, detail=message)
+
+        if outcome.waiting is not None:
+            return self._wait_for_mail(check, outcome, bound, attempt, blocks, since)
 
         facts = _facts_json(outcome.facts)
         trace = outcome.extra.get("trace")  # kept for done checks with KEEP_TRACES=always
@@ -226,18 +255,59 @@ class Engine:
         )
         if recorded and pdf and final_pdf:
             os.replace(pdf, final_pdf)
+        if wait is not None:
+            self.waits.finish(check_id)
         if self.blocks:
             self.blocks.passed(check.portal, since)  # a check got through: the episode ends
         self.finish_if_complete(batch.id)
         bound.info("check_done", status=outcome.status.value, seconds=timings.get("total"))
         return Decision(done=True, status=outcome.status.value)
 
-    def _run_flow(self, portal: str, curp: str, work_dir: Path, bound: Any, attempt: int) -> Any:
+    def _wait_for_mail(self, check: Any, outcome: Any, bound: Any, attempt: int, blocks: int,
+                       since: float) -> Decision:
+        """A step ended waiting for an email: store the wait and let the check go."""
+        waiting = outcome.waiting
+        if waiting["stage"] == "mail1":
+            sent_at = datetime.fromtimestamp(waiting["sent_at"], UTC)
+            self.waits.start(check.id, address=waiting["address"], sent_at=sent_at,
+                             attempt=attempt,
+                             expires_at=wait_ends(sent_at, self.settings.email_timeout_s,
+                                                  self.settings.tz))
+        else:
+            self.waits.wait_second(check.id)
+        if self.blocks:
+            self.blocks.passed(check.portal, since)
+        bound.info("check_waiting_for_mail", stage=waiting["stage"],
+                   timings=outcome.timings)
+        return Decision(done=False, attempt=attempt, waiting=True, blocks=blocks)
+
+    def _run_flow(self, portal: str, curp: str, work_dir: Path, bound: Any, attempt: int,
+                  wait: MailWait | None = None) -> Any:
+        step = None
+        steps = registry.portal(portal).mail_steps
+        if steps is not None and (wait is not None or self.settings.imss_mail_wait == "watch"):
+            if wait is None:
+                step = steps.send
+            elif wait.stage == "expired":
+                raise EmailNotReceived(
+                    "No llegó el correo del IMSS para esta consulta "
+                    f"({'la constancia' if wait.link_tried_at else 'la liga de confirmación'}) "
+                    "antes del fin de su espera.")
+            elif wait.stage == "ready" and wait.pdf:
+                return steps.pdf(work_dir, curp, wait.pdf, bound)
+            elif wait.stage == "link" and wait.link:
+                tried = self.waits.link_tried(wait.check_id)
+                link = wait.link
+
+                def step(ctx: Any) -> Any:
+                    return steps.link(ctx, link, tried_before=tried)
+            else:  # unreachable: the stages are written together with what they need
+                raise TransientError(f"Espera de correo en un estado inesperado: {wait.stage}")
         browser = shared_browser(self.settings.browser_executable,
                                  headed=self.settings.browser_headed)
         return run_check(browser, portal, Person(curp=curp), self.settings, work_dir,
                          captcha=self._solver(), mailbox=self._mail(), log=bound,
-                         attempt=attempt)
+                         attempt=attempt, flow=step)
 
     def _reuse(self, check: Any, out_dir: str, bound: Any) -> str | None:
         """Reuse today's verdict (Mexico City day) for this CURP and portal, PDF copied."""
@@ -266,6 +336,7 @@ class Engine:
     def _record(self, check_id: int, batch_id: str, *, status: Status, detail: str,
                 **fields: Any) -> None:
         self.storage.record_result(check_id, status=status.value, detail=detail, **fields)
+        self.waits.finish(check_id)
         self.finish_if_complete(batch_id)
 
     # --- the batch ------------------------------------------------------------------------

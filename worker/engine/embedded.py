@@ -14,6 +14,7 @@ same sheet, resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import multiprocessing as mp
 import os
@@ -34,6 +35,7 @@ from worker.core.logs import configure_logging, mask_text
 from worker.core.settings import Settings
 from worker.engine.check import Decision, Engine
 from worker.engine.limits import BlockWatch, LocalLimiter, LocalPause, PausePolicy
+from worker.engine.mailwatch import MailWatcher
 from worker.engine.notify import notify_portal_blocked
 from worker.storage.repository import Storage
 
@@ -79,11 +81,13 @@ def _child_loop(settings_data: dict[str, Any], jobs: Any, results: Any, parent: 
     engine = Engine(settings)
     while True:
         try:
-            job = jobs.get(timeout=1.0)
-        except queue.Empty:
-            if not _parent_alive(parent):
-                break
-            continue
+            if not jobs.poll(1.0):
+                if not _parent_alive(parent):
+                    break
+                continue
+            job = jobs.recv()
+        except (EOFError, OSError):
+            break  # the parent closed its end (it ended, or gave up on this child)
         if job is None:
             break
         check_id, attempt, blocks = job
@@ -164,15 +168,22 @@ def run_embedded(
         log.warning("embedded_report_reclaimed", batch_id=batch_id)
     pending = storage.pending_check_ids(batch_id, registry.run_order())
     ctx = _mp_context()
-    jobs: Any = ctx.Queue()
+    # Each child reads its jobs from a pipe of its own: a child killed while it waits for one
+    # (a shared queue's reader holds the queue's lock while it waits) takes nobody's jobs
+    # with it, and a job is never in a queue where a dead child might have taken it.
     results: Any = ctx.Queue()
     data = settings.model_dump(mode="json")
     parent = os.getpid()
 
+    pipes: dict[int, Any] = {}  # pid -> the sending end of its job pipe
+
     def spawn() -> Any:
+        receive, send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_child, daemon=True,
-                        args=(data, jobs, results, parent, dict(os.environ), console_level))
+                        args=(data, receive, results, parent, dict(os.environ), console_level))
         p.start()
+        receive.close()
+        pipes[p.pid] = send
         return p
 
     k = min(k, max(1, len(pending)))
@@ -188,13 +199,32 @@ def run_embedded(
     ready: list[tuple[int, str, int, int]] = [(cid, portal, 0, 0) for cid, portal in pending]
     delayed: list[tuple[float, int, str, int, int]] = []
     inflight: dict[int, tuple[str, int, int]] = {}
+    # Checks waiting for an email (IMSS; worker/storage/waiting.py): no slot; the watcher
+    # wakes them.
+    waiting: dict[int, tuple[str, int, int]] = {}
+    woken: queue.SimpleQueue[int] = queue.SimpleQueue()
+    early: set[int] = set()  # woken before their "waiting" result came back
+    watcher = None
+    if settings.imss_mail_wait == "watch" and any(
+            registry.portal(p).mail_steps is not None for _, p in pending):
+        watcher = MailWatcher(settings, lambda cid, _attempts: woken.put(cid), storage).start()
     sent_at: dict[int, float] = {}  # check id -> when dispatched (the pause's clock)
-    running_on: dict[int, int] = {}  # pid -> check id
+    running_on: dict[int, int] = {}  # pid -> the check id sent to it
     portal_of = {cid: portal for cid, portal in pending}
     last_progress = 0.0
     try:
-        while ready or delayed or inflight:
+        while ready or delayed or inflight or waiting:
             now = time.monotonic()
+            while True:
+                try:
+                    cid = woken.get_nowait()
+                except queue.Empty:
+                    break
+                if cid in waiting:
+                    portal, attempt, blocks = waiting.pop(cid)
+                    ready.append((cid, portal, attempt, blocks))
+                else:
+                    early.add(cid)
             while delayed and delayed[0][0] <= now:
                 _, cid, portal, attempt, blocks = heapq.heappop(delayed)
                 ready.append((cid, portal, attempt, blocks))
@@ -202,12 +232,17 @@ def run_embedded(
             # (blocked) portal waits whole.
             still: list[tuple[int, str, int, int]] = []
             paused = {p for p in {r[1] for r in ready} if pauses.remaining(p) > 0}
+            idle = [p for p in procs if p.pid not in running_on]
             for cid, portal, attempt, blocks in ready:
-                if (portal not in paused and len(inflight) < len(procs)
-                        and limiter.acquire(portal)):
+                if portal not in paused and idle and limiter.acquire(portal):
+                    child = idle.pop(0)
                     inflight[cid] = (portal, attempt, blocks)
                     sent_at[cid] = pauses.now()
-                    jobs.put((cid, attempt, blocks))
+                    running_on[child.pid] = cid
+                    try:
+                        pipes[child.pid].send((cid, attempt, blocks))
+                    except OSError:
+                        pass  # it died: found below, its check goes back in line
                 else:
                     still.append((cid, portal, attempt, blocks))
             ready = still
@@ -215,9 +250,7 @@ def run_embedded(
                 kind, pid, cid, decision = results.get(timeout=poll_s)
             except queue.Empty:
                 kind = None
-            if kind == "started":
-                running_on[pid] = cid
-            elif kind == "result":
+            if kind == "result":
                 running_on.pop(pid, None)
                 portal, attempt, _ = inflight.pop(cid, (portal_of[cid], 0, 0))
                 limiter.release(portal, "local")
@@ -227,7 +260,13 @@ def run_embedded(
                     wait = max(wait, pauses.blocked(portal, since, decision.detail or ""))
                 elif decision.done and decision.status != "portal_blocked":
                     pauses.passed(portal, since)
-                if not decision.done:
+                if decision.waiting:
+                    if cid in early:
+                        early.discard(cid)
+                        ready.append((cid, portal, decision.attempt, decision.blocks))
+                    else:
+                        waiting[cid] = (portal, decision.attempt, decision.blocks)
+                elif not decision.done:
                     due = time.monotonic() + wait
                     heapq.heappush(delayed, (due, cid, portal, decision.attempt,
                                              decision.blocks))
@@ -245,13 +284,18 @@ def run_embedded(
                     limiter.release(portal, "local")
                     ready.insert(0, (lost, portal, attempt, blocks))
                     log.warning("embedded_child_died", pid=p.pid, check_id=lost)
+                with contextlib.suppress(OSError, KeyError):
+                    pipes.pop(p.pid).close()
                 procs[i] = spawn()
             if on_progress and (time.monotonic() - last_progress > 0.5):
                 last_progress = time.monotonic()
                 on_progress(Progress(storage.progress(batch_id), len(delayed)))
     finally:
-        for _ in procs:
-            jobs.put(None)
+        if watcher is not None:
+            watcher.stop()
+        for p in procs:
+            with contextlib.suppress(OSError, KeyError):
+                pipes[p.pid].send(None)
         deadline = time.monotonic() + 10
         for p in procs:
             p.join(max(0.1, deadline - time.monotonic()))

@@ -16,6 +16,7 @@ from worker.core.logs import configure_logging
 from worker.engine.celery_app import app, settings
 from worker.engine.check import Engine
 from worker.engine.limits import BlockWatch, PausePolicy, RedisLimiter, RedisPause
+from worker.engine.mailwatch import MailWatcher
 from worker.engine.notify import notify_portal_blocked
 from worker.engine.sweeper import Sweeper
 
@@ -52,6 +53,8 @@ def engine() -> Engine:
 def check(self: Any, check_id: int, attempt: int = 0, blocks: int = 0) -> str | None:
     decision = engine().execute(check_id, attempt=attempt, task_id=self.request.id,
                                 blocks=blocks)
+    if decision.waiting:
+        return None  # waits for its email: the mailbox watcher sends its next step
     if decision.retry_in is not None and not decision.done:
         # Recorded so that the sweeper can tell a pending retry from a lost one.
         engine().storage.set_due([check_id], decision.retry_in)
@@ -90,11 +93,10 @@ _sweeper: Any = None
 def _start_sweeper(**_: Any) -> None:
     """In the worker's main process: watch for checks nobody will run (worker/engine/sweeper.py)."""
     global _sweeper
+    # Before any thread (the sweeper's, the mailbox watcher's): a pool process forked while a
+    # thread configures the mappers would inherit their lock held.
+    configure_mappers()
     if settings.broker_url and settings.broker_url.startswith("redis"):
-        # Before any thread: a pool process forked while a thread configures the mappers
-        # would inherit their lock held.
-        configure_mappers()
-
         _sweeper = Sweeper(
             settings,
             send_check=lambda check_id, attempt: check.apply_async(
@@ -102,12 +104,31 @@ def _start_sweeper(**_: Any) -> None:
             send_finish=lambda batch_id: finish_batch.apply_async(kwargs={"batch_id": batch_id}),
         )
         _sweeper.start()
+    _start_mailwatch()
+
+
+_mailwatch: Any = None
+
+
+def _start_mailwatch() -> None:
+    """In the worker's main process: the mailbox watcher of this process group
+    (worker/engine/mailwatch.py); it sends the next step of each IMSS check whose email came."""
+    global _mailwatch
+    if settings.imss_mail_wait != "watch":
+        return
+
+    def send_step(check_id: int, attempts: int) -> None:
+        check.apply_async(kwargs={"check_id": check_id, "attempt": attempts})
+
+    _mailwatch = MailWatcher(settings, send_step).start()
 
 
 @signals.worker_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     if _sweeper is not None:
         _sweeper.stop()
+    if _mailwatch is not None:
+        _mailwatch.stop(2.0)
 
 
 @signals.worker_process_shutdown.connect

@@ -82,6 +82,7 @@ class _TerminalProgress:
         if not self.enabled:
             return
         parts = [f"{portal.upper()} {c['done']}/{c['total']}"
+                 + (f" ({c['waiting']} esperando correo)" if c.get("waiting") else "")
                  for portal, c in sorted(progress.per_portal.items())]
         if getattr(progress, "retrying", 0):
             parts.append(f"reintentos en espera: {progress.retrying}")

@@ -145,6 +145,7 @@ def batch_status(storage: Storage, batch_id: str) -> dict[str, Any] | None:
     if batch is None:
         return None
     results = batch_results(storage, batch_id)
+    progress = storage.progress(batch_id)
     done = [r for r in results if r["status"] is not None]
     state = {"reporting": "running"}.get(batch.state, batch.state)
     return {
@@ -152,10 +153,12 @@ def batch_status(storage: Storage, batch_id: str) -> dict[str, Any] | None:
         "state": state,
         "total": len(results),
         "done": len(done),
+        # IMSS checks waiting for their email (no browser held: worker/storage/waiting.py).
+        "waiting": sum(p.get("waiting", 0) for p in progress.values()),
         "by_status": dict(Counter(r["status"] for r in done)),
         "report": batch.report_path,
         "results": results,
-        "progress": storage.progress(batch_id),
+        "progress": progress,
         "kind": batch.kind,
         "source": batch.source_name,
         "created_at": batch.created_at.isoformat(),

@@ -239,14 +239,21 @@ class Storage:
                 .order_by(*by_portal, Check.id))]
 
     def progress(self, batch_id: str) -> dict[str, dict[str, int]]:
-        """Per portal: total and done (checks with a status)."""
+        """Per portal: total, done (checks with a status) and waiting (IMSS checks waiting
+        for their email, worker/storage/waiting.py)."""
+        # Imported here: worker/storage/waiting.py builds on this module (Storage, changed).
+        from worker.storage.waiting import Waits
+
         out: dict[str, dict[str, int]] = {}
         with self.session() as s:
             for portal, total, done in s.execute(
                 select(Check.portal, func.count(), func.count(Check.status))
                 .where(Check.batch_id == batch_id).group_by(Check.portal)
             ):
-                out[portal] = {"total": int(total), "done": int(done)}
+                out[portal] = {"total": int(total), "done": int(done), "waiting": 0}
+        for portal, waiting in Waits(self).waiting_by_portal(batch_id).items():
+            if portal in out:
+                out[portal]["waiting"] = waiting
         return out
 
     # --- checks -------------------------------------------------------------------------

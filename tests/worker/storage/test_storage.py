@@ -63,7 +63,8 @@ def test_one_check_per_distinct_valid_curp_and_portal(storage: Storage, tmp_path
     """Invalid and duplicate rows create no checks; every valid CURP gets one per portal."""
     bid = _batch(storage, tmp_path)
     assert len(storage.pending_check_ids(bid)) == 4
-    assert storage.progress(bid) == {"imss": {"total": 2, "done": 0}, "issste": {"total": 2, "done": 0}}
+    assert storage.progress(bid) == {"imss": {"total": 2, "done": 0, "waiting": 0},
+                                     "issste": {"total": 2, "done": 0, "waiting": 0}}
     assert [r.row_number for r in storage.rows(bid)] == [3, 4, 5, 6]
 
 

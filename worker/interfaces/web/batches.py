@@ -57,7 +57,8 @@ async def batch_list(request: Request) -> Response:
 
 def _totals(progress: dict[str, dict[str, int]]) -> dict[str, int]:
     return {"total": sum(p["total"] for p in progress.values()),
-            "done": sum(p["done"] for p in progress.values())}
+            "done": sum(p["done"] for p in progress.values()),
+            "waiting": sum(p.get("waiting", 0) for p in progress.values())}
 
 
 def recorded_files(request: Request, batch: Batch) -> list[Path]:

@@ -143,6 +143,8 @@ def openapi_document() -> dict[str, Any]:
                                     "state": {"type": "string",
                                               "enum": ["queued", "running", "done"]},
                                     "total": {"type": "integer"}, "done": {"type": "integer"},
+                                    "waiting": {"type": "integer", "description":
+                                                "IMSS checks waiting for their email"},
                                     "by_status": {"type": "object", "additionalProperties": {
                                         "type": "integer"}},
                                     "report": {"type": ["string", "null"]},

@@ -30,6 +30,11 @@
         text.textContent = labels[s.state] || s.state;
         text.className = "state state-" + s.state;
         document.getElementById("estado-cuenta").textContent = s.done + " de " + s.total + " consultas terminadas";
+        var waiting = document.getElementById("estado-espera");
+        if (waiting) {
+          waiting.hidden = !s.waiting;
+          document.getElementById("estado-espera-cuenta").textContent = s.waiting || 0;
+        }
         var captchas = document.getElementById("aviso-captchas");
         if (captchas) {
           captchas.hidden = !s.captchas;
