@@ -375,6 +375,12 @@ def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched]) -> 
                      to=mask_email(row.address))
             return row
         return None  # another watcher won it (and puts it away), or it is for later
+    # Only finished waits for this address, and the message is fresh: it may be the first
+    # email of a new check whose step 1 has not stored its wait yet (instant mail arrives
+    # before the form's answer is recorded). Left for the next rounds.
+    if (all(row.stage == "done" for row in rows)
+            and time.time() - message.summary.arrived < ARCHIVE_GRACE_S):
+        return None
     # A late email of an earlier attempt, or the second email of a check whose page gave the
     # PDF: nobody needs it; it must not pile up in the mailbox.
     if waits.claim_other(message.key, rows[0].check_id):
