@@ -236,3 +236,32 @@ def test_a_wait_ends_at_its_timeout_or_at_the_end_of_the_mexico_city_day(
     assert waits.get(a).stage == "expired" and waits.get(b).stage == "mail1"
     assert watch_once(waits, source, lambda *_: None) == []  # once
     assert storage.progress(storage.get_check(a).batch_id)["imss"]["waiting"] == 1
+
+
+def test_first_email_that_arrives_before_its_wait_is_stored_is_kept_for_it(
+        tmp_path: Path) -> None:
+    """Instant mail can arrive before step 1 stores its wait. When the only waits for that
+    address are finished (the same person checked earlier today), the fresh message is not put
+    away as nobody's: the new check claims its link as soon as its wait is stored."""
+    storage = _storage(tmp_path)
+    (earlier, address), = _waiting_checks(storage, tmp_path, 1).items()
+    waits = Waits(storage)
+    waits.finish(earlier)  # the morning's check has its result
+    curp = address.split("+", 1)[1].split("@", 1)[0].upper()
+    bid = storage.create_batch(key=uuid.uuid4().hex, source_name="r.xlsx", portals=["imss"],
+                               columns=[], out_dir=tmp_path / "out2",
+                               rows=[{"row_number": 2, "value": curp, "curp": curp}])
+    (again,) = [c.id for c in storage.checks(bid)]
+    storage.start_check(again, "t2")
+    maildir = tmp_path / "Maildir"
+    source = MaildirSource(maildir, None, poll_s=0.05)
+    sent = datetime.now(UTC) - timedelta(seconds=2)
+    _deliver(maildir, address)  # step 1's answer is not stored yet
+
+    assert watch_once(waits, source, lambda *_: None) == []
+    assert len(_files(maildir)) == 1  # still in the inbox, not put away
+
+    assert waits.start(again, address=address, sent_at=sent, attempt=0,
+                       expires_at=sent + timedelta(hours=1))
+    assert watch_once(waits, source, lambda *_: None) == [again]
+    assert waits.get(again).stage == "link" and _files(maildir) == []
