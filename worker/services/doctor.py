@@ -29,8 +29,6 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from flows import imss, issste, registry
 from flows.base import CaptchaSolver
@@ -45,7 +43,7 @@ from worker.core.errors import UserError
 from worker.core.logs import mask_text
 from worker.engine.notify import smtp_connection, smtp_target
 from worker.storage.doctor_runs import ping, probe_write, record_run, schema_revisions
-from worker.storage.repository import Storage
+from worker.storage.repository import Storage, database_place
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -181,22 +179,13 @@ def _check_broker(settings: Settings) -> str:
     return f"Redis en {parts.hostname}:{parts.port or 6379} (modo distribuido)."
 
 
-def _database_place(settings: Settings) -> str:
-    url = make_url(settings.effective_database_url)
-    if url.get_backend_name() == "sqlite":
-        return f"SQLite {url.database}"
-    return f"{url.get_backend_name()} {url.host}:{url.port or ''}/{url.database}"
-
-
 def _check_database(settings: Settings, storage: Storage) -> str:
-    try:
-        ping(storage)
-    except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        raise _Failed(f"No se pudo abrir la base de datos ({_database_place(settings)}: "
-                      f"{type(cause).__name__}): revise CONSTANCIAS_DATABASE_URL y que "
-                      "el servidor esté encendido.") from None
-    return f"{_database_place(settings)} responde."
+    place = database_place(settings.effective_database_url)
+    cause = ping(storage)
+    if cause is not None:
+        raise _Failed(f"No se pudo abrir la base de datos ({place}: {cause}): revise "
+                      "CONSTANCIAS_DATABASE_URL y que el servidor esté encendido.")
+    return f"{place} responde."
 
 
 def _check_storage(storage: Storage) -> str:
