@@ -1,10 +1,11 @@
 """``constancias doctor``: know before a batch that configuration, storage, broker, browser,
 portals, mailbox and SMTP work — without spending a portal query.
 
-It never sends the IMSS form and never searches a CURP at ISSSTE: it opens the pages, finds
-every element the flows rely on with the flows' own functions (``flows.imss`` /
-``flows.issste``), loads the captcha image and lets the solver read it (solving is free; only
-submitting the form spends one of the day's queries).
+It never sends the IMSS form and never searches a CURP at ISSSTE: for each portal whose
+registry entry says what to look at (``flows.registry.DoctorLook``) it opens the page, finds
+every element the flow relies on with the flow's own functions, loads the captcha image and
+lets the solver read it (solving is free; only submitting the form spends one of the day's
+queries).
 
 Each check is ``{"name", "ok", "detail", "seconds"}`` with a Spanish detail that says what to
 do; a check that needs an earlier one (the IMSS form needs its information page) is left out
