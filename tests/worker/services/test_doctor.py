@@ -122,6 +122,21 @@ def test_a_missing_element_is_a_changed_portal_not_a_block(doctor_env) -> None:
     assert "cambió" in detail and "flows/imss.py" in detail and "Incapsula" not in detail
 
 
+def test_a_database_that_does_not_answer_fails_its_check_naming_where_without_the_password(
+        doctor_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL URL nobody listens on fails ``config.database`` with where it points and
+    the driver's error, never the password; the schema check that needs it is left out."""
+    monkeypatch.setenv("CONSTANCIAS_DATABASE_URL",
+                       "postgresql+psycopg://hr:s3creto@127.0.0.1:1/constancias")
+    report = run_doctor(load_settings(), ["issste"])
+    failed = {c.name: c.detail for c in report.failed}
+    assert list(failed) == ["config.database"], failed
+    detail = failed["config.database"]
+    assert "postgresql 127.0.0.1:1/constancias: OperationalError" in detail, detail
+    assert "CONSTANCIAS_DATABASE_URL" in detail and "s3creto" not in detail
+    assert "storage" not in [c.name for c in report.checks]
+
+
 class _ReadsNothing:
     """A solver that never reads an answer, keeping every image it was shown."""
 
