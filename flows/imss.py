@@ -41,7 +41,7 @@ from flows.errors import (
 )
 from flows.messages import Kind, Match, classify, fold
 from flows.pdf import InvalidConstancia, read_constancia
-from flows.registry import MailSteps, Portal, register
+from flows.registry import DoctorLook, MailSteps, Portal, register
 from flows.runner import new_check_context
 from flows.steps import (
     POLL_MS,
@@ -920,10 +920,25 @@ def _detail(status: Status, facts: Any) -> str:
 # --- the registry's entry (flows/registry.py): all the rest of the system knows of this portal
 # Started first in a batch: an IMSS check (captcha rounds, two e-mails, a download) takes two
 # to three times an ISSSTE one.
+def _doctor_form(page: Page, settings: Settings, retry: StepRetry) -> str:
+    """``constancias doctor``'s look at the form: the information page's link followed and
+    every element the flow fills and clicks found; nothing sent."""
+    follow_info_link(page, settings, retry)
+    expect_form(page, settings)
+    names = ", ".join(what for _, what in FORM_ELEMENTS)
+    return (f"La liga «{PORTAL.info_link_text}» lleva al formulario; están: {names}. "
+            "No se envió (no se gastó ninguna consulta).")
+
+
 DECLARATION = register(Portal(
     name="imss", title="IMSS", procedure="Constancia de No Derechohabiencia", order=0, flow=run,
     url_setting="imss_url", rate_setting="rate_limit_imss",
     concurrency_setting="max_concurrency_imss", pdf_title="CONSTANCIA DE NO DERECHOHABIENCIA",
     mail_steps=MailSteps(send=send_step, link=link_step, pdf=pdf_step,
                          link_in=confirmation_link_in, pdf_in=pdf_attachment),
+    real_hosts=("imss.gob.mx",),
+    # Doctor never sends the form: the page it refreshes the captcha on is the form itself.
+    doctor=DoctorLook(open=open_info_page, page_name="Página informativa", form=_doctor_form,
+                      captcha=captcha_image,
+                      refresh_captcha=lambda page: refresh_captcha(page, page.url)),
 ))

@@ -30,7 +30,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from flows.base import CheckContext, Outcome
 from flows.errors import FlowError, PortalChanged, PortalUnavailable
 from flows.pdf import read_constancia
-from flows.registry import Portal, register
+from flows.registry import DoctorLook, Portal, register
 from flows.steps import (
     POLL_MS,
     SHOWN_JS,
@@ -681,9 +681,19 @@ def _viewer_pdf(page: Page, before: set[str], catch: _PdfCatch,
 
 
 # --- the registry's entry (flows/registry.py): all the rest of the system knows of this portal
+def _doctor_form(page: Page, settings: Settings, _retry: StepRetry) -> str:
+    """``constancias doctor``'s look at the search: its controls found; no CURP searched."""
+    find_search_controls(page, settings)
+    return (f"Están {PORTAL.curp.what} y {PORTAL.search.what}, hallados como los halla la "
+            "búsqueda. No se buscó ninguna CURP.")
+
+
 DECLARATION = register(Portal(
     name="issste", title="ISSSTE", procedure="Acreditación de No Afiliación", order=1,
     flow=run,
     url_setting="issste_url", rate_setting="rate_limit_issste",
     concurrency_setting="max_concurrency_issste", pdf_title="NO AFILIACION",
+    real_hosts=("issste.gob.mx",),
+    doctor=DoctorLook(open=open_procedure_page, page_name="Página del trámite",
+                      form=_doctor_form),
 ))

@@ -20,13 +20,17 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
     from flows.base import CheckContext, Outcome
+    from flows.steps import StepRetry
     from worker.core.settings import Settings
 
-__all__ = ["Portal", "MailSteps", "register", "unregister", "portal", "portals", "names", "title",
-           "run_order", "get_flow", "portal_modules"]
+__all__ = ["Portal", "MailSteps", "DoctorLook", "register", "unregister", "portal", "portals",
+           "names", "title", "run_order", "get_flow", "portal_modules"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,27 @@ class MailSteps:
     """The confirmation link a message (``flows.mailbox.MailMessage``) carries, if any."""
     pdf_in: Callable[[Any], bytes | None]
     """The PDF a message carries, if any."""
+
+
+@dataclass(frozen=True)
+class DoctorLook:
+    """What ``constancias doctor`` looks at on the portal, with the flow's own functions and
+    without spending a query: the page where the procedure starts (its check
+    ``<name>.page``), then the form the flow fills in (``<name>.form``), then, for a portal
+    with a captcha, its image read by the solver (``<name>.captcha``). Each function raises
+    the flows' errors (``PortalChanged`` naming what is missing…), as the flow would."""
+
+    open: Callable[[Page, Settings, StepRetry], object]
+    """Opens the page where the procedure starts (the flow's first step)."""
+    page_name: str
+    """That page, in Spanish, for the operator: ``"Página informativa"``."""
+    form: Callable[[Page, Settings, StepRetry], str]
+    """From the opened page, finds every control the flow uses; what was found, in Spanish,
+    saying that nothing was sent."""
+    captcha: Callable[[Page, Settings], bytes] | None = None
+    """The form's captcha image as the browser received it (a portal with a captcha)."""
+    refresh_captcha: Callable[[Page], None] | None = None
+    """A new captcha image on the same form (free: only sending the form spends a query)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,16 @@ class Portal:
     """Used when ``Settings`` has no such field (a portal added without new settings)."""
     mail_steps: MailSteps | None = None
     """Set when the check waits for email: it then runs as those steps (``IMSS_MAIL_WAIT``)."""
+    real_hosts: tuple[str, ...] = ()
+    """The real portal's hosts (their subdomains too): pointed there, a configuration meant
+    for the sandbox only (an example e-mail domain) is an error (``doctor``)."""
+    doctor: DoctorLook | None = None
+    """What ``constancias doctor`` looks at; ``None``: doctor does not open this portal."""
+
+    def is_real(self, url: str) -> bool:
+        """Whether ``url`` points at the real portal (one of ``real_hosts``)."""
+        host = (urlsplit(url).hostname or "").lower()
+        return any(host == real or host.endswith("." + real) for real in self.real_hosts)
 
     def url(self, settings: Settings) -> str:
         return str(self._setting(settings, self.url_setting, self.default_url))

@@ -2,7 +2,8 @@
 
 The toy portal ("tramites de prueba") has a search page, a result and a PDF to download, like
 the real ones. It is registered with ``flows.registry.register`` and then run through the
-engine (``Engine.execute``, the body every executor runs), the report and ``status --json``.
+engine (``Engine.execute``, the body every executor runs), the report and ``status --json``;
+``constancias doctor`` looks at it from its declaration too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,13 +23,18 @@ from openpyxl import load_workbook
 from flows import registry
 from flows.base import CheckContext, Outcome
 from flows.browser import close_shared
+from flows.errors import PortalChanged
 from flows.pdf import pdf_text
 from tests.worker.sheets import VALID, write_csv
-from worker.core.settings import load_settings
+from worker.core.settings import Settings, load_settings
 from worker.core.statuses import Status
 from worker.engine.check import Decision, Engine
 from worker.interfaces.cli import main
 from worker.services.batches import open_storage, prepare_batch
+from worker.services.doctor import run_doctor
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 KNOWN, UNKNOWN = VALID[0], VALID[1]
 
@@ -50,11 +57,20 @@ def _pdf(curp: str) -> bytes:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    #: The fault switch: the search page without its button (a portal that changed).
+    no_button = False
+    #: Every search asked (a CURP each): what a query spends.
+    searches: list[str] = []
+
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         url = urlsplit(self.path)
         curp = parse_qs(url.query).get("curp", [""])[0].upper()
+        if url.path == "/resultado":
+            self.searches.append(curp)
         if url.path == "/tramite":
-            self._send(200, "text/html; charset=utf-8", _SEARCH.encode())
+            search = _SEARCH.replace('<button id="buscar"', '<button id="otro"'
+                                     ) if self.no_button else _SEARCH
+            self._send(200, "text/html; charset=utf-8", search.encode())
         elif url.path == "/resultado" and curp == KNOWN:
             body = (f'<p id="resultado">Registro encontrado para {curp}.</p>'
                     f'<a id="descargar" href="/constancia.pdf?curp={curp}">Descargar</a>')
@@ -85,10 +101,24 @@ class _Handler(BaseHTTPRequestHandler):
 # --- the portal module: its flow and its declaration ----------------------------------------
 
 
+def open_search(page: Page, settings: Settings, _retry: object = None) -> None:
+    """The search page, where the procedure starts."""
+    page.goto(registry.portal("toy").url(settings) + "/tramite")
+
+
+def find_search(page: Page, _settings: Settings, _retry: object = None) -> str:
+    """The CURP box and the button the flow uses, each found (``PortalChanged`` naming the one
+    missing): what ``constancias doctor`` checks, without searching."""
+    for selector, what in (("#curp", "la caja de la CURP"), ("#buscar", "el botón «Buscar»")):
+        if not page.locator(selector).count():
+            raise PortalChanged(f"No está {what} ({selector}) en la página de búsqueda")
+    return "Están la caja de la CURP y el botón «Buscar». No se buscó ninguna CURP."
+
+
 def run(ctx: CheckContext) -> Outcome:
     """The toy portal's flow: search the CURP, read the answer, download the PDF if any."""
     page = ctx.browser_context.new_page()
-    page.goto(registry.portal("toy").url(ctx.settings) + "/tramite")
+    open_search(page, ctx.settings)
     page.fill("#curp", ctx.person.curp)
     page.click("#buscar")
     answer = page.inner_text("#resultado")
@@ -110,6 +140,8 @@ def declaration(url: str) -> registry.Portal:
         url_setting="toy_url", rate_setting="rate_limit_toy",
         concurrency_setting="max_concurrency_toy", pdf_title="CONSTANCIA DE PRUEBA",
         default_url=url, default_rate_per_min=600, default_max_concurrency=2,
+        doctor=registry.DoctorLook(open=open_search, page_name="Página de búsqueda",
+                                   form=find_search),
     )
 
 
@@ -124,6 +156,8 @@ def toy_portal() -> Iterator[str]:
     finally:
         registry.unregister(toy.name)
         server.shutdown()
+        _Handler.no_button = False
+        _Handler.searches.clear()
 
 
 def _execute_in_own_thread(engine: Engine, check_ids: list[int]) -> list[Decision]:
@@ -179,6 +213,35 @@ def test_a_toy_third_portal_runs_through_engine_report_and_status(
     assert status["state"] == "done" and status["total"] == 2
     assert {(r["curp"], r["portal"], r["status"]) for r in status["results"]} == {
         (KNOWN, toy_portal, "not_entitled"), (UNKNOWN, toy_portal, "curp_not_found")}
+
+
+@pytest.mark.browser
+def test_doctor_looks_at_a_toy_third_portal_from_its_declaration(toy_portal: str,
+                                                                 browser: Browser) -> None:
+    """Doctor opens the toy portal's page and finds its search controls from its registry
+    entry alone (no check of doctor's own for it), and searches no CURP."""
+    report = run_doctor(load_settings(), [toy_portal], browser=browser)
+    checks = {c.name: c for c in report.checks}
+    assert [n for n in checks if n.startswith(("toy.", "imss.", "issste."))] == [
+        "toy.page", "toy.form"]
+    assert checks["toy.page"].ok and "Página de búsqueda abierta" in checks["toy.page"].detail
+    assert checks["toy.form"].ok and "No se buscó" in checks["toy.form"].detail
+    assert _Handler.searches == []
+
+
+@pytest.mark.browser
+def test_doctor_reports_a_toy_portal_that_changed_as_its_form_check(toy_portal: str,
+                                                                    browser: Browser) -> None:
+    """The toy page without its button fails ``toy.form`` alone, saying the portal changed and
+    which flow module to update (the same words as for IMSS and ISSSTE)."""
+    _Handler.no_button = True
+    report = run_doctor(load_settings(), [toy_portal], browser=browser)
+    checks = {c.name: c for c in report.checks}
+    assert checks["toy.page"].ok
+    assert not checks["toy.form"].ok
+    detail = checks["toy.form"].detail
+    assert "«Buscar»" in detail and "cambió" in detail and "flows/toy.py" in detail, detail
+    assert _Handler.searches == []
 
 
 def test_the_registry_refuses_a_second_portal_with_a_taken_name() -> None:

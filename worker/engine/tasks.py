@@ -8,7 +8,6 @@ from typing import Any
 import redis
 import structlog
 from celery import signals
-from sqlalchemy.orm import configure_mappers
 
 from flows import registry
 from flows.browser import close_shared
@@ -19,6 +18,7 @@ from worker.engine.limits import BlockWatch, PausePolicy, RedisLimiter, RedisPau
 from worker.engine.mailwatch import MailWatcher
 from worker.engine.notify import notify_portal_blocked
 from worker.engine.sweeper import Sweeper
+from worker.storage.repository import configure_models
 
 __all__ = ["check", "finish_batch"]
 
@@ -95,7 +95,7 @@ def _start_sweeper(**_: Any) -> None:
     global _sweeper
     # Before any thread (the sweeper's, the mailbox watcher's): a pool process forked while a
     # thread configures the mappers would inherit their lock held.
-    configure_mappers()
+    configure_models()
     if settings.broker_url and settings.broker_url.startswith("redis"):
         _sweeper = Sweeper(
             settings,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from worker.core.errors import UserError
 from worker.core.roles import ROLE_LABELS, parse_scopes
@@ -30,6 +31,8 @@ from worker.storage.audit import record
 
 __all__ = ["cmd_users", "cmd_tokens"]
 
+T = TypeVar("T")
+
 
 def _password(args: Any, min_length: int) -> str:
     if args.password_stdin:
@@ -47,19 +50,27 @@ def _password(args: Any, min_length: int) -> str:
     return password
 
 
+def _print_list(rows: Sequence[T], as_json: bool, fields: Callable[[T], dict[str, Any]],
+                line: Callable[[T], str]) -> None:
+    """A ``list`` action's output: one JSON array of ``fields``, or one tab-separated ``line``
+    per row."""
+    if as_json:
+        print(json.dumps([fields(r) for r in rows], ensure_ascii=False))
+    else:
+        for r in rows:
+            print(line(r))
+
+
 def cmd_users(args: Any) -> int:
     settings = command_settings()
     storage = open_storage(settings)
     try:
         if args.action == "list":
-            users = list_users(storage)
-            if args.json:
-                print(json.dumps([{"name": u.name, "role": u.role, "active": u.active,
-                                   "created_at": u.created_at.isoformat()} for u in users],
-                                 ensure_ascii=False))
-            for u in users if not args.json else ():
-                state = "activo" if u.active else "desactivado"
-                print(f"{u.name}\t{u.role} ({ROLE_LABELS[u.role]})\t{state}")
+            _print_list(list_users(storage), args.json, lambda u: {
+                "name": u.name, "role": u.role, "active": u.active,
+                "created_at": u.created_at.isoformat(),
+            }, lambda u: (f"{u.name}\t{u.role} ({ROLE_LABELS[u.role]})\t"
+                          f"{'activo' if u.active else 'desactivado'}"))
             return 0
         if not args.name:
             raise UserError("Indique el nombre del usuario.")
@@ -89,16 +100,12 @@ def cmd_tokens(args: Any) -> int:
     storage = open_storage(settings)
     try:
         if args.action == "list":
-            tokens = list_tokens(storage)
-            if args.json:
-                print(json.dumps([{"name": t.name, "scopes": t.scopes, "owner": t.owner,
-                                   "revoked": t.revoked, "created_at": t.created_at.isoformat(),
-                                   "last_used_at": t.last_used_at.isoformat()
-                                   if t.last_used_at else None} for t in tokens],
-                                 ensure_ascii=False))
-            for t in tokens if not args.json else ():
-                state = "revocado" if t.revoked else "vigente"
-                print(f"{t.name}\t{','.join(t.scopes)}\t{state}")
+            _print_list(list_tokens(storage), args.json, lambda t: {
+                "name": t.name, "scopes": t.scopes, "owner": t.owner, "revoked": t.revoked,
+                "created_at": t.created_at.isoformat(),
+                "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+            }, lambda t: f"{t.name}\t{','.join(t.scopes)}\t"
+                         f"{'revocado' if t.revoked else 'vigente'}")
             return 0
         if not args.name:
             raise UserError("Indique el nombre del token.")

@@ -11,13 +11,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from worker.core.settings import Settings
 from worker.core.statuses import Status
 from worker.intake.sheet import Intake, read_sheet
 from worker.storage.files import input_copy_name, own_out_dir
-from worker.storage.repository import Storage, new_batch_id
+from worker.storage.repository import Storage, database_missing, new_batch_id
 
 __all__ = ["open_storage", "existing_storage", "prepare_batch", "batch_status", "batch_results",
            "batch_key", "captchas_waiting", "captchas_waiting_text"]
@@ -34,10 +32,8 @@ def existing_storage(settings: Settings) -> Storage | None:
     """Storage for a command that only reads: ``None`` when there is none yet (a SQLite file
     that does not exist), so that asking about a batch never creates an empty data folder or
     database as a side effect."""
-    url = make_url(settings.effective_database_url)
-    if url.get_backend_name() == "sqlite":
-        if not url.database or url.database == ":memory:" or not Path(url.database).is_file():
-            return None
+    if database_missing(settings.effective_database_url):
+        return None
     storage = Storage(settings.effective_database_url)
     storage.migrate()
     return storage

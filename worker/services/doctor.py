@@ -1,10 +1,11 @@
 """``constancias doctor``: know before a batch that configuration, storage, broker, browser,
 portals, mailbox and SMTP work — without spending a portal query.
 
-It never sends the IMSS form and never searches a CURP at ISSSTE: it opens the pages, finds
-every element the flows rely on with the flows' own functions (``flows.imss`` /
-``flows.issste``), loads the captcha image and lets the solver read it (solving is free; only
-submitting the form spends one of the day's queries).
+It never sends the IMSS form and never searches a CURP at ISSSTE: for each portal whose
+registry entry says what to look at (``flows.registry.DoctorLook``) it opens the page, finds
+every element the flow relies on with the flow's own functions, loads the captcha image and
+lets the solver read it (solving is free; only submitting the form spends one of the day's
+queries).
 
 Each check is ``{"name", "ok", "detail", "seconds"}`` with a Spanish detail that says what to
 do; a check that needs an earlier one (the IMSS form needs its information page) is left out
@@ -20,7 +21,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
@@ -29,23 +30,22 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
-from flows import imss, issste, registry
+from flows import registry
 from flows.base import CaptchaSolver
 from flows.browser import shared_browser
 from flows.captcha import make_solver
 from flows.errors import PortalBlocked, PortalChanged, PortalUnavailable
 from flows.incapsula import blocked_in_context, watch_responses
 from flows.mailbox import open_mailbox
+from flows.registry import Portal
 from flows.runner import new_check_context
 from flows.steps import StepRetry, page_text
 from worker.core.errors import UserError
 from worker.core.logs import mask_text
 from worker.engine.notify import smtp_connection, smtp_target
 from worker.storage.doctor_runs import ping, probe_write, record_run, schema_revisions
-from worker.storage.repository import Storage
+from worker.storage.repository import Storage, database_place
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from worker.core.settings import Settings
 
 __all__ = ["CheckResult", "DoctorReport", "run_doctor", "render_table", "record",
-           "PORTAL_CHECKS",
            "EXAMPLE_DOMAINS"]
 
 log = structlog.get_logger("constancias.doctor")
@@ -62,8 +61,6 @@ log = structlog.get_logger("constancias.doctor")
 #: e-mails could never arrive there.
 EXAMPLE_DOMAINS = ("example", "example.com", "example.net", "example.org", "test", "invalid",
                    "localhost")
-#: Hosts of the real portals: pointed there, a sandbox-only configuration is an error.
-_REAL_HOSTS = {"imss": "imss.gob.mx", "issste": "issste.gob.mx"}
 
 
 @dataclass(frozen=True)
@@ -126,11 +123,6 @@ class _Checks:
 # --- configuration ---------------------------------------------------------------------------
 
 
-def _is_real(url: str, portal: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host == _REAL_HOSTS[portal] or host.endswith("." + _REAL_HOSTS[portal])
-
-
 def _is_example(domain: str) -> bool:
     domain = domain.lower().rstrip(".")
     return any(domain == d or domain.endswith("." + d) for d in EXAMPLE_DOMAINS)
@@ -139,7 +131,7 @@ def _is_example(domain: str) -> bool:
 def _check_email(settings: Settings) -> str:
     domain = settings.imss_email.partition("@")[2]
     if _is_example(domain):
-        if _is_real(settings.imss_url, "imss"):
+        if registry.portal("imss").is_real(settings.imss_url):
             raise _Failed(
                 f"CONSTANCIAS_IMSS_EMAIL usa el dominio de ejemplo «{domain}» y "
                 "CONSTANCIAS_IMSS_URL es el portal real: el IMSS no podría enviar los correos. "
@@ -181,22 +173,13 @@ def _check_broker(settings: Settings) -> str:
     return f"Redis en {parts.hostname}:{parts.port or 6379} (modo distribuido)."
 
 
-def _database_place(settings: Settings) -> str:
-    url = make_url(settings.effective_database_url)
-    if url.get_backend_name() == "sqlite":
-        return f"SQLite {url.database}"
-    return f"{url.get_backend_name()} {url.host}:{url.port or ''}/{url.database}"
-
-
 def _check_database(settings: Settings, storage: Storage) -> str:
-    try:
-        ping(storage)
-    except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        raise _Failed(f"No se pudo abrir la base de datos ({_database_place(settings)}: "
-                      f"{type(cause).__name__}): revise CONSTANCIAS_DATABASE_URL y que "
-                      "el servidor esté encendido.") from None
-    return f"{_database_place(settings)} responde."
+    place = database_place(settings.effective_database_url)
+    cause = ping(storage)
+    if cause is not None:
+        raise _Failed(f"No se pudo abrir la base de datos ({place}: {cause}): revise "
+                      "CONSTANCIAS_DATABASE_URL y que el servidor esté encendido.")
+    return f"{place} responde."
 
 
 def _check_storage(storage: Storage) -> str:
@@ -311,108 +294,77 @@ def _solve(solver: CaptchaSolver, image: bytes, key: str) -> tuple[str, float | 
     return solver.solve(image, key=key).strip(), None
 
 
-def _image_size(image: bytes) -> str:
+def _image_size(image: bytes, portal: Portal) -> str:
     try:
         with Image.open(BytesIO(image)) as img:
             return f"{img.width}×{img.height}"
     except UnidentifiedImageError:
-        raise _Failed("La imagen del captcha del IMSS no es una imagen: el portal cambió; hay que "
-                      "actualizar el flujo (flows/imss.py).") from None
+        raise _Failed(f"La imagen del captcha del {portal.title} no es una imagen: el portal "
+                      f"cambió; hay que actualizar el flujo (flows/{portal.name}.py).") from None
 
 
-def _check_imss(checks: _Checks, settings: Settings, context: BrowserContext,
-                solver: CaptchaSolver | None) -> None:
+def _check_portal(checks: _Checks, settings: Settings, context: BrowserContext,
+                  solver: CaptchaSolver | None, portal: Portal) -> None:
+    """The portal's ``DoctorLook``, one check per step, each needing the one before."""
+    look = portal.doctor
+    assert look is not None  # run_doctor opens only the portals that declare one
     blocks = watch_responses(context)
     retry = StepRetry.from_settings(settings, log)
     page = context.new_page()
-    form_url: list[str] = []
+    url_setting = f"CONSTANCIAS_{portal.url_setting.upper()}"
+
+    def errors() -> AbstractContextManager[None]:
+        return _portal_errors(portal.name, context, blocks, url_setting)
 
     def start() -> str:
         started = time.monotonic()
         try:
-            with _portal_errors("imss", context, blocks, "CONSTANCIAS_IMSS_URL"):
-                imss.open_info_page(page, settings, retry)
+            with errors():
+                look.open(page, settings, retry)
         except _Failed:
             if _maintenance(page):
-                raise _Failed("El portal del IMSS está en mantenimiento (HTTP 503). Vuelva a "
-                              "intentar más tarde; no lance lotes mientras tanto.") from None
+                raise _Failed(f"El portal del {portal.title} está en mantenimiento (HTTP 503). "
+                              "Vuelva a intentar más tarde; no lance lotes mientras tanto."
+                              ) from None
             raise
-        return (f"Página informativa abierta en {time.monotonic() - started:.1f} s "
-                f"({settings.imss_url.split('?', 1)[0]}); sin bloqueo.")
+        return (f"{look.page_name} abierta en {time.monotonic() - started:.1f} s "
+                f"({portal.url(settings).split('?', 1)[0]}); sin bloqueo.")
 
     def form() -> str:
-        with _portal_errors("imss", context, blocks, "CONSTANCIAS_IMSS_URL"):
-            form_url.append(imss.follow_info_link(page, settings, retry))
-            imss.expect_form(page, settings)
-        names = ", ".join(what for _, what in imss.FORM_ELEMENTS)
-        return (f"La liga «{imss.PORTAL.info_link_text}» lleva al formulario; están: {names}. "
-                "No se envió (no se gastó ninguna consulta).")
+        with errors():
+            return look.form(page, settings, retry)
 
-    def captcha() -> str:
-        with _portal_errors("imss", context, blocks, "CONSTANCIAS_IMSS_URL"):
-            image = imss.captcha_image(page, settings)
-        size = _image_size(image)
+    def captcha(read: Callable[[Page, Settings], bytes],
+                refresh: Callable[[Page], None] | None) -> str:
+        with errors():
+            image = read(page, settings)
+        size = _image_size(image, portal)
         if solver is None:
             return (f"Imagen {size} cargada; solver manual: la responde una persona al "
                     "consultar (aquí no se pide).")
-        tries = settings.doctor_captcha_images
+        tries = settings.doctor_captcha_images if refresh else 1
         for n in range(1, tries + 1):
             answer, confidence = _solve(solver, image, f"doctor-{n}")
             if answer:
                 how = f"confianza {confidence:.2f}" if confidence is not None else "sin confianza"
                 return (f"Imagen {size} cargada; el solver «{settings.captcha_solver}» leyó "
                         f"«{answer}» ({how}). No se envió.")
-            if n < tries:
-                with _portal_errors("imss", context, blocks, "CONSTANCIAS_IMSS_URL"):
-                    imss.refresh_captcha(page, form_url[0])
-                    image = imss.captcha_image(page, settings)
+            if refresh and n < tries:
+                with errors():
+                    refresh(page)
+                    image = read(page, settings)
         raise _Failed(f"El solver «{settings.captcha_solver}» no leyó ninguna de {tries} "
-                      "imágenes del captcha del IMSS: revise Tesseract o el solver "
-                      "(CONSTANCIAS_CAPTCHA_SOLVER); las consultas del IMSS fallarían.")
+                      f"imágenes del captcha del {portal.title}: revise Tesseract o el solver "
+                      f"(CONSTANCIAS_CAPTCHA_SOLVER); las consultas del {portal.title} "
+                      "fallarían.")
 
     try:
-        if checks.run("imss.page", start) and checks.run("imss.form", form):
-            checks.run("imss.captcha", captcha)
+        if (checks.run(f"{portal.name}.page", start)
+                and checks.run(f"{portal.name}.form", form) and look.captcha):
+            read, refresh = look.captcha, look.refresh_captcha
+            checks.run(f"{portal.name}.captcha", lambda: captcha(read, refresh))
     finally:
         page.close()
-
-
-def _check_issste(checks: _Checks, settings: Settings, context: BrowserContext,
-                  solver: CaptchaSolver | None = None) -> None:
-    blocks = watch_responses(context)
-    retry = StepRetry.from_settings(settings, log)
-    page = context.new_page()
-
-    def start() -> str:
-        started = time.monotonic()
-        try:
-            with _portal_errors("issste", context, blocks, "CONSTANCIAS_ISSSTE_URL"):
-                issste.open_procedure_page(page, settings, retry)
-        except _Failed:
-            if _maintenance(page):
-                raise _Failed("El portal del ISSSTE está en mantenimiento (HTTP 503). Vuelva a "
-                              "intentar más tarde; no lance lotes mientras tanto.") from None
-            raise
-        return (f"Página del trámite abierta en {time.monotonic() - started:.1f} s; "
-                "sin bloqueo.")
-
-    def form() -> str:
-        with _portal_errors("issste", context, blocks, "CONSTANCIAS_ISSSTE_URL"):
-            issste.find_search_controls(page, settings)
-        return (f"Están {issste.PORTAL.curp.what} y {issste.PORTAL.search.what}, hallados como "
-                "los halla la búsqueda. No se buscó ninguna CURP.")
-
-    try:
-        if checks.run("issste.page", start):
-            checks.run("issste.form", form)
-    finally:
-        page.close()
-
-
-#: The portals doctor opens (without spending a query), by registry name; a portal without an
-#: entry is not looked at.
-PORTAL_CHECKS: dict[str, Callable[[_Checks, Settings, BrowserContext, CaptchaSolver | None],
-                                  None]] = {"imss": _check_imss, "issste": _check_issste}
 
 
 # --- mail ------------------------------------------------------------------------------------
@@ -460,9 +412,10 @@ def run_doctor(settings: Settings, portals: list[str] | None = None, *,
                solver: CaptchaSolver | None = None, browser: Browser | None = None
                ) -> DoctorReport:
     """Every check, in order; ``portals`` limits the portal checks (default: every registered
-    portal doctor knows how to look at, ``PORTAL_CHECKS``). ``solver`` defaults to the
+    portal that declares what doctor looks at, its ``DoctorLook``). ``solver`` defaults to the
     configured one (none for the manual solver: nobody is asked)."""
-    portals = [p for p in (portals or registry.names()) if p in PORTAL_CHECKS]
+    known = {p.name: p for p in registry.portals()}
+    looked_at = [known[p] for p in (portals or known) if p in known and known[p].doctor]
     checks = _Checks()
     checks.run("config.imss_email", lambda: _check_email(settings))
     mailbox_ok = checks.run("config.mailbox_url", lambda: _parse_mailbox(settings))
@@ -485,14 +438,15 @@ def run_doctor(settings: Settings, portals: list[str] | None = None, *,
     try:
         if checks.run("browser", start_browser):
             br, context = held[0]
-            if solver is None and settings.captcha_solver != "manual" and "imss" in portals:
+            if (solver is None and settings.captcha_solver != "manual"
+                    and any(p.doctor and p.doctor.captcha for p in looked_at)):
                 solver = make_solver(settings)
-            for portal in portals:
+            for portal in looked_at:
                 # A fresh context per portal, as a check has: cookies of one never help the other.
                 context.close()
                 context = new_check_context(br, settings)
                 held[0] = (br, context)
-                PORTAL_CHECKS[portal](checks, settings, context, solver)
+                _check_portal(checks, settings, context, solver, portal)
     finally:
         for _, context in held:
             try:

@@ -22,23 +22,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import structlog
-from sqlalchemy import delete, select, update
 
 from worker.core.settings import Settings
 from worker.engine.notify import forget_purged
 from worker.storage.audit import purge_before
-from worker.storage.files import remove_batch_files
-from worker.storage.repository import (
-    PURGED,
-    Batch,
-    Check,
-    Person,
-    Row,
-    Storage,
-    changed,
-    pseudonym,
-    utcnow,
-)
+from worker.storage.repository import PURGED, Storage, pseudonym, utcnow
 
 __all__ = ["purge", "PURGED", "pseudonym"]
 
@@ -48,30 +36,7 @@ log = structlog.get_logger("constancias.purge")
 def purge(settings: Settings, storage: Storage, older_than_days: float) -> dict[str, int]:
     """Purge everything older than the cutoff; returns what was removed (counts only)."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    counts = {"batches": 0, "files": 0, "people": 0, "audit": 0}
-    with storage.session() as s:
-        batches = list(s.scalars(select(Batch).where(Batch.created_at < cutoff,
-                                                     Batch.source_name != PURGED)))
-        for batch in batches:
-            checks = list(s.scalars(select(Check).where(Check.batch_id == batch.id)))
-            counts["files"] += remove_batch_files(batch, checks)
-            s.execute(update(Row).where(Row.batch_id == batch.id).values(
-                value=PURGED, curp=None, reason=PURGED, extra={}))
-            for check in checks:
-                if not check.curp.startswith("#"):
-                    check.curp = pseudonym(check.curp)
-                check.pdf_path = check.evidence_path = None
-                check.facts = None
-                check.detail = ""
-                check.last_error = None
-            batch.source_name = PURGED
-            batch.report_path = None
-            batch.columns = []
-            counts["batches"] += 1
-        # Whoever appears in no batch newer than the cutoff is forgotten.
-        recent = select(Row.curp).join(Batch, Row.batch_id == Batch.id).where(
-            Batch.created_at >= cutoff, Row.curp.is_not(None))
-        counts["people"] = changed(s.execute(delete(Person).where(Person.curp.not_in(recent))))
+    counts = {**storage.purge_batches(cutoff), "audit": 0}
     counts["files"] += _purge_data_dir(settings, cutoff)
     # The record of change e-mails sent about purged batches keeps only a pseudonym too.
     forget_purged(storage)

@@ -10,6 +10,7 @@ from typing import Any
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Boolean, Integer, String, Text, insert, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from worker.storage.migrate import alembic_config
@@ -67,10 +68,15 @@ def mark_notified(storage: Storage, run_id: int) -> None:
 # --- what doctor asks the database (its ``storage`` checks) --------------------------------
 
 
-def ping(storage: Storage) -> None:
-    """``SELECT 1``: raises ``SQLAlchemyError`` when the database does not answer."""
-    with storage.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+def ping(storage: Storage) -> str | None:
+    """``SELECT 1``: ``None`` when the database answers, else the name of the driver's error
+    (``OperationalError``…: what the operator can look up)."""
+    try:
+        with storage.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return type(getattr(exc, "orig", None) or exc).__name__
+    return None
 
 
 def schema_revisions(storage: Storage) -> tuple[str | None, str | None]:

@@ -29,11 +29,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import CursorResult, Engine, Result
+from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from worker.storage.files import remove_batch_files
 from worker.storage.models import (
     Base,
     Batch,
@@ -48,13 +49,36 @@ from worker.storage.models import (
 # The models are re-exported: callers ask the repository for both.
 __all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "WebSession", "Storage",
            "utcnow", "new_batch_id", "PURGED", "pseudonym", "changed", "Started", "Busy",
-           "Skipped", "StartResult"]
+           "Skipped", "StartResult", "database_place", "database_missing", "configure_models"]
 
 
 def changed(result: Result[Any]) -> int:
     """How many rows an UPDATE or DELETE changed (``Session.execute`` is typed as returning a
     plain ``Result``; for those statements it is a ``CursorResult``, which counts them)."""
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+def database_place(url: str) -> str:
+    """Where a database URL points, without its password: ``SQLite <file>`` or
+    ``<backend> host:port/name``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite {parsed.database}"
+    return f"{parsed.get_backend_name()} {parsed.host}:{parsed.port or ''}/{parsed.database}"
+
+
+def database_missing(url: str) -> bool:
+    """A SQLite URL whose file does not exist yet (opening it would create it)."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and (
+        not parsed.database or parsed.database == ":memory:"
+        or not Path(parsed.database).is_file())
+
+
+def configure_models() -> None:
+    """Configure the ORM's mappers now, in this thread (SQLAlchemy does it on first use, under a
+    lock that a process forked meanwhile would inherit held)."""
+    configure_mappers()
 
 
 def new_batch_id() -> str:
@@ -520,6 +544,38 @@ class Storage:
                 row.curp = pseudonym(row.curp)
                 row.recipients = ""
         return len(rows)
+
+    # --- retention (worker/services/purge.py) --------------------------------------------
+    def purge_batches(self, cutoff: datetime) -> dict[str, int]:
+        """Batches created before ``cutoff`` lose their recorded files and personal fields
+        (checks keep portal, status and dates under a pseudonym); people in no batch since the
+        cutoff are forgotten. Counts of ``batches``, ``files`` and ``people``."""
+        counts = {"batches": 0, "files": 0, "people": 0}
+        with self.session() as s:
+            batches = list(s.scalars(select(Batch).where(Batch.created_at < cutoff,
+                                                         Batch.source_name != PURGED)))
+            for batch in batches:
+                checks = list(s.scalars(select(Check).where(Check.batch_id == batch.id)))
+                counts["files"] += remove_batch_files(batch, checks)
+                s.execute(update(Row).where(Row.batch_id == batch.id).values(
+                    value=PURGED, curp=None, reason=PURGED, extra={}))
+                for check in checks:
+                    if not check.curp.startswith("#"):
+                        check.curp = pseudonym(check.curp)
+                    check.pdf_path = check.evidence_path = None
+                    check.facts = None
+                    check.detail = ""
+                    check.last_error = None
+                batch.source_name = PURGED
+                batch.report_path = None
+                batch.columns = []
+                counts["batches"] += 1
+            # Whoever appears in no batch newer than the cutoff is forgotten.
+            recent = select(Row.curp).join(Batch, Row.batch_id == Batch.id).where(
+                Batch.created_at >= cutoff, Row.curp.is_not(None))
+            counts["people"] = changed(s.execute(delete(Person)
+                                                 .where(Person.curp.not_in(recent))))
+        return counts
 
     # --- people -------------------------------------------------------------------------
     def latest_results(self, curps: list[str] | None = None) -> dict[str, dict[str, Check]]:

@@ -122,6 +122,48 @@ def test_a_missing_element_is_a_changed_portal_not_a_block(doctor_env) -> None:
     assert "cambió" in detail and "flows/imss.py" in detail and "Incapsula" not in detail
 
 
+def test_a_database_that_does_not_answer_fails_its_check_naming_where_without_the_password(
+        doctor_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL URL nobody listens on fails ``config.database`` with where it points and
+    the driver's error, never the password; the schema check that needs it is left out."""
+    monkeypatch.setenv("CONSTANCIAS_DATABASE_URL",
+                       "postgresql+psycopg://hr:s3creto@127.0.0.1:1/constancias")
+    report = run_doctor(load_settings(), ["issste"])
+    failed = {c.name: c.detail for c in report.failed}
+    assert list(failed) == ["config.database"], failed
+    detail = failed["config.database"]
+    assert "postgresql 127.0.0.1:1/constancias: OperationalError" in detail, detail
+    assert "CONSTANCIAS_DATABASE_URL" in detail and "s3creto" not in detail
+    assert "storage" not in [c.name for c in report.checks]
+
+
+class _ReadsNothing:
+    """A solver that never reads an answer, keeping every image it was shown."""
+
+    def __init__(self) -> None:
+        self.images: list[bytes] = []
+
+    def solve(self, image: bytes, *, key: str) -> str:
+        self.images.append(image)
+        return ""
+
+    def reject(self, key: str) -> None:
+        return None
+
+
+def test_a_solver_that_reads_nothing_is_shown_fresh_images_then_fails_the_captcha_check(
+        doctor_env) -> None:
+    """Doctor refreshes the captcha (free) and lets the solver try ``DOCTOR_CAPTCHA_IMAGES``
+    different images; reading none fails ``imss.captcha`` alone, and no query is spent."""
+    solver = _ReadsNothing()
+    report = run_doctor(load_settings(), ["imss"], solver=solver)
+    failed = {c.name: c.detail for c in report.failed}
+    assert list(failed) == ["imss.captcha"], failed
+    assert "no leyó ninguna de 3 imágenes del captcha del IMSS" in failed["imss.captcha"]
+    assert len(solver.images) == 3 and len(set(solver.images)) == 3
+    _no_query_spent(doctor_env)
+
+
 def test_portals_option_limits_the_portal_checks(doctor_env,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """`--portals issste` checks ISSSTE only: a blocked IMSS is not even visited."""

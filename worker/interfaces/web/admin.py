@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from worker.core.logs import mask_curp
 from worker.core.roles import ROLE_LABELS, SCOPES, Permission, parse_scopes
-from worker.interfaces.web.common import checked_form, csrf_refused, render, web
+from worker.interfaces.web.common import WebState, checked_form, csrf_refused, render, web
 from worker.interfaces.web.guard import audit, current_user, guarded
 from worker.interfaces.web.security import password_weakness
 from worker.report.workbook import csv_safe
@@ -51,42 +52,51 @@ async def users_page(request: Request) -> Response:
     return await run_in_threadpool(_users_page, request)
 
 
-async def users_action(request: Request) -> Response:
-    """One form for the three actions: add (no name in the path), disable, new password."""
+async def _account_form(
+        request: Request, page: Callable[..., Response],
+        act: Callable[[Request, FormData, WebState, str], Awaitable[Response]]) -> Response:
+    """A posted admin form: refused without its CSRF token, else ``act(request, form, state,
+    name)`` answers; an ``AccountError`` it raises shows ``page`` again with the message (400)."""
     form = await checked_form(request)
     if form is None:
         return csrf_refused(request)
-    st = web(request)
-    action = str(form.get("accion", ""))
-    name = str(form.get("nombre", "")).strip()
-    password = str(form.get("contrasena", ""))
     try:
-        if action in ("crear", "contrasena"):
-            weakness = password_weakness(password, st.settings.web_password_min_length)
-            if weakness:
-                raise AccountError(f"La contraseña es demasiado débil: {weakness}.")
-        if action == "crear":
-            role = str(form.get("rol", ""))
-            user = await run_in_threadpool(add_user, st.storage, name, role, password)
-            await audit(request, "user_add", detail=f"{user.name} ({user.role})")
-            done = "creado"
-        elif action == "desactivar":
-            me = current_user(request)
-            if me is not None and me.name.lower() == name.lower():
-                raise AccountError("No puede desactivar su propia cuenta.")
-            await run_in_threadpool(disable_user, st.storage, name)
-            await audit(request, "user_disable", detail=name)
-            done = "desactivado"
-        elif action == "contrasena":
-            await run_in_threadpool(set_password, st.storage, name, password)
-            await audit(request, "user_password", detail=name)
-            done = "contrasena"
-        else:
-            raise AccountError("Acción desconocida.")
+        return await act(request, form, web(request), str(form.get("nombre", "")).strip())
     except AccountError as err:
         message = str(err)
-        return await run_in_threadpool(lambda: _users_page(request, error=message,
-                                                           status_code=400))
+        return await run_in_threadpool(lambda: page(request, error=message, status_code=400))
+
+
+async def users_action(request: Request) -> Response:
+    """One form for the three actions: add (no name in the path), disable, new password."""
+    return await _account_form(request, _users_page, _user_action)
+
+
+async def _user_action(request: Request, form: FormData, st: WebState, name: str) -> Response:
+    action = str(form.get("accion", ""))
+    password = str(form.get("contrasena", ""))
+    if action in ("crear", "contrasena"):
+        weakness = password_weakness(password, st.settings.web_password_min_length)
+        if weakness:
+            raise AccountError(f"La contraseña es demasiado débil: {weakness}.")
+    if action == "crear":
+        role = str(form.get("rol", ""))
+        user = await run_in_threadpool(add_user, st.storage, name, role, password)
+        await audit(request, "user_add", detail=f"{user.name} ({user.role})")
+        done = "creado"
+    elif action == "desactivar":
+        me = current_user(request)
+        if me is not None and me.name.lower() == name.lower():
+            raise AccountError("No puede desactivar su propia cuenta.")
+        await run_in_threadpool(disable_user, st.storage, name)
+        await audit(request, "user_disable", detail=name)
+        done = "desactivado"
+    elif action == "contrasena":
+        await run_in_threadpool(set_password, st.storage, name, password)
+        await audit(request, "user_password", detail=name)
+        done = "contrasena"
+    else:
+        raise AccountError("Acción desconocida.")
     return RedirectResponse(f"/usuarios?hecho={done}", status_code=303)
 
 
@@ -106,28 +116,22 @@ async def tokens_page(request: Request) -> Response:
 
 
 async def tokens_action(request: Request) -> Response:
-    form = await checked_form(request)
-    if form is None:
-        return csrf_refused(request)
-    st = web(request)
-    name = str(form.get("nombre", "")).strip()
+    return await _account_form(request, _tokens_page, _token_action)
+
+
+async def _token_action(request: Request, form: FormData, st: WebState, name: str) -> Response:
+    if form.get("accion") == "revocar":
+        await run_in_threadpool(revoke_token, st.storage, name)
+        await audit(request, "token_revoke", detail=name)
+        return RedirectResponse("/tokens?hecho=revocado", status_code=303)
     try:
-        if form.get("accion") == "revocar":
-            await run_in_threadpool(revoke_token, st.storage, name)
-            await audit(request, "token_revoke", detail=name)
-            return RedirectResponse("/tokens?hecho=revocado", status_code=303)
-        try:
-            scopes = parse_scopes(",".join(str(v) for v in form.getlist("permisos")))
-        except ValueError:
-            raise AccountError("Elija al menos un permiso para el token.") from None
-        me = current_user(request)
-        token, secret = await run_in_threadpool(add_token, st.storage, name, scopes,
-                                                me.id if me else None)
-        await audit(request, "token_add", detail=f"{token.name}: {','.join(token.scopes)}")
-    except AccountError as err:
-        message = str(err)
-        return await run_in_threadpool(lambda: _tokens_page(request, error=message,
-                                                            status_code=400))
+        scopes = parse_scopes(",".join(str(v) for v in form.getlist("permisos")))
+    except ValueError:
+        raise AccountError("Elija al menos un permiso para el token.") from None
+    me = current_user(request)
+    token, secret = await run_in_threadpool(add_token, st.storage, name, scopes,
+                                            me.id if me else None)
+    await audit(request, "token_add", detail=f"{token.name}: {','.join(token.scopes)}")
     # Shown once, on this answer only (never stored, never in a URL).
     return await run_in_threadpool(lambda: _tokens_page(request, created=(token.name, secret)))
 
