@@ -22,7 +22,7 @@ from openpyxl import Workbook, load_workbook  # noqa: E402
 from stdnum.mx import curp as stdnum_curp  # noqa: E402
 
 from worker.core.settings import load_settings  # noqa: E402
-from worker.intake.sheet import read_sheet  # noqa: E402
+from worker.intake.read import read_sheet  # noqa: E402
 
 LETTERS = "BCDFGHJKLMNPQRSTVWXYZ"
 STATES = ["DF", "JC", "NL", "PL", "GT", "VZ", "OC", "YN", "BC", "CH"]

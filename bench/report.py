@@ -27,13 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openpyxl import Workbook  # noqa: E402
 
 from worker.core.statuses import Status  # noqa: E402
-from worker.report.workbook import (  # noqa: E402
-    ReportChange,
-    ReportCheck,
-    ReportData,
-    ReportRow,
-    write_report,
-)
+from worker.report.model import ReportChange, ReportCheck, ReportData, ReportRow  # noqa: E402
+from worker.report.workbook import write_report  # noqa: E402
 
 _FIRST = ["Ana", "José Luis", "María Fernanda", "Juan", "Guadalupe", "Luis Ángel", "Sofía",
           "Miguel", "Ximena", "Carlos", "Daniela", "Jorge", "Valeria", "Ricardo", "Paola"]

@@ -83,7 +83,7 @@ def smtp_target(settings: Settings, recipients: str | None = None) -> SmtpTarget
 
 def change_message(change: Any, *, batch_id: str, sender: str, recipients: list[str],
                    extra: dict[str, Any], tz: Any) -> EmailMessage:
-    """The Spanish e-mail HR receives for one change (a ``worker.report.workbook.ReportChange``)."""
+    """The Spanish e-mail HR receives for one change (a ``worker.report.model.ReportChange``)."""
     portal = registry.title(change.portal)
     before = change.before.label if change.before is not None else "Sin consulta previa"
     after = change.after.label

@@ -19,7 +19,7 @@ from worker.core.logs import configure_logging
 from worker.core.settings import Settings, load_settings
 from worker.core.statuses import Status, label_of
 from worker.engine.executor import executor_for
-from worker.intake.sheet import read_sheet
+from worker.intake.read import read_sheet
 from worker.interfaces.cli import PEOPLE_ACTIONS
 from worker.interfaces.terminal import CaptchaPrompt
 from worker.interfaces.validate import formula_warning

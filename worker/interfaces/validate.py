@@ -11,7 +11,8 @@ import sys
 from typing import Any, TextIO
 
 from worker.core.settings import load_settings
-from worker.intake.sheet import Intake, read_sheet
+from worker.intake.read import read_sheet
+from worker.intake.result import Intake
 
 __all__ = ["cmd_validate", "render_table", "formula_warning"]
 

@@ -1,4 +1,5 @@
-"""From stored results to the report model (worker/report/workbook.py writes the file)."""
+"""From stored results to the report model (worker/report/model.py; worker/report/workbook.py
+writes the file)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ from pathlib import Path
 
 from worker.core.settings import Settings
 from worker.core.statuses import Status
-from worker.report.workbook import (
+from worker.report.model import (
     ReportChange,
     ReportCheck,
     ReportData,
     ReportRow,
     name_columns,
     person_name,
-    write_report,
 )
+from worker.report.workbook import write_report
 from worker.storage.repository import Check, Row, Storage, utcnow
 
 __all__ = ["build_report", "report_data"]

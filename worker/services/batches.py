@@ -13,7 +13,8 @@ from typing import Any
 
 from worker.core.settings import Settings
 from worker.core.statuses import Status
-from worker.intake.sheet import Intake, read_sheet
+from worker.intake.read import read_sheet
+from worker.intake.result import Intake
 from worker.storage.files import input_copy_name, own_out_dir
 from worker.storage.repository import Storage, database_missing, new_batch_id
 

@@ -10,7 +10,9 @@ import pytest
 from tests.worker.sheets import INVALID_KINDS, VALID, curp, write_csv, write_xlsx
 from worker.core.errors import InputError
 from worker.core.settings import load_settings
-from worker.intake.sheet import is_curp_header, normalise_curp, read_sheet, validate_curp
+from worker.intake.columns import is_curp_header
+from worker.intake.curp import normalise_curp, validate_curp
+from worker.intake.read import read_sheet
 
 SAMPLE = Path(__file__).resolve().parents[3] / "fixtures" / "sample" / "onboarding.xlsx"
 SAMPLE_CSV = SAMPLE.with_suffix(".csv")

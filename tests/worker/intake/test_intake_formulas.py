@@ -14,7 +14,7 @@ from openpyxl import Workbook
 
 from tests.worker.sheets import VALID
 from worker.core.settings import load_settings
-from worker.intake.sheet import read_sheet
+from worker.intake.read import read_sheet
 
 
 def _program_sheet(path: Path, *, cached_b3: str | None = None) -> Path:

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from tests.worker.sheets import VALID, write_csv, write_xlsx
 from worker.core.errors import InputError
 from worker.core.settings import load_settings
-from worker.intake.sheet import Intake, read_sheet
+from worker.intake.read import read_sheet
+from worker.intake.result import Intake
 
 SETTINGS = load_settings()
 FUZZ = settings(max_examples=60, deadline=None,

@@ -13,7 +13,7 @@ import pytest
 from tests.worker import sheets as s
 from worker.core.errors import InputError
 from worker.core.settings import load_settings
-from worker.intake.sheet import read_sheet
+from worker.intake.read import read_sheet
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "fixtures" / "sample" / "onboarding.xlsx"

@@ -10,7 +10,7 @@ import pytest
 from tests.worker import sheets as s
 from worker.core.errors import InputError
 from worker.core.settings import load_settings
-from worker.intake.sheet import read_sheet
+from worker.intake.read import read_sheet
 
 SAMPLE = Path(__file__).resolve().parents[3] / "fixtures" / "sample" / "onboarding.xlsx"
 

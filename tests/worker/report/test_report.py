@@ -15,14 +15,9 @@ import pytest
 from openpyxl import load_workbook
 
 from worker.core.statuses import Status
-from worker.report.workbook import (
-    EXCEL_MAX_CHARS,
-    ReportChange,
-    ReportCheck,
-    ReportData,
-    ReportRow,
-    write_report,
-)
+from worker.report.model import ReportChange, ReportCheck, ReportData, ReportRow
+from worker.report.safe_text import EXCEL_MAX_CHARS
+from worker.report.workbook import write_report
 
 HOSTILE = [
     '=HYPERLINK("http://x","clic")',
@@ -484,9 +479,9 @@ def test_links_beyond_excels_per_sheet_limit_become_plain_relative_paths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past the hyperlink limit of a sheet, the cell shows the relative path as text."""
-    import worker.report.workbook as report
+    import worker.report.sheet as report_sheet
 
-    monkeypatch.setattr(report, "MAX_LINKS_PER_SHEET", 2)
+    monkeypatch.setattr(report_sheet, "MAX_LINKS_PER_SHEET", 2)
     rows = [ReportRow(row=i + 2, value=_curp(i), curp=_curp(i), extra={},
                       checks={"imss": _check(tmp_path, _curp(i), "imss", Status.ENTITLED)})
             for i in range(4)]

@@ -17,7 +17,7 @@ from worker.core.roles import ROLE_LABELS, SCOPES, Permission, parse_scopes
 from worker.interfaces.web.common import WebState, checked_form, csrf_refused, render, web
 from worker.interfaces.web.guard import audit, current_user, guarded
 from worker.interfaces.web.security import password_weakness
-from worker.report.workbook import csv_safe
+from worker.report.safe_text import csv_safe
 from worker.storage.accounts import (
     AccountError,
     add_token,

@@ -33,7 +33,7 @@ from flows import registry
 from worker.core.errors import InputError
 from worker.engine.limits import LocalLimiter
 from worker.engine.webhooks import EVENTS
-from worker.intake.sheet import read_sheet
+from worker.intake.read import read_sheet
 from worker.interfaces.web.batches import recorded_files, report_file, send_file
 from worker.interfaces.web.common import web
 from worker.interfaces.web.files import inside, new_upload

@@ -14,7 +14,8 @@ from starlette.responses import RedirectResponse, Response
 
 from flows import registry
 from worker.core.errors import InputError
-from worker.intake.sheet import Intake, read_sheet
+from worker.intake.read import read_sheet
+from worker.intake.result import Intake
 from worker.interfaces.web.common import checked_form, csrf_refused, not_found, render, web
 from worker.interfaces.web.files import UPLOAD_TOKEN_RE, new_upload, upload_dir
 from worker.interfaces.web.guard import audit
