@@ -132,7 +132,7 @@ def _one_check(args: tuple) -> str:
         out = run_check(browser, portal, Person(curp=curp), settings, Path(work) / curp,
                         captcha=make_solver(settings),
                         mailbox=open_mailbox(settings.effective_mailbox_url), log=log)
-        return out.status.value
+        return out.outcome.status.value
     except Exception as exc:  # noqa: BLE001 - a bench counts failures, it does not stop
         return type(exc).__name__
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from worker.core.statuses import Status
 
@@ -18,7 +18,20 @@ if TYPE_CHECKING:
 
     from worker.core.settings import Settings
 
-__all__ = ["Person", "PdfFacts", "Outcome", "CheckContext", "CaptchaSolver", "Mailbox"]
+__all__ = [
+    "Person",
+    "PdfFacts",
+    "PdfSource",
+    "ImssPdfSource",
+    "IssstePdfSource",
+    "FirstMail",
+    "SecondMail",
+    "MailAwaited",
+    "Outcome",
+    "CheckContext",
+    "CaptchaSolver",
+    "Mailbox",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,39 @@ class PdfFacts:
     valid_until: date | None = None
 
 
+#: How IMSS gave the PDF: from its final ``page``, or attached to the second ``email``.
+ImssPdfSource = Literal["page", "email"]
+#: How ISSSTE gave the PDF: a browser ``download``, a PDF ``response`` (a window or frame
+#: answering inline), or fetched from an embedded ``viewer``'s source.
+IssstePdfSource = Literal["download", "response", "viewer"]
+#: How a check's PDF was obtained (logged by the flows as ``source`` / ``via``).
+PdfSource = ImssPdfSource | IssstePdfSource
+
+
+@dataclass(frozen=True)
+class FirstMail:
+    """Step 1 (flows.imss ``send_step``) ended with the form accepted: the engine stores the
+    wait for email 1 (worker/storage/waiting.py ``Waits.start``)."""
+
+    stage: ClassVar[Literal["mail1"]] = "mail1"
+    address: str
+    """Where the portal sends its emails."""
+    sent_at: float
+    """When the form was sent (epoch seconds): older messages are not this check's."""
+
+
+@dataclass(frozen=True)
+class SecondMail:
+    """Step 2 (flows.imss ``link_step``) followed the link but the page gave no PDF: the engine
+    waits for email 2, which carries it (``Waits.wait_second``)."""
+
+    stage: ClassVar[Literal["mail2"]] = "mail2"
+
+
+#: A step that ends waiting for an email.
+MailAwaited = FirstMail | SecondMail
+
+
 @dataclass
 class Outcome:
     """The result of one check."""
@@ -54,8 +100,9 @@ class Outcome:
     facts: PdfFacts | None = None
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per step (``form``, ``captcha``, ``email``, ``pdf``…)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    waiting: dict[str, Any] | None = None
+    pdf_source: PdfSource | None = None
+    """How ``pdf_path`` was obtained (``None`` without a PDF)."""
+    waiting: MailAwaited | None = None
     """Set by a step that ends waiting for an email (flows.imss ``send_step``/``link_step``):
     nothing is recorded, the engine stores the wait (worker/storage/waiting.py); ``status`` is
     unused."""

@@ -8,8 +8,12 @@ function that decides whether and when a check is tried again.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from worker.core.statuses import Status
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "FlowError",
@@ -39,6 +43,9 @@ class TransientError(FlowError):
 
     status = Status.PORTAL_UNAVAILABLE
     transient = True
+    evidence: Path | None = None
+    """The evidence folder ``flows.runner.run_check`` kept of the failed run (``None`` when
+    raised outside one): the engine keeps it beside the PDFs and records it if no retry is left."""
 
 
 class PortalUnavailable(TransientError):

@@ -31,7 +31,7 @@ from urllib.parse import urljoin
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from flows.base import CheckContext, Outcome
+from flows.base import CheckContext, FirstMail, ImssPdfSource, Outcome, SecondMail
 from flows.errors import (
     CaptchaUnsolved,
     EmailNotReceived,
@@ -177,7 +177,7 @@ def run(ctx: CheckContext) -> Outcome:
     if ended is not None:
         return ended
     pdf_path = Path(ctx.work_dir) / "imss.pdf"
-    source = "page"
+    source: ImssPdfSource = "page"
     with sw("email2"):
         # Always claimed, even when the page gave the PDF, so it does not pile up.
         mail2 = _second_email(ctx, email, confirmed_at, need=facts is None)
@@ -207,7 +207,7 @@ def send_step(ctx: CheckContext) -> Outcome:
     if ended is not None:
         return ended
     return Outcome(status=Status.ERROR, detail="", timings=sw.timings,
-                   waiting={"stage": "mail1", "address": email, "sent_at": submitted_at})
+                   waiting=FirstMail(address=email, sent_at=submitted_at))
 
 
 def link_step(ctx: CheckContext, link: str, *, tried_before: bool = False) -> Outcome:
@@ -225,7 +225,7 @@ def link_step(ctx: CheckContext, link: str, *, tried_before: bool = False) -> Ou
     if facts is None:
         ctx.log.info("imss_waiting_second_email")
         return Outcome(status=Status.ERROR, detail="", timings=sw.timings,
-                       waiting={"stage": "mail2"})
+                       waiting=SecondMail())
     return _verdict(ctx, facts, Path(ctx.work_dir) / "imss.pdf", "page", sw)
 
 
@@ -240,7 +240,7 @@ def pdf_step(work_dir: Path, curp: str, pdf: bytes, log: Any) -> Outcome:
     status = Status(facts.result)
     log.info("imss_verdict", status=status.value, source="email")
     return Outcome(status=status, detail=_detail(status, facts), pdf_path=pdf_path, facts=facts,
-                   timings=sw.timings, extra={"pdf_source": "email"})
+                   timings=sw.timings, pdf_source="email")
 
 
 def _submit(ctx: CheckContext, page: Page, dialogs: _Dialogs, sw: Stopwatch, retry: StepRetry,
@@ -318,7 +318,7 @@ def _follow_link(ctx: CheckContext, page: Page, link: str, sw: Stopwatch, retry:
     return None, None
 
 
-def _verdict(ctx: CheckContext, facts: Any, pdf_path: Path, source: str,
+def _verdict(ctx: CheckContext, facts: Any, pdf_path: Path, source: ImssPdfSource,
              sw: Stopwatch) -> Outcome:
     if facts is None:  # unreachable: read_constancia raises instead
         raise FlowError("La constancia del IMSS no se pudo leer.")
@@ -330,7 +330,7 @@ def _verdict(ctx: CheckContext, facts: Any, pdf_path: Path, source: str,
         pdf_path=pdf_path,
         facts=facts,
         timings=sw.timings,
-        extra={"pdf_source": source},
+        pdf_source=source,
     )
 
 

@@ -27,7 +27,7 @@ from urllib.parse import urljoin
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from flows.base import CheckContext, Outcome
+from flows.base import CheckContext, IssstePdfSource, Outcome
 from flows.errors import FlowError, PortalChanged, PortalUnavailable
 from flows.pdf import read_constancia
 from flows.registry import DoctorLook, Portal, register
@@ -197,7 +197,7 @@ def run(ctx: CheckContext) -> Outcome:
         pdf_path=pdf_path,
         facts=facts,
         timings=sw.timings,
-        extra={"pdf_via": via},
+        pdf_source=via,
     )
 
 
@@ -583,7 +583,7 @@ class _PdfCatch:
         if self.failed:
             raise PortalUnavailable(f"La descarga del ISSSTE falló: {self.failed[0]}.")
 
-    def pdf(self) -> tuple[bytes, str] | None:
+    def pdf(self) -> tuple[bytes, IssstePdfSource] | None:
         """The PDF and how it came (``download`` / ``response``), if one arrived."""
         for download in self.downloads:
             try:
@@ -623,7 +623,7 @@ def _fetch_pdf(context: Any, url: str) -> bytes | None:
     return data if data.startswith(b"%PDF-") else None
 
 
-def _download(page: Page, dest: Path, settings: Settings) -> str:
+def _download(page: Page, dest: Path, settings: Settings) -> IssstePdfSource:
     """Click "Descargar" and save the PDF, however the portal delivers it: how it came
     (``download``, ``response`` — a window or frame answering inline — or ``viewer``). A
     failure to get it (a refused postback, an error page, nothing within the timeout) is
@@ -631,7 +631,7 @@ def _download(page: Page, dest: Path, settings: Settings) -> str:
     link = _find(page, PORTAL.download, settings.element_timeout_s)
     viewers_before = set(page.evaluate(_VIEWERS_JS, PORTAL.viewer))
     deadline = time.monotonic() + settings.navigation_timeout_s
-    got: tuple[bytes, str] | None = None
+    got: tuple[bytes, IssstePdfSource] | None = None
     with _PdfCatch(page) as catch, _Postbacks(page) as postbacks:
         try:
             link.click()
@@ -656,7 +656,7 @@ def _download(page: Page, dest: Path, settings: Settings) -> str:
 
 
 def _viewer_pdf(page: Page, before: set[str], catch: _PdfCatch,
-                settings: Settings) -> tuple[bytes, str] | None:
+                settings: Settings) -> tuple[bytes, IssstePdfSource] | None:
     """The PDF of a viewer the click embedded, fetched in the check's context (its cookies);
     ``None`` while there is none. A viewer's own load may deliver it first (``catch``)."""
     try:

@@ -1,16 +1,18 @@
 """Run one check: a fresh browser context, the portal's flow, evidence when it fails.
 
-The engine (Celery task or embedded pool) calls ``run_check`` and gets either an ``Outcome``
-or a ``TransientError`` to retry (``flows.errors.retry_delay`` decides); the context is closed
-in every case. A check that failed in any way while the portal's bot protection was refusing
-it (a page, or a sub-resource such as the captcha image, was Incapsula's block) ends as
-``PortalBlocked`` — never ``portal_changed`` — whatever the flow made of it.
+The engine (Celery task or embedded pool) calls ``run_check`` and gets either a ``CheckRun``
+(the flow's ``Outcome`` and the files kept of it) or a ``TransientError`` to retry
+(``flows.errors.retry_delay`` decides); the context is closed in every case. A check that
+failed in any way while the portal's bot protection was refusing it (a page, or a sub-resource
+such as the captcha image, was Incapsula's block) ends as ``PortalBlocked`` — never
+``portal_changed`` — whatever the flow made of it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +31,25 @@ if TYPE_CHECKING:
 
     from worker.core.settings import Settings
 
-__all__ = ["run_check", "new_check_context", "trace_snapshots"]
+__all__ = ["CheckRun", "run_check", "new_check_context", "trace_snapshots"]
 
 _LOCALE = "es-MX"
 #: A common desktop screen (Playwright's default, 1280×720, is no real screen size).
 _VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """One run of a check: what the flow made of it and the files kept beside its PDF."""
+
+    outcome: Outcome
+    """The verdict, refusal or failure (or, for a step, the email it waits for)."""
+    evidence: Path | None = None
+    """The evidence folder (pages, trace, ``check.json``, refused captchas), when kept: for every
+    check that ended without a PDF and not done, and for refused captchas of one that did."""
+    trace: Path | None = None
+    """The trace of a settled check (inside this run's evidence folder), with
+    ``KEEP_TRACES=always``; a failed check's trace is in its ``evidence`` instead."""
 
 
 def new_check_context(browser: Browser, settings: Settings) -> BrowserContext:
@@ -61,12 +77,12 @@ def run_check(
     log: Any,
     attempt: int = 0,
     flow: Any = None,
-) -> Outcome:
+) -> CheckRun:
     """Check ``person`` on ``portal``; the PDF goes to ``work_dir/<portal>.pdf``.
 
-    Returns an ``Outcome`` for every verdict and for permanent failures (``portal_changed``,
-    ``error``…), with ``extra["evidence"]`` when evidence was kept. Raises the flow's
-    ``TransientError`` (with ``evidence_path`` set) so that the engine can retry it.
+    Returns a ``CheckRun`` for every verdict and for permanent failures (``portal_changed``,
+    ``error``…), with its ``evidence`` when evidence was kept. Raises the flow's
+    ``TransientError`` (its ``evidence`` set) so that the engine can retry it.
 
     ``flow``: one step of the portal's check instead of its whole flow (flows.imss
     ``send_step``/``link_step``); a step that ends waiting for mail keeps no evidence.
@@ -99,7 +115,7 @@ def run_check(
         except TransientError as exc:
             path = _keep_evidence(context, work_dir, portal, attempt, exc.status, exc, tracing,
                                   snapshots)
-            exc.evidence_path = path  # type: ignore[attr-defined]
+            exc.evidence = path
             log.warning(
                 "check_transient_failure",
                 error=type(exc).__name__,
@@ -120,31 +136,31 @@ def run_check(
         # and not done, even when their class asks HR for attention ("Vigente").
         settled = (outcome.waiting is not None or outcome.status.has_pdf
                    or outcome.status.status_class is StatusClass.DONE)
+        evidence: Path | None = None
+        trace: Path | None = None
         if not settled or error is not None:
-            path = _keep_evidence(
+            evidence = _keep_evidence(
                 context, work_dir, portal, attempt, outcome.status, error, tracing, snapshots
             )
-            outcome.extra["evidence"] = str(path)
             log.warning(
                 "check_failed",
                 status=outcome.status.value,
                 error=type(error).__name__ if error else None,
                 detail=mask_text(outcome.detail),
-                evidence=str(path),
+                evidence=str(evidence),
             )
         elif tracing:
             if settings.keep_traces == "always":
                 trace = save_trace(context, evidence_dir(work_dir, portal, attempt))
-                outcome.extra["trace"] = str(trace) if trace else None
             else:
                 _discard_trace(context)
-        if kept.saved and "evidence" not in outcome.extra:
+        if kept.saved and evidence is None:
             # A check that succeeded after refused captchas keeps those images too.
-            outcome.extra["evidence"] = str(evidence_dir(work_dir, portal, attempt))
+            evidence = evidence_dir(work_dir, portal, attempt)
         outcome.timings.setdefault("total", round(time.monotonic() - started, 3))
         log.info("flow_done", status="waiting" if outcome.waiting else outcome.status.value,
                  timings=outcome.timings)
-        return outcome
+        return CheckRun(outcome, evidence=evidence, trace=trace)
     finally:
         try:
             context.close()

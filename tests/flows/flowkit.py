@@ -21,7 +21,7 @@ from fixtures.texts import IMSS_SESSION_COOKIE
 from flows.base import Outcome, Person
 from flows.errors import TransientError, retry_delay, status_for
 from flows.mailbox import open_mailbox
-from flows.runner import run_check
+from flows.runner import CheckRun, run_check
 from worker.core.settings import Settings, load_settings
 
 __all__ = [
@@ -148,7 +148,7 @@ def check(
     solver: Any = None,
     attempt: int = 0,
     before_mail: Callable[[str], None] | None = None,
-) -> Outcome:
+) -> CheckRun:
     """One check through ``run_check``, as the engine makes it. ``before_mail(subject)`` is
     called each time the flow starts waiting for an email (a moment to take screenshots)."""
     mailbox = open_mailbox(settings.effective_mailbox_url, poll_s=settings.mailbox_poll_s)
@@ -178,8 +178,9 @@ def check_like_the_engine(
     attempt = 0
     while True:
         try:
-            return check(browser, portal, curp, settings, work_dir / f"run{attempt}",
-                         solver=solver, attempt=attempt), attempt + 1
+            run = check(browser, portal, curp, settings, work_dir / f"run{attempt}",
+                        solver=solver, attempt=attempt)
+            return run.outcome, attempt + 1
         except TransientError as exc:
             if retry_delay(exc, attempt, retry_max=settings.retry_max, backoff_s=0,
                            backoff_max_s=0) is None:

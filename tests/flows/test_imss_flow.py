@@ -56,16 +56,17 @@ def _run(browser, sandbox, tmp_path: Path, curp: str, *, solver=None, prepare=No
             SHOTS.mkdir(exist_ok=True)
             spy.context.pages[0].screenshot(path=SHOTS / f"{shots}-{step}.png", full_page=True)
 
-    outcome = check(spy, "imss", curp, flow_settings(sandbox, **settings), tmp_path,
-                    solver=solver, before_mail=before_mail)
-    return outcome, solver
+    run = check(spy, "imss", curp, flow_settings(sandbox, **settings), tmp_path,
+                solver=solver, before_mail=before_mail)
+    return run, solver
 
 
 def _refused(browser, sandbox, tmp_path, curp, status: Status, **kw):
-    outcome, _ = _run(browser, sandbox, tmp_path, curp, **kw)
+    run, _ = _run(browser, sandbox, tmp_path, curp, **kw)
+    outcome = run.outcome
     assert outcome.status is status, outcome.detail
     assert outcome.pdf_path is None and outcome.facts is None
-    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(outcome.extra["evidence"])
+    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(run.evidence)
     return outcome
 
 
@@ -80,7 +81,8 @@ def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
     no evidence is kept but the images of refused captchas, and both emails are claimed."""
     curp = SCENARIOS["imss_not_entitled"]
     solver = make_solver(flow_settings(sandbox))
-    outcome, _ = _run(browser, sandbox, tmp_path, curp, solver=solver, shots="imss-not-entitled")
+    run, _ = _run(browser, sandbox, tmp_path, curp, solver=solver, shots="imss-not-entitled")
+    outcome = run.outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
     assert outcome.pdf_path == tmp_path / "imss.pdf"
     assert outcome.pdf_path.read_bytes()[:5] == b"%PDF-"
@@ -88,12 +90,12 @@ def test_not_entitled_constancia_is_downloaded_and_read_from_the_pdf(
     assert outcome.facts.valid_until
     # The folio is read where the layout keeps it beside its label (variant b's table does not).
     assert bool(outcome.facts.folio) == (markup == "a")
-    assert outcome.extra["pdf_source"] == "page"
+    assert outcome.pdf_source == "page"
     if solver.rejected:  # rare with the net solver: only the refused images are kept
-        kept = Path(outcome.extra["evidence"])
+        kept = run.evidence
         assert {p.parent.name for p in kept.rglob("*.*")} == {"captchas"}
     else:
-        assert "evidence" not in outcome.extra
+        assert run.evidence is None
     assert "Sin derecho" in outcome.detail
     assert {"open", "captcha", "form", "submit", "email", "confirm", "pdf"} <= set(outcome.timings)
     assert solver.rejected == solver.solved - 1  # every refused answer was reported
@@ -111,13 +113,14 @@ def test_entitled_after_a_failed_captcha(browser, sandbox, tmp_path: Path, wrong
     curp = fresh_curp()
     sandbox.set_person(curp, imss="entitled")
     solver = OracleSolver(sandbox, None, wrong_first=1, wrong_answer=wrong)  # type: ignore[arg-type]
-    outcome, _ = _run(browser, sandbox, tmp_path, curp, solver=solver, shots="imss-entitled")
+    run, _ = _run(browser, sandbox, tmp_path, curp, solver=solver, shots="imss-entitled")
+    outcome = run.outcome
     assert outcome.status is Status.ENTITLED, outcome.detail
     assert len(solver.rejected) == 1 and len(solver.solved) == 2
     assert solver.images[0] != solver.images[1]  # a fresh image for the second try
     # The refused image is kept in the check's evidence, with the answer tried (as the flow
     # read it from the page: the canvas's PNG of the JPEG's pixels).
-    kept = Path(outcome.extra["evidence"]) / "captchas"
+    kept = run.evidence / "captchas"
     (image,) = kept.glob("*.png")
     assert image.read_bytes() == solver.images[0]
     note = json.loads(image.with_suffix(".json").read_text())
@@ -138,9 +141,10 @@ def test_pdf_comes_from_the_second_email_when_ver_reporte_fails(
     def prepare(context) -> None:
         context.route(re.compile(r".*/(viewReport|downloadReport)"), lambda route: route.abort())
 
-    outcome, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    run, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    outcome = run.outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
-    assert outcome.extra["pdf_source"] == "email"
+    assert outcome.pdf_source == "email"
     assert outcome.facts.curp == curp
 
 
@@ -180,7 +184,8 @@ def test_portal_that_only_takes_keystrokes_still_gives_the_verdict(
     sandbox.set_faults("imss", keystrokes_only=True)
     curp = fresh_curp()
     sandbox.set_person(curp, imss="not_entitled")
-    outcome, _ = _run(browser, sandbox, tmp_path, curp)
+    run, _ = _run(browser, sandbox, tmp_path, curp)
+    outcome = run.outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
     assert outcome.facts.curp == curp
 
@@ -233,7 +238,7 @@ def test_daily_limit_met_at_the_link_is_daily_limit(browser, sandbox, tmp_path: 
 
     spy = BrowserSpy(browser)
     outcome = check(spy, "imss", curp, flow_settings(sandbox), tmp_path,
-                    solver=OracleSolver(sandbox, spy), before_mail=before_mail)
+                    solver=OracleSolver(sandbox, spy), before_mail=before_mail).outcome
     assert outcome.status is Status.DAILY_LIMIT, outcome.detail
     assert outcome.detail == t.IMSS_MSG_DAILY_LIMIT and outcome.pdf_path is None
     assert sandbox.stats("imss")["constancias"] == {curp: 2}
@@ -255,9 +260,9 @@ def test_link_is_followed_in_a_fresh_context_when_the_forms_page_is_gone(
             spy.context.pages[0].close()
 
     outcome = check(spy, "imss", curp, flow_settings(sandbox), tmp_path,
-                    solver=OracleSolver(sandbox, spy), before_mail=before_mail)
+                    solver=OracleSolver(sandbox, spy), before_mail=before_mail).outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
-    assert outcome.extra["pdf_source"] == "page"
+    assert outcome.pdf_source == "page"
     assert sandbox.stats("imss")["constancias"] == {curp: 1}
 
 
@@ -302,7 +307,7 @@ def test_address_refused_by_the_pages_dialog_is_email_rejected(
     settings = settings.model_copy(update={"imss_email": template})
     spy = BrowserSpy(browser)
     outcome = check(spy, "imss", fresh_curp(), settings, tmp_path,
-                    solver=OracleSolver(sandbox, spy))
+                    solver=OracleSolver(sandbox, spy)).outcome
     assert outcome.status is Status.EMAIL_REJECTED, outcome.detail
     assert outcome.detail == message
     assert sandbox.stats("imss")["queries"] == {}
@@ -332,7 +337,7 @@ def test_captcha_never_solved_is_captcha_unsolved(browser, sandbox, tmp_path: Pa
         _run(browser, sandbox, tmp_path, fresh_curp(), solver=solver, captcha_attempts=2)
     assert info.value.status is Status.CAPTCHA_UNSOLVED
     assert len(solver.rejected) == 2 and solver.rejected == solver.solved
-    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(info.value.evidence_path)
+    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(info.value.evidence)
 
 
 @pytest.mark.parametrize(
@@ -351,7 +356,7 @@ def test_portal_faults_are_portal_unavailable(browser, sandbox, tmp_path, faults
     with pytest.raises(PortalUnavailable) as info:
         _run(browser, sandbox, tmp_path, fresh_curp())
     assert info.value.status is Status.PORTAL_UNAVAILABLE
-    folder = Path(info.value.evidence_path)
+    folder = info.value.evidence
     assert {"page-1.png", "page-1.html", "trace.zip", "check.json"} <= evidence_files(folder)
     html = (folder / "page-1.html").read_text(encoding="utf-8")
     assert any(title in html for title in (t.UNAVAILABLE_TITLE, t.MAINTENANCE_TITLE, t.ERROR_TITLE))
@@ -367,7 +372,7 @@ def test_incapsula_block_is_portal_blocked_never_portal_changed(
     with pytest.raises(PortalBlocked) as info:
         _run(browser, sandbox, tmp_path, fresh_curp())
     assert info.value.status is Status.PORTAL_BLOCKED
-    html = (Path(info.value.evidence_path) / "page-1.html").read_text(encoding="utf-8")
+    html = (info.value.evidence / "page-1.html").read_text(encoding="utf-8")
     assert "_Incapsula_Resource" in html
     assert sandbox.stats("imss")["queries"] == {}
 
@@ -387,7 +392,7 @@ def test_lost_email_is_email_not_received(browser, sandbox, tmp_path: Path) -> N
     with pytest.raises(EmailNotReceived) as info:
         _run(browser, sandbox, tmp_path, fresh_curp(), email_timeout_s=1.5)
     assert info.value.status is Status.PORTAL_UNAVAILABLE
-    note = json.loads((Path(info.value.evidence_path) / "check.json").read_text("utf-8"))
+    note = json.loads((info.value.evidence / "check.json").read_text("utf-8"))
     assert note["error"] == "EmailNotReceived"
 
 
@@ -417,7 +422,8 @@ def test_slow_portal_and_late_email_still_give_the_verdict(
     curp = fresh_curp()
     sandbox.set_person(curp, imss="not_entitled")
     sandbox.set_faults("imss", latency_ms=50, email_delay_s=1.0)
-    outcome, _ = _run(browser, sandbox, tmp_path, curp)
+    run, _ = _run(browser, sandbox, tmp_path, curp)
+    outcome = run.outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
     assert outcome.facts.curp == curp
 
@@ -439,11 +445,12 @@ def test_missing_link_on_the_information_page_is_portal_changed(
             ),
         )
 
-    outcome, _ = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare,
-                      element_timeout_s=1)
+    run, _ = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare,
+                  element_timeout_s=1)
+    outcome = run.outcome
     assert outcome.status is Status.PORTAL_CHANGED
     assert "Tramitar Constancia" in outcome.detail
-    assert {"page-1.png", "page-1.html"} <= evidence_files(outcome.extra["evidence"])
+    assert {"page-1.png", "page-1.html"} <= evidence_files(run.evidence)
 
 
 def test_form_without_captcha_image_is_portal_changed(browser, sandbox, tmp_path: Path) -> None:
@@ -457,8 +464,9 @@ def test_form_without_captcha_image_is_portal_changed(browser, sandbox, tmp_path
 
         context.route("**" + t.IMSS_FORM_PATH, rewrite)
 
-    outcome, _ = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare,
-                      element_timeout_s=1)
+    run, _ = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare,
+                  element_timeout_s=1)
+    outcome = run.outcome
     assert outcome.status is Status.PORTAL_CHANGED
     assert "captchaImg" in outcome.detail
 
@@ -540,7 +548,8 @@ def test_captcha_image_that_failed_to_load_is_refreshed(browser, sandbox, tmp_pa
                       lambda route: route.fulfill(status=500, content_type="text/html",
                                                   body="<h1>Error</h1>"), times=1)
 
-    outcome, solver = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    run, solver = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    outcome = run.outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
     assert len(served) >= 2 and len(solver.solved) == 1  # the broken image was never solved
 
@@ -583,9 +592,10 @@ def test_spent_link_whose_page_failed_gives_the_pdf_of_the_second_email(
 
         context.route("**" + t.IMSS_CONFIRM_PATH + "*", spend_then_fail)
 
-    outcome, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    run, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    outcome = run.outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
-    assert outcome.extra["pdf_source"] == "email" and len(loads) == 2
+    assert outcome.pdf_source == "email" and len(loads) == 2
     assert sandbox.stats("imss")["queries"] == {curp: 1}
 
 
@@ -615,9 +625,10 @@ def test_confirmation_link_gets_extra_retries_before_spending_a_query(
         pattern = "**" + t.IMSS_CONFIRM_PATH + "*"
         context.route(pattern, flaky)
 
-    outcome, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare, step_retries=3)
+    run, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare, step_retries=3)
+    outcome = run.outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
-    assert len(loads) == 6 and outcome.extra["pdf_source"] == "page"
+    assert len(loads) == 6 and outcome.pdf_source == "page"
     assert sandbox.stats("imss")["queries"] == {curp: 1}
 
 
@@ -641,9 +652,10 @@ def test_report_pdf_is_read_at_its_response_when_the_viewer_keeps_it(
                    else None)
         context.route("**/*", lambda route: route.continue_())
 
-    outcome, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    run, _ = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    outcome = run.outcome
     assert outcome.status is Status.NOT_ENTITLED, outcome.detail
-    assert outcome.extra["pdf_source"] == "page"
+    assert outcome.pdf_source == "page"
     assert outcome.pdf_path.read_bytes()[:5] == b"%PDF-"
     assert len(posts) == 1, posts  # no step retry: the report was asked once
     assert sandbox.stats("imss")["queries"] == {curp: 1}

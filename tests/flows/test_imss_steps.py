@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from flows import imss
-from flows.base import Person
+from flows.base import FirstMail, Outcome, Person, SecondMail
 from flows.mailbox import open_mailbox
 from flows.runner import run_check
 from tests.flows.flowkit import BrowserSpy, OracleSolver, flow_settings, fresh_curp
@@ -23,9 +23,12 @@ pytestmark = pytest.mark.browser
 log = structlog.get_logger("test")
 
 
-def _step(spy, sandbox, settings, mailbox, curp: str, work: Path, flow):
-    return run_check(spy, "imss", Person(curp), settings, work, captcha=OracleSolver(sandbox, spy),
-                     mailbox=mailbox, log=log, flow=flow)
+def _step(spy, sandbox, settings, mailbox, curp: str, work: Path, flow) -> Outcome:
+    run = run_check(spy, "imss", Person(curp), settings, work, captcha=OracleSolver(sandbox, spy),
+                    mailbox=mailbox, log=log, flow=flow)
+    if run.outcome.waiting is not None:
+        assert run.evidence is None and run.trace is None  # a step that waits keeps nothing
+    return run.outcome
 
 
 def test_steps_give_the_constancia_from_the_page(browser, sandbox, tmp_path: Path) -> None:
@@ -37,18 +40,18 @@ def test_steps_give_the_constancia_from_the_page(browser, sandbox, tmp_path: Pat
     spy = BrowserSpy(browser)
     with open_mailbox(settings.effective_mailbox_url, poll_s=0.1) as mailbox:
         sent = _step(spy, sandbox, settings, mailbox, curp, tmp_path / "1", imss.send_step)
-        assert sent.waiting is not None and sent.waiting["stage"] == "mail1", sent.detail
-        assert sent.waiting["address"] == settings.email_for(curp)
+        assert isinstance(sent.waiting, FirstMail), sent.detail
+        assert sent.waiting.address == settings.email_for(curp)
         first_context = spy.context
-        mail = mailbox.wait_for(to=sent.waiting["address"], subject_contains="",
-                                since=sent.waiting["sent_at"] - 1, timeout_s=30)
+        mail = mailbox.wait_for(to=sent.waiting.address, subject_contains="",
+                                since=sent.waiting.sent_at - 1, timeout_s=30)
         link = imss.confirmation_link_in(mail)
         assert link and "confirmacionUrl" in link
         done = _step(spy, sandbox, settings, mailbox, curp, tmp_path / "2",
                      lambda ctx: imss.link_step(ctx, link))
     assert spy.context is not first_context  # a fresh context for step 2
     assert done.waiting is None and done.status is Status.ENTITLED, done.detail
-    assert done.extra["pdf_source"] == "page" and done.facts.curp == curp
+    assert done.pdf_source == "page" and done.facts.curp == curp
     assert sandbox.stats("imss")["queries"][curp] == 1
 
 
@@ -68,26 +71,26 @@ def test_no_pdf_on_the_page_waits_for_the_second_email_and_a_rerun_spends_nothin
     spy = BrowserSpy(browser, no_report)
     with open_mailbox(settings.effective_mailbox_url, poll_s=0.1) as mailbox:
         sent = _step(spy, sandbox, settings, mailbox, curp, tmp_path / "1", imss.send_step)
-        assert sent.waiting is not None, sent.detail
-        address = sent.waiting["address"]
+        assert isinstance(sent.waiting, FirstMail), sent.detail
+        address = sent.waiting.address
         mail1 = mailbox.wait_for(to=address, subject_contains="",
-                                 since=sent.waiting["sent_at"] - 1, timeout_s=30)
+                                 since=sent.waiting.sent_at - 1, timeout_s=30)
         link = imss.confirmation_link_in(mail1)
         assert link
         second = _step(spy, sandbox, settings, mailbox, curp, tmp_path / "2",
                        lambda ctx: imss.link_step(ctx, link))
-        assert second.waiting == {"stage": "mail2"}, second.detail
+        assert second.waiting == SecondMail(), second.detail
         again = _step(spy, sandbox, settings, mailbox, curp, tmp_path / "3",
                       lambda ctx: imss.link_step(ctx, link, tried_before=True))
-        assert again.waiting == {"stage": "mail2"}, again.detail
+        assert again.waiting == SecondMail(), again.detail
         mail2 = mailbox.wait_for(to=address, subject_contains="",
-                                 since=sent.waiting["sent_at"] - 1, timeout_s=30)
+                                 since=sent.waiting.sent_at - 1, timeout_s=30)
     pdf = imss.pdf_attachment(mail2)
     assert pdf is not None and pdf.startswith(b"%PDF-")
     work = tmp_path / "4"
     work.mkdir()
     out = imss.pdf_step(work, curp, pdf, log)
-    assert out.status is Status.NOT_ENTITLED and out.extra["pdf_source"] == "email"
+    assert out.status is Status.NOT_ENTITLED and out.pdf_source == "email"
     assert out.facts.curp == curp and out.pdf_path.is_file()
     stats = sandbox.stats("imss")
     assert stats["queries"][curp] == 1 and stats["constancias"][curp] == 1

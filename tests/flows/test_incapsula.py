@@ -123,7 +123,7 @@ def test_a_check_met_by_the_block_is_portal_blocked_with_evidence(
     with pytest.raises(PortalBlocked) as info:
         check(browser, portal, fresh_curp(random.Random(7)), settings, tmp_path / "w")
     assert status_for(info.value) is Status.PORTAL_BLOCKED
-    evidence = Path(info.value.evidence_path)
+    evidence = info.value.evidence
     note = json.loads((evidence / "check.json").read_text(encoding="utf-8"))
     assert note["status"] == "portal_blocked" and note["error"] == "PortalBlocked"
     assert "_Incapsula_Resource" in (evidence / "page-1.html").read_text(encoding="utf-8")

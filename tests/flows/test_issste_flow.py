@@ -48,13 +48,14 @@ def test_not_affiliated_gets_the_verified_pdf_on_every_variant(
     read, on every markup variant and download style; no evidence is kept."""
     sandbox.set_faults("issste", markup=markup, download=download)
     curp = SCENARIOS["issste_not_affiliated"]
-    outcome = _run(browser, sandbox, tmp_path, curp)
+    run = _run(browser, sandbox, tmp_path, curp)
+    outcome = run.outcome
     assert outcome.status is Status.NOT_AFFILIATED, outcome.detail
     assert outcome.pdf_path == tmp_path / "issste.pdf"
     assert outcome.facts.curp == curp and outcome.facts.result == "not_affiliated"
     assert outcome.facts.folio and outcome.facts.folio in outcome.detail
-    assert outcome.extra["pdf_via"] in VIA[download]
-    assert "evidence" not in outcome.extra
+    assert outcome.pdf_source in VIA[download]
+    assert run.evidence is None
     assert {"open", "search", "pdf", "verify"} <= set(outcome.timings)
     assert sandbox.stats("issste")["queries"] == {curp: 1}
 
@@ -67,11 +68,12 @@ def test_affiliated_has_no_pdf_on_every_variant(browser, sandbox, tmp_path: Path
     sandbox.set_faults("issste", markup=markup, download=download)
     curp = fresh_curp()
     sandbox.set_person(curp, issste="affiliated")
-    outcome = _run(browser, sandbox, tmp_path, curp)
+    run = _run(browser, sandbox, tmp_path, curp)
+    outcome = run.outcome
     assert outcome.status is Status.AFFILIATED, outcome.detail
     assert outcome.detail == t.ISSSTE_MSG_AFFILIATED
     assert outcome.pdf_path is None and not (tmp_path / "issste.pdf").exists()
-    assert "evidence" not in outcome.extra
+    assert run.evidence is None
 
 
 @pytest.mark.parametrize(("markup", "download"), COMBINATIONS, ids=IDS)
@@ -80,10 +82,11 @@ def test_unknown_curp_is_curp_not_found_on_every_variant(browser, sandbox, tmp_p
     """The documented unknown CURP is curp_not_found with the portal's message (and evidence),
     on every variant."""
     sandbox.set_faults("issste", markup=markup, download=download)
-    outcome = _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_found"])
+    run = _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_found"])
+    outcome = run.outcome
     assert outcome.status is Status.CURP_NOT_FOUND, outcome.detail
     assert outcome.detail == t.ISSSTE_MSG_NOT_FOUND
-    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(outcome.extra["evidence"])
+    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(run.evidence)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +100,7 @@ def test_portal_faults_are_portal_unavailable(browser, sandbox, tmp_path, faults
     sandbox.set_faults("issste", markup="b", **faults)
     with pytest.raises(PortalUnavailable) as info:
         _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_affiliated"])
-    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(info.value.evidence_path)
+    assert {"page-1.png", "page-1.html", "trace.zip"} <= evidence_files(info.value.evidence)
 
 
 def _spoil_first(what: str):
@@ -131,7 +134,7 @@ def test_refused_search_postback_is_retried_on_a_fresh_page(browser, sandbox, tm
     sandbox.set_faults("issste", markup=markup)
     prepare, spoiled = _spoil_first("btnBuscar")
     curp = SCENARIOS["issste_not_affiliated"]
-    outcome = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    outcome = _run(browser, sandbox, tmp_path, curp, prepare=prepare).outcome
     assert spoiled, "the first search was not altered"
     assert outcome.status is Status.NOT_AFFILIATED, outcome.detail
     assert outcome.facts.curp == curp
@@ -145,7 +148,7 @@ def test_refused_download_postback_is_retried_after_a_new_search(browser, sandbo
     sandbox.set_faults("issste", markup="d", download="postback")
     prepare, spoiled = _spoil_first("btnDescargar")
     curp = SCENARIOS["issste_not_affiliated"]
-    outcome = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    outcome = _run(browser, sandbox, tmp_path, curp, prepare=prepare).outcome
     assert spoiled and outcome.status is Status.NOT_AFFILIATED, outcome.detail
     assert sandbox.stats("issste")["queries"] == {curp: 2}
 
@@ -181,10 +184,11 @@ def test_a_captcha_is_portal_changed_with_evidence(browser, sandbox, tmp_path: P
 
         context.route("**/Servicios/**", add_captcha)
 
-    outcome = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare)
+    run = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare)
+    outcome = run.outcome
     assert outcome.status is Status.PORTAL_CHANGED
     assert "captcha" in outcome.detail
-    folder = Path(outcome.extra["evidence"])
+    folder = run.evidence
     assert {"page-1.png", "page-1.html"} <= evidence_files(folder)
     assert "imgCaptcha" in (folder / "page-1.html").read_text(encoding="utf-8")
     assert sandbox.stats("issste")["queries"] == {}
@@ -206,10 +210,11 @@ def test_page_without_a_curp_box_is_portal_changed(browser, sandbox, tmp_path: P
 
         context.route("**/Servicios/**", rewrite)
 
-    outcome = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare, element_timeout_s=1)
+    run = _run(browser, sandbox, tmp_path, fresh_curp(), prepare=prepare, element_timeout_s=1)
+    outcome = run.outcome
     assert outcome.status is Status.PORTAL_CHANGED
     assert issste.PORTAL.curp.what in outcome.detail
-    folder = Path(outcome.extra["evidence"])
+    folder = run.evidence
     assert "txtClave" in (folder / "page-1.html").read_text(encoding="utf-8")
 
 
@@ -233,7 +238,7 @@ def test_controls_are_found_by_label_and_text_without_their_ids(browser, sandbox
 
     sandbox.set_faults("issste", markup="a", download="handler")
     curp = SCENARIOS["issste_not_affiliated"]
-    outcome = _run(browser, sandbox, tmp_path, curp, prepare=prepare)
+    outcome = _run(browser, sandbox, tmp_path, curp, prepare=prepare).outcome
     assert outcome.status is Status.NOT_AFFILIATED, outcome.detail
     assert outcome.facts.curp == curp
 
@@ -274,7 +279,8 @@ def test_an_alert_answer_is_read(browser, sandbox, tmp_path: Path) -> None:
         context.route("**/Servicios/**", rewrite)
 
     sandbox.set_faults("issste", markup="d")
-    outcome = _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_found"], prepare=prepare)
+    run = _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_found"], prepare=prepare)
+    outcome = run.outcome
     assert outcome.status is Status.CURP_NOT_FOUND, outcome.detail
     assert outcome.detail == t.ISSSTE_MSG_NOT_FOUND
 
@@ -299,7 +305,7 @@ def test_slow_portal_still_gives_the_verdict(browser, sandbox, tmp_path: Path) -
     """Added latency per response (the UpdatePanel's overlay stays up longer) only slows the
     check down."""
     sandbox.set_faults("issste", markup="b", download="viewer", latency_ms=300)
-    outcome = _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_affiliated"])
+    outcome = _run(browser, sandbox, tmp_path, SCENARIOS["issste_not_affiliated"]).outcome
     assert outcome.status is Status.NOT_AFFILIATED, outcome.detail
 
 

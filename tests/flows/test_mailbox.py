@@ -588,7 +588,8 @@ def test_imss_flow_reads_both_emails_over_imap(browser, dovecot, imap_sandbox, t
     imap_sandbox.set_person(curp, imss="not_entitled")
     spy = BrowserSpy(browser)
     settings = flow_settings(imap_sandbox, mailbox_url=dovecot.url, mailbox_poll_s=0.05)
-    outcome = check(spy, "imss", curp, settings, tmp_path, solver=OracleSolver(imap_sandbox, spy))
+    outcome = check(spy, "imss", curp, settings, tmp_path,
+                    solver=OracleSolver(imap_sandbox, spy)).outcome
     assert outcome.status in (Status.ENTITLED, Status.NOT_ENTITLED), outcome.detail
     assert outcome.facts is not None and outcome.facts.curp == curp
     assert outcome.pdf_path is not None and outcome.pdf_path.read_bytes()[:5] == b"%PDF-"

@@ -14,7 +14,7 @@ import flows
 from flows.base import CheckContext, Outcome, Person
 from flows.errors import PortalChanged, PortalUnavailable
 from flows.registry import unregister
-from flows.runner import run_check
+from flows.runner import CheckRun, run_check
 from worker.core.settings import load_settings
 from worker.core.statuses import Status
 
@@ -98,7 +98,7 @@ class _Unused:
         raise AssertionError("not used")
 
 
-def _run(browser, tmp_path: Path, portal: str, attempt: int = 2, **settings: object) -> Outcome:
+def _run(browser, tmp_path: Path, portal: str, attempt: int = 2, **settings: object) -> CheckRun:
     return run_check(
         browser,
         portal,
@@ -129,7 +129,7 @@ def test_transient_error_is_reraised_with_evidence(browser, tmp_path: Path) -> N
     """A TransientError reaches the engine (to retry) with its evidence folder attached."""
     with pytest.raises(PortalUnavailable) as info:
         _run(browser, tmp_path, "t-transient")
-    path = Path(info.value.evidence_path)
+    path = info.value.evidence
     assert path == tmp_path / "out" / "evidence" / "t-transient-2"
     _assert_evidence(path)
     assert not browser.contexts
@@ -137,33 +137,37 @@ def test_transient_error_is_reraised_with_evidence(browser, tmp_path: Path) -> N
 
 def test_portal_changed_becomes_an_outcome_with_evidence(browser, tmp_path: Path) -> None:
     """PortalChanged is recorded as portal_changed (not retried), with evidence."""
-    outcome = _run(browser, tmp_path, "t-changed")
+    run = _run(browser, tmp_path, "t-changed")
+    outcome = run.outcome
     assert outcome.status is Status.PORTAL_CHANGED
     assert "#btnBuscar" in outcome.detail
-    _assert_evidence(Path(outcome.extra["evidence"]))
+    _assert_evidence(run.evidence)
     assert not browser.contexts
 
 
 def test_unexpected_exception_is_error_with_masked_detail(browser, tmp_path: Path) -> None:
     """Any other exception is `error`, its detail masked, with evidence."""
-    outcome = _run(browser, tmp_path, "t-crash")
+    run = _run(browser, tmp_path, "t-crash")
+    outcome = run.outcome
     assert outcome.status is Status.ERROR
     assert "ValueError" in outcome.detail and CURP not in outcome.detail
-    note = json.loads((Path(outcome.extra["evidence"]) / "check.json").read_text("utf-8"))
+    note = json.loads((run.evidence / "check.json").read_text("utf-8"))
     assert note["error"] == "ValueError" and note["status"] == "error"
 
 
 def test_unmapped_playwright_timeout_is_error(browser, tmp_path: Path) -> None:
     """A Playwright timeout a flow did not map is `error`, with evidence."""
-    outcome = _run(browser, tmp_path, "t-timeout")
+    run = _run(browser, tmp_path, "t-timeout")
+    outcome = run.outcome
     assert outcome.status is Status.ERROR and "TimeoutError" in outcome.detail
-    assert Path(outcome.extra["evidence"], "page-1.html").exists()
+    assert Path(run.evidence, "page-1.html").exists()
 
 
 def test_verdict_keeps_no_evidence_and_closes_the_context(browser, tmp_path: Path) -> None:
     """A plain verdict leaves only its PDF: no evidence folder, no open context."""
-    outcome = _run(browser, tmp_path, "t-verdict")
-    assert outcome.status is Status.NOT_ENTITLED and "evidence" not in outcome.extra
+    run = _run(browser, tmp_path, "t-verdict")
+    outcome = run.outcome
+    assert outcome.status is Status.NOT_ENTITLED and run.evidence is None
     assert not (tmp_path / "out" / "evidence").exists()
     assert "total" in outcome.timings
     assert not browser.contexts
@@ -171,22 +175,23 @@ def test_verdict_keeps_no_evidence_and_closes_the_context(browser, tmp_path: Pat
 
 def test_refusal_status_keeps_evidence(browser, tmp_path: Path) -> None:
     """A returned status that is not a verdict (daily_limit) still keeps evidence."""
-    outcome = _run(browser, tmp_path, "t-refusal")
+    run = _run(browser, tmp_path, "t-refusal")
+    outcome = run.outcome
     assert outcome.status is Status.DAILY_LIMIT
-    _assert_evidence(Path(outcome.extra["evidence"]))
+    _assert_evidence(run.evidence)
 
 
 def test_no_trace_when_traces_are_disabled(browser, tmp_path: Path) -> None:
     """keep_traces=never: screenshot and HTML still kept, no trace.zip."""
-    outcome = _run(browser, tmp_path, "t-changed", keep_traces="never")
-    _assert_evidence(Path(outcome.extra["evidence"]), trace=False)
+    run = _run(browser, tmp_path, "t-changed", keep_traces="never")
+    _assert_evidence(run.evidence, trace=False)
 
 
 def test_always_keeps_the_trace_of_a_verdict(browser, tmp_path: Path) -> None:
     """keep_traces=always: even a verdict keeps its trace."""
-    outcome = _run(browser, tmp_path, "t-verdict", keep_traces="always")
-    assert Path(outcome.extra["trace"]).name == "trace.zip"
-    assert Path(outcome.extra["trace"]).stat().st_size > 0
+    run = _run(browser, tmp_path, "t-verdict", keep_traces="always")
+    assert run.trace is not None and run.trace.name == "trace.zip"
+    assert run.trace.stat().st_size > 0
 
 
 def _trace_events(folder: Path) -> list[dict]:
@@ -204,8 +209,8 @@ def test_trace_snapshots_follow_the_setting(
 ) -> None:
     """TRACE_SNAPSHOTS: DOM snapshots on retries by default (or always, or never); every trace
     still records the actions, and check.json says which kind it is."""
-    outcome = _run(browser, tmp_path, "t-changed", attempt=attempt, trace_snapshots=setting)
-    folder = Path(outcome.extra["evidence"])
+    folder = _run(browser, tmp_path, "t-changed", attempt=attempt,
+                  trace_snapshots=setting).evidence
     events = _trace_events(folder)
     kinds = {event.get("type") for event in events}
     assert ("frame-snapshot" in kinds) is snapshots

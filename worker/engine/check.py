@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from flows import registry
-from flows.base import Person
+from flows.base import FirstMail, MailAwaited, Person, SecondMail
 from flows.browser import shared_browser
 from flows.errors import (
     EmailNotReceived,
@@ -36,7 +36,7 @@ from flows.errors import (
     retry_delay,
 )
 from flows.mailbox import open_mailbox
-from flows.runner import run_check
+from flows.runner import CheckRun, run_check
 from worker.core.logs import mask_text
 from worker.core.settings import Settings
 from worker.core.statuses import REUSABLE, Status
@@ -198,7 +198,7 @@ class Engine:
         since = self.blocks.now() if self.blocks else 0.0
         bound.info("check_started", curp=check.curp, step=wait.stage if wait else None)
         try:
-            outcome = self._run_flow(check.portal, check.curp, work_dir, bound, attempt, wait)
+            run = self._run_flow(check.portal, check.curp, work_dir, bound, attempt, wait)
         except Exception as err:  # noqa: BLE001 - every failure becomes a status or a retry
             message = mask_text(str(err)) or type(err).__name__
             blocked = isinstance(err, PortalBlocked)
@@ -212,7 +212,8 @@ class Engine:
                 backoff_max_s=self.settings.retry_backoff_max_s,
                 blocks=blocks, blocked_retry_max=self.settings.blocked_retry_max, pause_s=pause,
             )
-            evidence = _keep(getattr(err, "evidence_path", None), work_dir, home)
+            evidence = _keep(err.evidence if isinstance(err, TransientError) else None,
+                             work_dir, home)
             if delay is not None:
                 bound.warning("check_retry", error=message, retry_in=round(delay, 2),
                               error_type=type(err).__name__)
@@ -232,16 +233,18 @@ class Engine:
             bound.warning("check_failed", status=status.value, error=message,
                           error_type=type(err).__name__)
             self._record(check_id, batch.id, status=status, detail=detail,
-                         evidence_path=Path(evidence) if evidence else None,
+                         evidence_path=evidence,
                          timings={"total": round(time.monotonic() - t0, 3)})
             return Decision(done=True, status=status.value, blocked=blocked, detail=message)
 
+        outcome = run.outcome
         if outcome.waiting is not None:
-            return self._wait_for_mail(check, outcome, bound, attempt, blocks, since)
+            return self._wait_for_mail(check, outcome.waiting, outcome.timings, bound, attempt,
+                                       blocks, since)
 
         facts = _facts_json(outcome.facts)
-        trace = outcome.extra.get("trace")  # kept for done checks with KEEP_TRACES=always
-        evidence = _keep(outcome.extra.get("evidence") or (Path(trace).parent if trace else None),
+        # A done check's trace (KEEP_TRACES=always) is kept as its evidence folder.
+        evidence = _keep(run.evidence or (run.trace.parent if run.trace else None),
                          work_dir, home)
         timings = dict(outcome.timings)
         timings.setdefault("total", round(time.monotonic() - t0, 3))
@@ -250,7 +253,7 @@ class Engine:
         recorded = self.storage.record_result(
             check_id, status=outcome.status.value, detail=outcome.detail,
             pdf_path=final_pdf, pdf_sha256=_sha256(pdf) if pdf else None, facts=facts,
-            evidence_path=Path(evidence) if evidence else None, timings=timings,
+            evidence_path=evidence, timings=timings,
             valid_until=outcome.facts.valid_until if outcome.facts else None,
         )
         if recorded and pdf and final_pdf:
@@ -263,26 +266,24 @@ class Engine:
         bound.info("check_done", status=outcome.status.value, seconds=timings.get("total"))
         return Decision(done=True, status=outcome.status.value)
 
-    def _wait_for_mail(self, check: Any, outcome: Any, bound: Any, attempt: int, blocks: int,
-                       since: float) -> Decision:
+    def _wait_for_mail(self, check: Any, waiting: MailAwaited, timings: dict[str, float],
+                       bound: Any, attempt: int, blocks: int, since: float) -> Decision:
         """A step ended waiting for an email: store the wait and let the check go."""
-        waiting = outcome.waiting
-        if waiting["stage"] == "mail1":
-            sent_at = datetime.fromtimestamp(waiting["sent_at"], UTC)
-            self.waits.start(check.id, address=waiting["address"], sent_at=sent_at,
-                             attempt=attempt,
-                             expires_at=wait_ends(sent_at, self.settings.email_timeout_s,
-                                                  self.settings.tz))
-        else:
-            self.waits.wait_second(check.id)
+        match waiting:
+            case FirstMail(address, sent_at):
+                sent = datetime.fromtimestamp(sent_at, UTC)
+                self.waits.start(check.id, address=address, sent_at=sent, attempt=attempt,
+                                 expires_at=wait_ends(sent, self.settings.email_timeout_s,
+                                                      self.settings.tz))
+            case SecondMail():
+                self.waits.wait_second(check.id)
         if self.blocks:
             self.blocks.passed(check.portal, since)
-        bound.info("check_waiting_for_mail", stage=waiting["stage"],
-                   timings=outcome.timings)
+        bound.info("check_waiting_for_mail", stage=waiting.stage, timings=timings)
         return Decision(done=False, attempt=attempt, waiting=True, blocks=blocks)
 
     def _run_flow(self, portal: str, curp: str, work_dir: Path, bound: Any, attempt: int,
-                  wait: MailWait | None = None) -> Any:
+                  wait: MailWait | None = None) -> CheckRun:
         step = None
         steps = registry.portal(portal).mail_steps
         if steps is not None and (wait is not None or self.settings.imss_mail_wait == "watch"):
@@ -294,7 +295,7 @@ class Engine:
                     f"({'la constancia' if wait.link_tried_at else 'la liga de confirmación'}) "
                     "antes del fin de su espera.")
             elif wait.stage == "ready" and wait.pdf:
-                return steps.pdf(work_dir, curp, wait.pdf, bound)
+                return CheckRun(steps.pdf(work_dir, curp, wait.pdf, bound))  # no browser
             elif wait.stage == "link" and wait.link:
                 tried = self.waits.link_tried(wait.check_id)
                 link = wait.link
@@ -407,19 +408,18 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _keep(evidence: str | Path | None, work_dir: Path, home: Path) -> str | None:
+def _keep(source: Path | None, work_dir: Path, home: Path) -> Path | None:
     """Move an attempt's evidence folder out of its scratch folder, next to the PDFs."""
-    if not evidence:
+    if source is None:
         return None
-    source = Path(evidence)
     if not source.exists() or not source.is_relative_to(work_dir):
-        return str(source) if source.exists() else None
+        return source if source.exists() else None
     target = home / "evidencia" / source.name
     if target.exists():
         target = target.with_name(f"{source.name}-{uuid.uuid4().hex[:6]}")
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     shutil.move(str(source), target)
-    return str(target)
+    return target
 
 
 def _facts_json(facts: Any) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from pypdf import PdfReader
 from tests.people import expected, synthetic_curps, write_sheet
 from tests.processes import child_running_a_check, fork_server_of
 from worker.core.settings import load_settings
+from worker.engine.check import person_dir
 from worker.engine.executor import executor_for
 from worker.interfaces.commands import sandbox_settings
 from worker.services.batches import batch_status, open_storage, prepare_batch
@@ -118,6 +119,24 @@ def test_same_day_verdict_is_reused_not_requeried(sandbox, tmp_path: Path) -> No
     for c in reused:
         if c.pdf_path:
             assert Path(c.pdf_path).is_file() and Path(c.pdf_path).is_relative_to(Path(storage.get_batch(b2).out_dir))
+
+
+def test_a_done_checks_trace_is_kept_beside_its_pdf_with_keep_traces_always(
+        sandbox, tmp_path: Path) -> None:
+    """KEEP_TRACES=always: a check that got its verdict records the folder of its trace (moved
+    out of the run's scratch folder, next to the PDF) as its evidence."""
+    settings = sandbox_settings(load_settings(concurrency=1, keep_traces="always"), sandbox)
+    storage = open_storage(settings)
+    curp = synthetic_curps(1, seed=33)[0]
+    batch_id, _ = prepare_batch(settings, storage, write_sheet(tmp_path / "t.xlsx", [curp]),
+                                ["issste"])
+    executor_for(settings, storage).run_to_end(batch_id)
+    (check,) = storage.checks(batch_id)
+    assert check.status == expected(curp)["issste"], check.detail
+    assert check.evidence_path, "no evidence recorded"
+    folder = Path(check.evidence_path)
+    home = person_dir(storage.get_batch(batch_id).out_dir, curp)
+    assert folder.parent == home / "evidencia" and (folder / "trace.zip").stat().st_size > 0
 
 
 def test_killed_embedded_run_resumes_without_requerying(sandbox, tmp_path: Path) -> None:
