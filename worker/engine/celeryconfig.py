@@ -6,7 +6,14 @@ from typing import Any
 
 from worker.core.settings import Settings
 
-__all__ = ["celery_config"]
+__all__ = ["CHECK_PRIORITY", "STEP_PRIORITY", "celery_config"]
+
+#: Priorities on Redis (kombu keeps one list per level and reads the lowest number first).
+#: Every task goes at ``CHECK_PRIORITY``; the next step of a check whose email came (the
+#: mailbox watcher's) at ``STEP_PRIORITY``, before every queued step 1: it ends a check and its
+#: wait, where a step 1 behind it would start one more (issue 22).
+CHECK_PRIORITY = 6
+STEP_PRIORITY = 0
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -29,6 +36,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # how often a check may crash (max_redeliveries).
         "task_acks_on_failure_or_timeout": False,
         "worker_prefetch_multiplier": 1,
+        "task_default_priority": CHECK_PRIORITY,
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": max(30, settings.task_time_limit_s - 30),
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},

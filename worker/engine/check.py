@@ -136,7 +136,10 @@ class Engine:
             pause = paused + random.uniform(0, max(paused, 1.0) / 10)
             return Decision(done=False, retry_in=pause, attempt=attempt, throttled=True,
                             blocks=blocks)
-        token = self.limiter.acquire(check.portal)
+        # Step 2 (the link of a check that waited for its email) spends no rate token: step 1
+        # spent the check's; it still counts under the concurrency cap (it opens the portal).
+        token = self.limiter.acquire(check.portal,
+                                     spend=wait is None or wait.stage != "link")
         if token is None:
             return Decision(done=False, retry_in=THROTTLE_WAIT_S, attempt=attempt, throttled=True,
                             blocks=blocks)

@@ -50,6 +50,29 @@ class Progress:
     retrying: int = 0
 
 
+#: A check to run: (check id, portal, attempt, blocks met).
+Job = tuple[int, str, int, int]
+
+
+@dataclass
+class _Line:
+    """The checks ready to run, in the order they are offered a child: first the next steps of
+    checks whose email came (each one ends a check and its wait, and spends no rate token: its
+    step 1 spent the check's), then new checks and retries in the batch's order. Behind every
+    pending step 1 a due step 2 would wait for the whole batch's first steps (issue 22)."""
+
+    steps: list[Job] = field(default_factory=list)
+    checks: list[Job] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps or self.checks)
+
+    def offer(self, take: Callable[[Job, bool], bool]) -> None:
+        """``take(job, is_step)`` for each job in order; the ones it took leave the line."""
+        self.steps = [job for job in self.steps if not take(job, True)]
+        self.checks = [job for job in self.checks if not take(job, False)]
+
+
 def _child(settings_data: dict[str, Any], jobs: Any, results: Any, parent: int,
            environ: dict[str, str] | None = None, console_level: str | None = None) -> None:
     """A child's whole life. Anything that escapes it would be printed by multiprocessing as a
@@ -195,8 +218,8 @@ def run_embedded(
         lambda portal, pause, reason: notify_portal_blocked(settings, portal, pause, reason),
         log.bind(batch_id=batch_id),
     )
-    # (check id, portal, attempt, blocks met)
-    ready: list[tuple[int, str, int, int]] = [(cid, portal, 0, 0) for cid, portal in pending]
+    line = _Line(checks=[(cid, portal, 0, 0) for cid, portal in pending])
+    stepping: set[int] = set()  # woken by their email: their next run is a step 2
     delayed: list[tuple[float, int, str, int, int]] = []
     inflight: dict[int, tuple[str, int, int]] = {}
     # Checks waiting for an email (IMSS; worker/storage/waiting.py): no slot; the watcher
@@ -212,8 +235,26 @@ def run_embedded(
     running_on: dict[int, int] = {}  # pid -> the check id sent to it
     portal_of = {cid: portal for cid, portal in pending}
     last_progress = 0.0
+    paused: set[str] = set()
+    idle: list[Any] = []
+
+    def take(job: Job, step: bool) -> bool:
+        """Send ``job`` to an idle child if its portal and the limits let it go."""
+        cid, portal, attempt, blocks = job
+        if portal in paused or not idle or not limiter.acquire(portal, spend=not step):
+            return False
+        child = idle.pop(0)
+        inflight[cid] = (portal, attempt, blocks)
+        sent_at[cid] = pauses.now()
+        running_on[child.pid] = cid
+        try:
+            pipes[child.pid].send((cid, attempt, blocks))
+        except OSError:
+            pass  # it died: found below, its check goes back in line
+        return True
+
     try:
-        while ready or delayed or inflight or waiting:
+        while line or delayed or inflight or waiting:
             now = time.monotonic()
             while True:
                 try:
@@ -222,36 +263,27 @@ def run_embedded(
                     break
                 if cid in waiting:
                     portal, attempt, blocks = waiting.pop(cid)
-                    ready.append((cid, portal, attempt, blocks))
+                    line.steps.append((cid, portal, attempt, blocks))
+                    stepping.add(cid)
                 else:
                     early.add(cid)
             while delayed and delayed[0][0] <= now:
                 _, cid, portal, attempt, blocks = heapq.heappop(delayed)
-                ready.append((cid, portal, attempt, blocks))
+                line.checks.append((cid, portal, attempt, blocks))
             # Dispatch what the limits allow, in order, keeping every child busy; a paused
             # (blocked) portal waits whole.
-            still: list[tuple[int, str, int, int]] = []
-            paused = {p for p in {r[1] for r in ready} if pauses.remaining(p) > 0}
+            paused = {p for p in {j[1] for j in line.steps + line.checks}
+                      if pauses.remaining(p) > 0}
             idle = [p for p in procs if p.pid not in running_on]
-            for cid, portal, attempt, blocks in ready:
-                if portal not in paused and idle and limiter.acquire(portal):
-                    child = idle.pop(0)
-                    inflight[cid] = (portal, attempt, blocks)
-                    sent_at[cid] = pauses.now()
-                    running_on[child.pid] = cid
-                    try:
-                        pipes[child.pid].send((cid, attempt, blocks))
-                    except OSError:
-                        pass  # it died: found below, its check goes back in line
-                else:
-                    still.append((cid, portal, attempt, blocks))
-            ready = still
+
+            line.offer(take)
             try:
                 kind, pid, cid, decision = results.get(timeout=poll_s)
             except queue.Empty:
                 kind = None
             if kind == "result":
                 running_on.pop(pid, None)
+                stepping.discard(cid)  # a retry of a failed step spends a token again
                 portal, attempt, _ = inflight.pop(cid, (portal_of[cid], 0, 0))
                 limiter.release(portal, "local")
                 since = sent_at.pop(cid, pauses.now())
@@ -263,7 +295,8 @@ def run_embedded(
                 if decision.waiting:
                     if cid in early:
                         early.discard(cid)
-                        ready.append((cid, portal, decision.attempt, decision.blocks))
+                        line.steps.append((cid, portal, decision.attempt, decision.blocks))
+                        stepping.add(cid)
                     else:
                         waiting[cid] = (portal, decision.attempt, decision.blocks)
                 elif not decision.done:
@@ -282,7 +315,8 @@ def run_embedded(
                 if lost is not None and lost in inflight:
                     portal, attempt, blocks = inflight.pop(lost)
                     limiter.release(portal, "local")
-                    ready.insert(0, (lost, portal, attempt, blocks))
+                    (line.steps if lost in stepping else line.checks).insert(
+                        0, (lost, portal, attempt, blocks))
                     log.warning("embedded_child_died", pid=p.pid, check_id=lost)
                 with contextlib.suppress(OSError, KeyError):
                     pipes.pop(p.pid).close()

@@ -21,9 +21,13 @@ __all__ = ["Limiter", "LocalLimiter", "RedisLimiter", "NullLimiter", "PausePolic
 
 class Limiter:
     """``acquire`` returns a slot token, or ``None`` with the caller expected to come back later;
-    ``release`` frees the slot."""
+    ``release`` frees the slot.
 
-    def acquire(self, portal: str) -> str | None:  # pragma: no cover - interface
+    ``spend=False``: a slot under the concurrency cap without a token of the rate budget — the
+    second browser step of a check whose first step spent it (an IMSS check's link, followed
+    once its email came: the rate is of checks, and the query was made by step 1)."""
+
+    def acquire(self, portal: str, *, spend: bool = True) -> str | None:  # pragma: no cover
         raise NotImplementedError
 
     def release(self, portal: str, token: str) -> None:  # pragma: no cover - interface
@@ -31,7 +35,7 @@ class Limiter:
 
 
 class NullLimiter(Limiter):
-    def acquire(self, portal: str) -> str | None:
+    def acquire(self, portal: str, *, spend: bool = True) -> str | None:
         return "-"
 
     def release(self, portal: str, token: str) -> None:
@@ -58,14 +62,14 @@ class LocalLimiter(Limiter):
         self._tokens[portal] = min(burst, self._tokens.get(portal, burst) + (now - last) * rate)
         self._stamp[portal] = now
 
-    def acquire(self, portal: str) -> str | None:
+    def acquire(self, portal: str, *, spend: bool = True) -> str | None:
         with self._lock:
             self._refill(portal)
             if self._running.get(portal, 0) >= self.max_concurrency(portal):
                 return None
-            if self._tokens[portal] < 1.0:
+            if spend and self._tokens[portal] < 1.0:
                 return None
-            self._tokens[portal] -= 1.0
+            self._tokens[portal] -= 1.0 if spend else 0.0
             self._running[portal] = self._running.get(portal, 0) + 1
             return "local"
 
@@ -130,14 +134,14 @@ class RedisLimiter(Limiter):
         self._bucket = client.register_script(_BUCKET)
         self._sem = client.register_script(_SEMAPHORE)
 
-    def acquire(self, portal: str) -> str | None:
+    def acquire(self, portal: str, *, spend: bool = True) -> str | None:
         now = time.time()
         token = uuid.uuid4().hex
         if not self._sem(keys=[f"{self.prefix}:slots:{portal}"],
                          args=[self.max_concurrency(portal), now, self.slot_ttl_s, token]):
             return None
         burst = max(1, self.max_concurrency(portal))
-        if not self._bucket(keys=[f"{self.prefix}:bucket:{portal}"],
+        if spend and not self._bucket(keys=[f"{self.prefix}:bucket:{portal}"],
                             args=[self.rate_per_min(portal) / 60.0, burst, now]):
             self.release(portal, token)
             return None

@@ -313,9 +313,15 @@ def open_source(settings: Settings) -> MaildirSource | ImapSource:
 
 
 # --- one round ---------------------------------------------------------------------------------
-def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any]) -> list[int]:
+def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any],
+               fresh: list[str] | None = None) -> list[int]:
     """End the waits that ran out, then claim the mail the waiting checks need; their next
-    steps scheduled. The ids scheduled."""
+    steps scheduled. The ids scheduled.
+
+    ``fresh`` gets the keys of the messages that arrived in the last ``ARCHIVE_GRACE_S`` and
+    that no open wait took: most likely the first email of a check whose step 1 has not stored
+    its wait yet (instant mail). Its wait is stored a moment later and no new message will end
+    an IDLE for it: the next round should come soon, not after ``IDLE_MAX_S``."""
     scheduled: list[int] = []
     for check_id, attempts in waits.expire():
         log.warning("mail_wait_expired", check_id=check_id)
@@ -331,6 +337,9 @@ def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any]) -
     for message in sorted(source.scan(earliest), key=lambda m: m.summary.arrived):
         rows = [r for a in message.summary.recipients for r in by_address.get(a, ())
                 if message.summary.arrived >= r.sent_at.timestamp() - CLOCK_SLACK_S]
+        if (fresh is not None and all(row.stage == "done" for row in rows)
+                and time.time() - message.summary.arrived < ARCHIVE_GRACE_S):
+            fresh.append(message.key)
         if not rows:
             continue
         done = _take(waits, source, message, sorted(rows, key=lambda r: r.sent_at,
@@ -426,10 +435,14 @@ class MailWatcher:
             try:
                 if source is None:
                     source = open_source(self.settings)
-                watch_once(waits, source, self.schedule)
+                fresh: list[str] = []
+                watch_once(waits, source, self.schedule, fresh)
                 self.rounds += 1
                 if waits.watched():
-                    source.wait(IDLE_MAX_S if isinstance(source, ImapSource) else idle_s)
+                    # IDLE wakes on new mail only: mail that came before its wait was stored
+                    # is looked at again after a poll interval, not at the end of an IDLE.
+                    long = isinstance(source, ImapSource) and not fresh
+                    source.wait(IDLE_MAX_S if long else idle_s)
                 else:
                     self._stop.wait(max(idle_s, 0.5))
             except Exception as exc:  # noqa: BLE001 - the mailbox or database down: next round

@@ -13,6 +13,7 @@ from flows import registry
 from flows.browser import close_shared
 from worker.core.logs import configure_logging
 from worker.engine.celery_app import app, settings
+from worker.engine.celeryconfig import STEP_PRIORITY
 from worker.engine.check import Engine
 from worker.engine.limits import BlockWatch, PausePolicy, RedisLimiter, RedisPause
 from worker.engine.mailwatch import MailWatcher
@@ -20,7 +21,7 @@ from worker.engine.notify import notify_portal_blocked
 from worker.engine.sweeper import Sweeper
 from worker.storage.repository import configure_models
 
-__all__ = ["check", "finish_batch"]
+__all__ = ["check", "finish_batch", "send_step"]
 
 _engine: Engine | None = None
 
@@ -117,10 +118,14 @@ def _start_mailwatch() -> None:
     if settings.imss_mail_wait != "watch":
         return
 
-    def send_step(check_id: int, attempts: int) -> None:
-        check.apply_async(kwargs={"check_id": check_id, "attempt": attempts})
-
     _mailwatch = MailWatcher(settings, send_step).start()
+
+
+def send_step(check_id: int, attempts: int, **options: Any) -> None:
+    """The task of a check's next step (its email came, or its wait ended): ahead of the
+    queued step 1s (``STEP_PRIORITY``)."""
+    check.apply_async(kwargs={"check_id": check_id, "attempt": attempts},
+                      priority=STEP_PRIORITY, **options)
 
 
 @signals.worker_shutdown.connect

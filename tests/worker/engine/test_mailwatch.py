@@ -265,3 +265,22 @@ def test_first_email_that_arrives_before_its_wait_is_stored_is_kept_for_it(
                        expires_at=sent + timedelta(hours=1))
     assert watch_once(waits, source, lambda *_: None) == [again]
     assert waits.get(again).stage == "link" and _files(maildir) == []
+
+
+def test_a_fresh_email_no_open_wait_took_is_reported_for_a_quick_next_round(
+        tmp_path: Path) -> None:
+    """The round tells its caller of a fresh message that no open wait took (its check's wait
+    is about to be stored: IDLE would not wake for it again), and not of one it claimed."""
+    storage = _storage(tmp_path)
+    (check_id, address), = _waiting_checks(storage, tmp_path, 1).items()
+    waits = Waits(storage)
+    maildir = tmp_path / "Maildir"
+    source = MaildirSource(maildir, None, poll_s=0.05)
+    _deliver(maildir, "constancias+otra@empresa.example")  # a check whose wait is not stored
+    fresh: list[str] = []
+    assert watch_once(waits, source, lambda *_: None, fresh) == []
+    assert len(fresh) == 1
+    _deliver(maildir, address)
+    fresh = []
+    assert watch_once(waits, source, lambda *_: None, fresh) == [check_id]
+    assert len(fresh) == 1  # only the first message, still unclaimed
