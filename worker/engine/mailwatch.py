@@ -375,11 +375,9 @@ def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched]) -> 
                      to=mask_email(row.address))
             return row
         return None  # another watcher won it (and puts it away), or it is for later
-    # Only finished waits for this address, and the message is fresh: it may be the first
-    # email of a new check whose step 1 has not stored its wait yet (instant mail arrives
-    # before the form's answer is recorded). Left for the next rounds.
-    if (all(row.stage == "done" for row in rows)
-            and time.time() - message.summary.arrived < ARCHIVE_GRACE_S):
+    if any(row.stage == "sending" for row in rows):
+        # A check is sending its form to this address (step 1 stores its row before): this
+        # may be its email 1, come before the portal's answer was stored. Left for it.
         return None
     # A late email of an earlier attempt, or the second email of a check whose page gave the
     # PDF: nobody needs it; it must not pile up in the mailbox.

@@ -240,9 +240,10 @@ def test_a_wait_ends_at_its_timeout_or_at_the_end_of_the_mexico_city_day(
 
 def test_first_email_that_arrives_before_its_wait_is_stored_is_kept_for_it(
         tmp_path: Path) -> None:
-    """Instant mail can arrive before step 1 stores its wait. When the only waits for that
-    address are finished (the same person checked earlier today), the fresh message is not put
-    away as nobody's: the new check claims its link as soon as its wait is stored."""
+    """Instant mail can arrive before step 1 stores the portal's answer. Step 1 stores its row
+    (``sending``) before it sends the form, so even when the other waits for that address are
+    finished (the same person checked earlier today) the message is not put away as nobody's:
+    the new check claims its link as soon as its wait is stored."""
     storage = _storage(tmp_path)
     (earlier, address), = _waiting_checks(storage, tmp_path, 1).items()
     waits = Waits(storage)
@@ -256,6 +257,8 @@ def test_first_email_that_arrives_before_its_wait_is_stored_is_kept_for_it(
     maildir = tmp_path / "Maildir"
     source = MaildirSource(maildir, None, poll_s=0.05)
     sent = datetime.now(UTC) - timedelta(seconds=2)
+    waits.sending(again, address=address, sent_at=sent, attempt=0,
+                  expires_at=sent + timedelta(hours=1))  # what the engine does before step 1
     _deliver(maildir, address)  # step 1's answer is not stored yet
 
     assert watch_once(waits, source, lambda *_: None) == []
@@ -265,3 +268,20 @@ def test_first_email_that_arrives_before_its_wait_is_stored_is_kept_for_it(
                        expires_at=sent + timedelta(hours=1))
     assert watch_once(waits, source, lambda *_: None) == [again]
     assert waits.get(again).stage == "link" and _files(maildir) == []
+
+
+def test_email_to_an_address_whose_waits_all_ended_is_put_away(tmp_path: Path) -> None:
+    """Nobody sends a form to the address (no ``sending`` row) and its only wait ended: a new
+    message to it, however fresh, is a late email nobody needs; it is claimed once and put
+    away at once instead of piling up in the inbox."""
+    storage = _storage(tmp_path)
+    (earlier, address), = _waiting_checks(storage, tmp_path, 1).items()
+    waits = Waits(storage)
+    waits.finish(earlier)
+    maildir = tmp_path / "Maildir"
+    source = MaildirSource(maildir, None, poll_s=0.05)
+    mid = _deliver(maildir, address, link=False, pdf=b"%PDF-1.4 late")
+    assert watch_once(waits, source, lambda *_: None) == []
+    assert _files(maildir) == [] and len(_files(maildir / ".Claimed")) == 1
+    with storage.session() as s:
+        assert [(c.key, c.check_id) for c in s.query(MailClaim)] == [(mid, earlier)]
