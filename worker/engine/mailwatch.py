@@ -164,7 +164,12 @@ class ImapSource:
         return conn
 
     def _junk(self, conn: imaplib.IMAP4) -> list[str]:
-        typ, data = conn.list()
+        if "SPECIAL-USE" in self.box._caps:
+            # RFC 6154: a plain LIST may leave the attributes out; this asks for them.
+            typ, data = conn._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+            typ, data = conn._untagged_response(typ, data, "LIST")
+        else:
+            typ, data = conn.list()
         if typ != "OK":
             return []
         marked: list[str] = []

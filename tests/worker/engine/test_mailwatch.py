@@ -285,3 +285,33 @@ def test_email_to_an_address_whose_waits_all_ended_is_put_away(tmp_path: Path) -
     assert _files(maildir) == [] and len(_files(maildir / ".Claimed")) == 1
     with storage.session() as s:
         assert [(c.key, c.check_id) for c in s.query(MailClaim)] == [(mid, earlier)]
+
+
+def test_imap_watcher_finds_the_junk_folder_by_its_special_use_attribute(
+        tmp_path: Path) -> None:
+    """A Dovecot whose junk folder has a name the watcher does not know ("Indeseados") but is
+    marked ``\\Junk`` (RFC 6154 SPECIAL-USE): LIST gives the watcher that folder, and email 1
+    delivered there is claimed for its check; a folder merely named "Junk" is not read then."""
+    with Dovecot(special_use={"Indeseados": "\\Junk"}) as server:
+        maildir = server.maildir
+        junk, named = maildir / ".Indeseados", maildir / ".Junk"
+        for folder in (junk, named):
+            for sub in ("new", "cur", "tmp"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            (folder / "maildirfolder").touch()
+        if os.geteuid() == 0:
+            owner = maildir.stat()
+            for folder in (junk, named):
+                for item in (folder, *folder.iterdir()):
+                    os.chown(item, owner.st_uid, owner.st_gid)
+        storage = _storage(tmp_path)
+        (a, addr_a), = _waiting_checks(storage, tmp_path, 1).items()
+        source = open_source(load_settings(database_url=storage.url, mailbox_url=server.url))
+        assert isinstance(source, ImapSource)
+        waits = Waits(storage)
+        _deliver(junk, addr_a)
+        assert watch_once(waits, source, lambda *_: None) == [a]
+        assert "SPECIAL-USE" in source.box._caps
+        assert source.folders == ["INBOX", "Indeseados"]
+        assert waits.get(a).stage == "link" and _files(junk) == []
+        source.close()
