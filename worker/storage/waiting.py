@@ -1,12 +1,13 @@
 """IMSS checks waiting for an email (SPEC §7): a row in storage, no browser, no worker slot.
 
-An IMSS check is two browser steps. Before step 1 sends the form the engine stores a ``MailWait``
-in stage ``sending`` (``sending``: the address, the attempt): instant mail can arrive before the
-form's answer is recorded, and the watcher then knows a message is expected and leaves it. On
-the portal's acceptance the row becomes stage ``mail1`` (when the form was sent, when the wait
-ends) and the check frees its slot. A step 1 that died leaves its row in ``sending``: the check
-keeps its lease, runs out of it and is sent again by the sweeper like any check whose worker
-died, and its new step 1 writes the row again. A mailbox watcher (worker/engine/mailwatch.py) that finds the
+An IMSS check is two browser steps. Before step 1 sends the form the engine stores a
+``MailWait`` in stage ``sending`` (the address, the attempt): instant mail can arrive before
+the form's answer is recorded, and the watcher then knows a message is expected and leaves it.
+On the portal's acceptance the row becomes ``mail1`` (when the form was sent, when the wait
+ends) and the check frees its slot. A step 1 that died leaves its row in ``sending``: the
+check keeps its lease, runs out of it and is sent again by the sweeper like any check whose
+worker died, and its new step 1 writes the row again. A mailbox watcher
+(worker/engine/mailwatch.py) that finds the
 confirmation email for that address claims it here (``claim_link``: the message's key goes into
 ``mail_claims`` and the link into the row, in one transaction: of two watchers exactly one
 wins) and schedules step 2, which follows the link in a fresh context and records the result.
