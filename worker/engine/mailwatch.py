@@ -68,6 +68,8 @@ JUNK_NAMES = ("Junk", "Spam", "Junk E-mail", "Correo no deseado")
 #: A message claimed longer ago than this and still in the inbox: its claimer died before it
 #: put it away; whichever watcher sees it does.
 ARCHIVE_GRACE_S = 60.0
+#: How far before the oldest wait the watcher looks for mail to put away (a day).
+STALE_S = 86400.0
 #: Longest IMAP IDLE before the watcher looks at storage again (new waits, waits that end).
 IDLE_MAX_S = 5.0
 
@@ -332,25 +334,32 @@ def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any]) -
     by_address: dict[str, list[Watched]] = {}
     for row in watched:
         by_address.setdefault(row.address, []).append(row)
-    earliest = min(row.sent_at.timestamp() for row in watched) - CLOCK_SLACK_S
+    # A day further back: mail to a watched address from before its waits (an attempt whose
+    # step 1 died, sent again) is put away too; its link worked on its day only.
+    earliest = min(row.sent_at.timestamp() for row in watched) - CLOCK_SLACK_S - STALE_S
     for message in sorted(source.scan(earliest), key=lambda m: m.summary.arrived):
-        rows = [r for a in message.summary.recipients for r in by_address.get(a, ())
-                if message.summary.arrived >= r.sent_at.timestamp() - CLOCK_SLACK_S]
-        if not rows:
+        mine = [r for a in message.summary.recipients for r in by_address.get(a, ())]
+        if not mine:
             continue
+        # (none of ``rows``: the message came before every wait for its address, an email of
+        # an attempt whose step 1 died; nobody needs it)
+        rows = [r for r in mine
+                if message.summary.arrived >= r.sent_at.timestamp() - CLOCK_SLACK_S]
         done = _take(waits, source, message, sorted(rows, key=lambda r: r.sent_at,
-                                                    reverse=True))
+                                                    reverse=True), mine[-1].check_id)
         if done is not None:
             schedule(done.check_id, done.attempts)
             scheduled.append(done.check_id)
     return scheduled
 
 
-def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched]) -> Watched | None:
+def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched],
+          owner: int) -> Watched | None:
     """Claim ``message`` for the latest of ``rows`` (waits for its address sent before it
     arrived) whose step needs it — email 1 (its link) for a check in ``mail1``, email 2 (its
     PDF) for one whose link was opened — and put it away; a message none needs is put away
-    too. The row whose step is now due, if any."""
+    too (claimed for ``owner``, a check of its address). The row whose step is now due, if
+    any."""
     claimed = waits.claimed_at(message.key)
     if claimed is not None:
         # Its claimer puts it away; one that has not after a while stopped before it could.
@@ -386,7 +395,7 @@ def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched]) -> 
         return None
     # A late email of an earlier attempt, or the second email of a check whose page gave the
     # PDF: nobody needs it; it must not pile up in the mailbox.
-    if waits.claim_other(message.key, rows[0].check_id):
+    if waits.claim_other(message.key, rows[0].check_id if rows else owner):
         source.archive(message.ref)
     return None
 

@@ -258,5 +258,10 @@ def test_a_worker_killed_while_step_1_waits_for_the_forms_answer_loses_nothing(
         sandbox.set_faults("imss", submit_delay_s=0)
         cluster.start_worker(2)
         _finished_once(cluster, sandbox, batch_id, curps, queries=2)
+        # The dead step 1's email 1 came before the new wait: put away as nobody's, like the
+        # second email (the page gave the PDF); each of the three messages claimed once.
+        _until(lambda: _messages(sandbox.maildir) == [], "every email put away", timeout=60)
+        assert len(_claims(storage)) == 3 * len(curps)
+        assert len(_messages(sandbox.maildir / ".Claimed")) == 3 * len(curps)
     finally:
         cluster.close()

@@ -315,3 +315,27 @@ def test_imap_watcher_finds_the_junk_folder_by_its_special_use_attribute(
         assert source.folders == ["INBOX", "Indeseados"]
         assert waits.get(a).stage == "link" and _files(junk) == []
         source.close()
+
+
+def test_email_older_than_every_wait_for_its_address_is_put_away(tmp_path: Path) -> None:
+    """Email 1 of a step 1 that died (its check sent again, its row written anew after the
+    message came) is needed by nobody: it is claimed once and put away, and the check's new
+    wait still takes the email 1 that comes after it."""
+    storage = _storage(tmp_path)
+    (check, address), = _waiting_checks(storage, tmp_path, 1).items()
+    maildir = tmp_path / "Maildir"
+    source = MaildirSource(maildir, None, poll_s=0.05)
+    waits = Waits(storage)
+    old = _deliver(maildir, address)
+    os.utime(_files(maildir)[0], (time.time() - 20, time.time() - 20))  # it came 20 s ago
+    sent = datetime.now(UTC) - timedelta(seconds=5)
+    waits.sending(check, address=address, sent_at=sent, attempt=1,
+                  expires_at=sent + timedelta(hours=1))
+    assert watch_once(waits, source, lambda *_: None) == []
+    assert _files(maildir) == []
+    with storage.session() as s:
+        assert [(c.key, c.check_id) for c in s.query(MailClaim)] == [(old, check)]
+    assert waits.start(check, address=address, sent_at=sent, attempt=1,
+                       expires_at=sent + timedelta(hours=1))
+    _deliver(maildir, address)
+    assert watch_once(waits, source, lambda *_: None) == [check]
