@@ -97,8 +97,12 @@ class Dovecot:
         host: str = "127.0.0.1",
         port: int = 0,
         binary: str = DOVECOT,
+        special_use: dict[str, str] | None = None,
     ) -> None:
+        """``special_use``: folder name → RFC 6154 attribute (``{"Indeseados": "\\Junk"}``),
+        which LIST gives that folder once it exists."""
         self._given_maildir = Path(maildir).resolve() if maildir is not None else None
+        self.special_use = dict(special_use or {})
         self.user = user
         self.password = password
         self.host = host
@@ -258,6 +262,15 @@ class Dovecot:
                     "use Dovecot() without a maildir, or a path under a world-readable folder"
                 )
 
+    def _namespace(self) -> str:
+        """The INBOX namespace with the special-use folders (the same syntax in 2.3 and 2.4);
+        none when there are none (Dovecot's implicit namespace)."""
+        if not self.special_use:
+            return ""
+        boxes = "".join(f'  mailbox "{name}" {{\n    special_use = {flag}\n  }}\n'
+                        for name, flag in self.special_use.items())
+        return f"namespace inbox {{\n  inbox = yes\n{boxes}}}\n"
+
     def _config(self) -> str:
         internal, login, uid, gid = self._identities()
         root = self._root
@@ -301,7 +314,7 @@ service imap-login {{
     port = 0
   }}
 }}
-{no_chroot}"""
+{no_chroot}{self._namespace()}"""
         # Indexes and the UID list live outside the Maildir, so the sandbox's folder holds
         # nothing but mail.
         if version >= (2, 4):

@@ -123,6 +123,8 @@ class Engine:
             return Decision(done=True, status=check.status if check else None)
         wait = (self.waits.get(check_id)
                 if registry.portal(check.portal).mail_steps is not None else None)
+        if wait is not None and wait.stage == "sending":
+            wait = None  # its step 1 died before the portal's answer was stored: run it again
         if wait is not None and wait.stage in WAITING_STAGES:
             # A copy of a task whose check waits for mail (redelivered, sent by the sweeper).
             return Decision(done=False, attempt=attempt, waiting=True, blocks=blocks)
@@ -201,7 +203,8 @@ class Engine:
         since = self.blocks.now() if self.blocks else 0.0
         bound.info("check_started", curp=check.curp, step=wait.stage if wait else None)
         try:
-            run = self._run_flow(check.portal, check.curp, work_dir, bound, attempt, wait)
+            run = self._run_flow(check.portal, check.curp, work_dir, bound, attempt, wait,
+                                 check_id=check_id)
         except Exception as err:  # noqa: BLE001 - every failure becomes a status or a retry
             message = mask_text(str(err)) or type(err).__name__
             blocked = isinstance(err, PortalBlocked)
@@ -261,8 +264,7 @@ class Engine:
         )
         if recorded and pdf and final_pdf:
             os.replace(pdf, final_pdf)
-        if wait is not None:
-            self.waits.finish(check_id)
+        self.waits.finish(check_id)  # (a step 1 the portal refused leaves a ``sending`` row)
         if self.blocks:
             self.blocks.passed(check.portal, since)  # a check got through: the episode ends
         self.finish_if_complete(batch.id)
@@ -286,11 +288,17 @@ class Engine:
         return Decision(done=False, attempt=attempt, waiting=True, blocks=blocks)
 
     def _run_flow(self, portal: str, curp: str, work_dir: Path, bound: Any, attempt: int,
-                  wait: MailWait | None = None) -> CheckRun:
+                  wait: MailWait | None = None, *, check_id: int) -> CheckRun:
         step = None
         steps = registry.portal(portal).mail_steps
         if steps is not None and (wait is not None or self.settings.imss_mail_wait == "watch"):
             if wait is None:
+                # Stored before the form is sent: its email may come before the answer.
+                sent_at = datetime.now(UTC)
+                self.waits.sending(check_id, address=self.settings.email_for(curp),
+                                   sent_at=sent_at, attempt=attempt,
+                                   expires_at=wait_ends(sent_at, self.settings.email_timeout_s,
+                                                        self.settings.tz))
                 step = steps.send
             elif wait.stage == "expired":
                 raise EmailNotReceived(

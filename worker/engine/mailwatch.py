@@ -68,6 +68,8 @@ JUNK_NAMES = ("Junk", "Spam", "Junk E-mail", "Correo no deseado")
 #: A message claimed longer ago than this and still in the inbox: its claimer died before it
 #: put it away; whichever watcher sees it does.
 ARCHIVE_GRACE_S = 60.0
+#: How far before the oldest wait the watcher looks for mail to put away (a day).
+STALE_S = 86400.0
 #: Longest IMAP IDLE before the watcher looks at storage again (new waits, waits that end).
 IDLE_MAX_S = 5.0
 
@@ -164,7 +166,12 @@ class ImapSource:
         return conn
 
     def _junk(self, conn: imaplib.IMAP4) -> list[str]:
-        typ, data = conn.list()
+        if "SPECIAL-USE" in self.box._caps:
+            # RFC 6154: a plain LIST may leave the attributes out; this asks for them.
+            typ, data = conn._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+            typ, data = conn._untagged_response(typ, data, "LIST")
+        else:
+            typ, data = conn.list()
         if typ != "OK":
             return []
         marked: list[str] = []
@@ -318,10 +325,10 @@ def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any],
     """End the waits that ran out, then claim the mail the waiting checks need; their next
     steps scheduled. The ids scheduled.
 
-    ``fresh`` gets the keys of the messages that arrived in the last ``ARCHIVE_GRACE_S`` and
-    that no open wait took: most likely the first email of a check whose step 1 has not stored
-    its wait yet (instant mail). Its wait is stored a moment later and no new message will end
-    an IDLE for it: the next round should come soon, not after ``IDLE_MAX_S``."""
+    ``fresh`` gets the keys of the messages left for a check still sending its form (stage
+    ``sending``): its email 1, come before the portal's answer was stored (instant mail). The
+    wait becomes ``mail1`` a moment later and no new message will end an IDLE for it: the next
+    round should come soon, not after ``IDLE_MAX_S``."""
     scheduled: list[int] = []
     for check_id, attempts in waits.expire():
         log.warning("mail_wait_expired", check_id=check_id)
@@ -333,28 +340,34 @@ def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any],
     by_address: dict[str, list[Watched]] = {}
     for row in watched:
         by_address.setdefault(row.address, []).append(row)
-    earliest = min(row.sent_at.timestamp() for row in watched) - CLOCK_SLACK_S
+    # A day further back: mail to a watched address from before its waits (an attempt whose
+    # step 1 died, sent again) is put away too; its link worked on its day only.
+    earliest = min(row.sent_at.timestamp() for row in watched) - CLOCK_SLACK_S - STALE_S
     for message in sorted(source.scan(earliest), key=lambda m: m.summary.arrived):
-        rows = [r for a in message.summary.recipients for r in by_address.get(a, ())
-                if message.summary.arrived >= r.sent_at.timestamp() - CLOCK_SLACK_S]
-        if (fresh is not None and all(row.stage == "done" for row in rows)
-                and time.time() - message.summary.arrived < ARCHIVE_GRACE_S):
-            fresh.append(message.key)
-        if not rows:
+        mine = [r for a in message.summary.recipients for r in by_address.get(a, ())]
+        if not mine:
             continue
+        # (none of ``rows``: the message came before every wait for its address, an email of
+        # an attempt whose step 1 died; nobody needs it)
+        rows = [r for r in mine
+                if message.summary.arrived >= r.sent_at.timestamp() - CLOCK_SLACK_S]
         done = _take(waits, source, message, sorted(rows, key=lambda r: r.sent_at,
-                                                    reverse=True))
+                                                    reverse=True), mine[-1].check_id)
         if done is not None:
             schedule(done.check_id, done.attempts)
             scheduled.append(done.check_id)
+        elif fresh is not None and any(row.stage == "sending" for row in rows):
+            fresh.append(message.key)
     return scheduled
 
 
-def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched]) -> Watched | None:
+def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched],
+          owner: int) -> Watched | None:
     """Claim ``message`` for the latest of ``rows`` (waits for its address sent before it
     arrived) whose step needs it — email 1 (its link) for a check in ``mail1``, email 2 (its
     PDF) for one whose link was opened — and put it away; a message none needs is put away
-    too. The row whose step is now due, if any."""
+    too (claimed for ``owner``, a check of its address). The row whose step is now due, if
+    any."""
     claimed = waits.claimed_at(message.key)
     if claimed is not None:
         # Its claimer puts it away; one that has not after a while stopped before it could.
@@ -384,15 +397,13 @@ def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched]) -> 
                      to=mask_email(row.address))
             return row
         return None  # another watcher won it (and puts it away), or it is for later
-    # Only finished waits for this address, and the message is fresh: it may be the first
-    # email of a new check whose step 1 has not stored its wait yet (instant mail arrives
-    # before the form's answer is recorded). Left for the next rounds.
-    if (all(row.stage == "done" for row in rows)
-            and time.time() - message.summary.arrived < ARCHIVE_GRACE_S):
+    if any(row.stage == "sending" for row in rows):
+        # A check is sending its form to this address (step 1 stores its row before): this
+        # may be its email 1, come before the portal's answer was stored. Left for it.
         return None
     # A late email of an earlier attempt, or the second email of a check whose page gave the
     # PDF: nobody needs it; it must not pile up in the mailbox.
-    if waits.claim_other(message.key, rows[0].check_id):
+    if waits.claim_other(message.key, rows[0].check_id if rows else owner):
         source.archive(message.ref)
     return None
 

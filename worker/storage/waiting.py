@@ -1,8 +1,13 @@
 """IMSS checks waiting for an email (SPEC §7): a row in storage, no browser, no worker slot.
 
-An IMSS check is two browser steps. Step 1 sends the form; on the portal's acceptance the engine
-stores a ``MailWait`` (stage ``mail1``: the address, when it was sent, the attempt, when the
-wait ends) and frees its slot. A mailbox watcher (worker/engine/mailwatch.py) that finds the
+An IMSS check is two browser steps. Before step 1 sends the form the engine stores a
+``MailWait`` in stage ``sending`` (the address, the attempt): instant mail can arrive before
+the form's answer is recorded, and the watcher then knows a message is expected and leaves it.
+On the portal's acceptance the row becomes ``mail1`` (when the form was sent, when the wait
+ends) and the check frees its slot. A step 1 that died leaves its row in ``sending``: the
+check keeps its lease, runs out of it and is sent again by the sweeper like any check whose
+worker died, and its new step 1 writes the row again. A mailbox watcher
+(worker/engine/mailwatch.py) that finds the
 confirmation email for that address claims it here (``claim_link``: the message's key goes into
 ``mail_claims`` and the link into the row, in one transaction: of two watchers exactly one
 wins) and schedules step 2, which follows the link in a fresh context and records the result.
@@ -12,7 +17,8 @@ browser. A wait ends (stage ``expired``) at ``email_timeout_s`` or at the end of
 day it was sent on (the link only works that day), whichever comes first; the engine then
 treats it as an email that did not arrive (``EmailNotReceived``: retried, or given up).
 
-Stages: ``mail1`` → ``link`` → (``mail2`` → ``ready``) → ``done``; ``expired`` from a wait.
+Stages: ``sending`` → ``mail1`` → ``link`` → (``mail2`` → ``ready``) → ``done``; ``expired``
+from a wait; a step 1 refused by the portal goes from ``sending`` to ``done``.
 A ``done`` row stays until its wait would have ended, so that a late second email to the
 address is claimed and put away instead of piling up in the mailbox.
 
@@ -51,8 +57,9 @@ __all__ = ["MailWait", "MailClaim", "Waits", "Watched", "WAITING_STAGES", "wait_
 WAITING_STAGES = ("mail1", "mail2")
 #: Stages in which a step is due (scheduled: a worker runs it).
 DUE_STAGES = ("link", "ready", "expired")
-#: Stages the watcher reads mail for (``done``: only to put a late second email away).
-WATCHED_STAGES = ("mail1", "link", "mail2", "done")
+#: Stages the watcher reads mail for (``sending``: only to leave its email 1 in the mailbox
+#: until the row is ``mail1``; ``done``: only to put a late second email away).
+WATCHED_STAGES = ("sending", "mail1", "link", "mail2", "done")
 
 
 class MailWait(Base):
@@ -123,23 +130,37 @@ class Waits:
         self.storage = storage
 
     # --- the engine ---------------------------------------------------------------------
+    def sending(self, check_id: int, *, address: str, sent_at: datetime, attempt: int,
+                expires_at: datetime) -> None:
+        """Step 1 is about to send the form: its email 1 may come before ``start`` (stage
+        ``sending``; the check keeps its lease). Replaces the row of an earlier attempt."""
+        with self.storage.session() as s:
+            self._put(s, check_id, "sending", address=address, sent_at=sent_at,
+                      attempt=attempt, expires_at=expires_at)
+
     def start(self, check_id: int, *, address: str, sent_at: datetime, attempt: int,
               expires_at: datetime) -> bool:
         """Step 1 ended with the form accepted: the check waits for its email. In the same
         write the check is let go (no lease, not due): nobody runs it until its mail comes.
         The delivery that got here reached an end (``deliveries`` is not a crash count)."""
-        now = utcnow()
         with self.storage.session() as s:
             res = s.execute(update(Check).where(Check.id == check_id, Check.status.is_(None))
                             .values(lease_until=None, due_at=None, deliveries=_ENDED))
             if changed(res) != 1:
                 return False
-            batch_id = s.scalar(select(Check.batch_id).where(Check.id == check_id))
-            s.execute(delete(MailWait).where(MailWait.check_id == check_id))
-            s.add(MailWait(check_id=check_id, batch_id=batch_id, address=address.lower(),
-                           sent_at=sent_at, attempt=attempt, expires_at=expires_at,
-                           stage="mail1", updated_at=now))
+            self._put(s, check_id, "mail1", address=address, sent_at=sent_at,
+                      attempt=attempt, expires_at=expires_at)
         return True
+
+    @staticmethod
+    def _put(s: Any, check_id: int, stage: str, *, address: str, sent_at: datetime,
+             attempt: int, expires_at: datetime) -> None:
+        """The check's row, in ``stage``, in place of any it had."""
+        batch_id = s.scalar(select(Check.batch_id).where(Check.id == check_id))
+        s.execute(delete(MailWait).where(MailWait.check_id == check_id))
+        s.add(MailWait(check_id=check_id, batch_id=batch_id, address=address.lower(),
+                       sent_at=sent_at, attempt=attempt, expires_at=expires_at,
+                       stage=stage, updated_at=utcnow()))
 
     def get(self, check_id: int) -> MailWait | None:
         with self.storage.session() as s:
@@ -174,7 +195,8 @@ class Waits:
                       .values(stage="done", link=None, pdf=None, updated_at=utcnow()))
 
     def drop(self, check_id: int) -> None:
-        """The wait is over without a result (it expired and the check is run again)."""
+        """The wait is over without a result (it expired, or step 1 failed: the check is run
+        again)."""
         with self.storage.session() as s:
             s.execute(delete(MailWait).where(MailWait.check_id == check_id))
 
@@ -271,7 +293,8 @@ class Waits:
                                                   Check.status.is_(None))
                               .values(due_at=now))
                     out.append((check_id, attempts))
-            s.execute(delete(MailWait).where(MailWait.stage == "done",
+            # (a ``sending`` row that outlived its wait: a step 1 that never came back)
+            s.execute(delete(MailWait).where(MailWait.stage.in_(("done", "sending")),
                                              MailWait.expires_at < now))
             s.execute(delete(MailClaim).where(MailClaim.claimed_at < now - timedelta(days=4)))
         return out

@@ -240,9 +240,10 @@ def test_a_wait_ends_at_its_timeout_or_at_the_end_of_the_mexico_city_day(
 
 def test_first_email_that_arrives_before_its_wait_is_stored_is_kept_for_it(
         tmp_path: Path) -> None:
-    """Instant mail can arrive before step 1 stores its wait. When the only waits for that
-    address are finished (the same person checked earlier today), the fresh message is not put
-    away as nobody's: the new check claims its link as soon as its wait is stored."""
+    """Instant mail can arrive before step 1 stores the portal's answer. Step 1 stores its row
+    (``sending``) before it sends the form, so even when the other waits for that address are
+    finished (the same person checked earlier today) the message is not put away as nobody's:
+    the new check claims its link as soon as its wait is stored."""
     storage = _storage(tmp_path)
     (earlier, address), = _waiting_checks(storage, tmp_path, 1).items()
     waits = Waits(storage)
@@ -256,6 +257,8 @@ def test_first_email_that_arrives_before_its_wait_is_stored_is_kept_for_it(
     maildir = tmp_path / "Maildir"
     source = MaildirSource(maildir, None, poll_s=0.05)
     sent = datetime.now(UTC) - timedelta(seconds=2)
+    waits.sending(again, address=address, sent_at=sent, attempt=0,
+                  expires_at=sent + timedelta(hours=1))  # what the engine does before step 1
     _deliver(maildir, address)  # step 1's answer is not stored yet
 
     assert watch_once(waits, source, lambda *_: None) == []
@@ -267,20 +270,96 @@ def test_first_email_that_arrives_before_its_wait_is_stored_is_kept_for_it(
     assert waits.get(again).stage == "link" and _files(maildir) == []
 
 
-def test_a_fresh_email_no_open_wait_took_is_reported_for_a_quick_next_round(
+def test_a_message_left_for_a_check_still_sending_is_reported_for_a_quick_next_round(
         tmp_path: Path) -> None:
-    """The round tells its caller of a fresh message that no open wait took (its check's wait
-    is about to be stored: IDLE would not wake for it again), and not of one it claimed."""
+    """The round tells its caller of a message it left for a check still sending its form
+    (its wait becomes ``mail1`` a moment later: IDLE would not wake for it again), and not of
+    one it claimed."""
     storage = _storage(tmp_path)
-    (check_id, address), = _waiting_checks(storage, tmp_path, 1).items()
+    (check_id, address), (sending, other) = _waiting_checks(storage, tmp_path, 2).items()
     waits = Waits(storage)
+    waits.drop(sending)
+    sent = datetime.now(UTC) - timedelta(seconds=2)
+    waits.sending(sending, address=other, sent_at=sent, attempt=0,
+                  expires_at=sent + timedelta(hours=1))
     maildir = tmp_path / "Maildir"
     source = MaildirSource(maildir, None, poll_s=0.05)
-    _deliver(maildir, "constancias+otra@empresa.example")  # a check whose wait is not stored
+    _deliver(maildir, other)  # email 1 before the form's answer is stored
     fresh: list[str] = []
     assert watch_once(waits, source, lambda *_: None, fresh) == []
     assert len(fresh) == 1
     _deliver(maildir, address)
     fresh = []
     assert watch_once(waits, source, lambda *_: None, fresh) == [check_id]
-    assert len(fresh) == 1  # only the first message, still unclaimed
+    assert len(fresh) == 1  # only the first message, still left for its check
+
+
+def test_email_to_an_address_whose_waits_all_ended_is_put_away(tmp_path: Path) -> None:
+    """Nobody sends a form to the address (no ``sending`` row) and its only wait ended: a new
+    message to it, however fresh, is a late email nobody needs; it is claimed once and put
+    away at once instead of piling up in the inbox."""
+    storage = _storage(tmp_path)
+    (earlier, address), = _waiting_checks(storage, tmp_path, 1).items()
+    waits = Waits(storage)
+    waits.finish(earlier)
+    maildir = tmp_path / "Maildir"
+    source = MaildirSource(maildir, None, poll_s=0.05)
+    mid = _deliver(maildir, address, link=False, pdf=b"%PDF-1.4 late")
+    assert watch_once(waits, source, lambda *_: None) == []
+    assert _files(maildir) == [] and len(_files(maildir / ".Claimed")) == 1
+    with storage.session() as s:
+        assert [(c.key, c.check_id) for c in s.query(MailClaim)] == [(mid, earlier)]
+
+
+def test_imap_watcher_finds_the_junk_folder_by_its_special_use_attribute(
+        tmp_path: Path) -> None:
+    """A Dovecot whose junk folder has a name the watcher does not know ("Indeseados") but is
+    marked ``\\Junk`` (RFC 6154 SPECIAL-USE): LIST gives the watcher that folder, and email 1
+    delivered there is claimed for its check; a folder merely named "Junk" is not read then."""
+    with Dovecot(special_use={"Indeseados": "\\Junk"}) as server:
+        maildir = server.maildir
+        junk, named = maildir / ".Indeseados", maildir / ".Junk"
+        for folder in (junk, named):
+            for sub in ("new", "cur", "tmp"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            (folder / "maildirfolder").touch()
+        if os.geteuid() == 0:
+            owner = maildir.stat()
+            for folder in (junk, named):
+                for item in (folder, *folder.iterdir()):
+                    os.chown(item, owner.st_uid, owner.st_gid)
+        storage = _storage(tmp_path)
+        (a, addr_a), = _waiting_checks(storage, tmp_path, 1).items()
+        source = open_source(load_settings(database_url=storage.url, mailbox_url=server.url))
+        assert isinstance(source, ImapSource)
+        waits = Waits(storage)
+        _deliver(junk, addr_a)
+        assert watch_once(waits, source, lambda *_: None) == [a]
+        assert "SPECIAL-USE" in source.box._caps
+        assert source.folders == ["INBOX", "Indeseados"]
+        assert waits.get(a).stage == "link" and _files(junk) == []
+        source.close()
+
+
+def test_email_older_than_every_wait_for_its_address_is_put_away(tmp_path: Path) -> None:
+    """Email 1 of a step 1 that died (its check sent again, its row written anew after the
+    message came) is needed by nobody: it is claimed once and put away, and the check's new
+    wait still takes the email 1 that comes after it."""
+    storage = _storage(tmp_path)
+    (check, address), = _waiting_checks(storage, tmp_path, 1).items()
+    maildir = tmp_path / "Maildir"
+    source = MaildirSource(maildir, None, poll_s=0.05)
+    waits = Waits(storage)
+    old = _deliver(maildir, address)
+    os.utime(_files(maildir)[0], (time.time() - 20, time.time() - 20))  # it came 20 s ago
+    sent = datetime.now(UTC) - timedelta(seconds=5)
+    waits.sending(check, address=address, sent_at=sent, attempt=1,
+                  expires_at=sent + timedelta(hours=1))
+    assert watch_once(waits, source, lambda *_: None) == []
+    assert _files(maildir) == []
+    with storage.session() as s:
+        assert [(c.key, c.check_id) for c in s.query(MailClaim)] == [(old, check)]
+    assert waits.start(check, address=address, sent_at=sent, attempt=1,
+                       expires_at=sent + timedelta(hours=1))
+    _deliver(maildir, address)
+    assert watch_once(waits, source, lambda *_: None) == [check]
