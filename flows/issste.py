@@ -37,14 +37,14 @@ from flows.steps import (
     InPage,
     StepRetry,
     Stopwatch,
-    _wait_in_page,
     goto,
     norm,
     open_page,
     page_text,
+    wait_in_page,
 )
 from flows.steps import (
-    _raise_if_unavailable as _raise_if_down,
+    raise_if_unavailable as _raise_if_down,
 )
 from worker.core.statuses import Status
 
@@ -262,7 +262,7 @@ def _find(page: Page, control: Control, timeout_s: float) -> InPage:
     """The control once visible (marked, so that it can be driven as ``InPage``); missing
     after ``timeout_s`` is ``PortalChanged`` naming it — unless the page is a "down" page or
     shows a captcha."""
-    if not _wait_in_page(page, _MARK_JS, [control.tag, _spec(control)], timeout_s):
+    if not wait_in_page(page, _MARK_JS, [control.tag, _spec(control)], timeout_s):
         _raise_if_unavailable(page)
         _refuse_captcha(page)
         raise PortalChanged(

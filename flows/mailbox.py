@@ -53,6 +53,14 @@ __all__ = [
     "parse_message",
     "CLOCK_SLACK_S",
     "CLAIMED_FOLDER",
+    # what the mailbox watcher (worker/engine/mailwatch.py) reads mail with
+    "TRANSIENT",
+    "ImapNo",
+    "Summary",
+    "fetch_items",
+    "imap_date",
+    "imap_quote",
+    "read_head",
 ]
 
 log = structlog.get_logger(__name__)
@@ -194,7 +202,7 @@ def parse_message(raw: bytes, *, fallback_id: str = "") -> MailMessage:
 
 
 @dataclass(frozen=True)
-class _Summary:
+class Summary:
     """What selection needs from a message's header, cached per message."""
 
     arrived: float
@@ -207,7 +215,7 @@ class _Summary:
     @classmethod
     def from_head(
         cls, head: bytes, arrived: float, *, size: int = 0, internaldate: bytes = b""
-    ) -> _Summary:
+    ) -> Summary:
         msg = BytesHeaderParser(policy=policy.default).parsebytes(head)
         return cls(
             arrived=arrived,
@@ -306,7 +314,7 @@ class MaildirMailbox(Mailbox):
             for item in (self.claimed, *self.claimed.iterdir()):
                 os.chown(item, owner.st_uid, owner.st_gid)
         # Maildir files never change once delivered, so headers are parsed once per file.
-        self._seen: dict[str, _Summary] = {}
+        self._seen: dict[str, Summary] = {}
 
     def _scan(self) -> list[tuple[float, str, Path]]:
         """(arrival, unique name, path) of every message now in new/ and cur/."""
@@ -323,7 +331,7 @@ class MaildirMailbox(Mailbox):
                 summary = self._seen.get(unique)
                 if summary is None:
                     try:
-                        summary = _Summary.from_head(_read_head(entry.path), entry.stat().st_mtime)
+                        summary = Summary.from_head(read_head(entry.path), entry.stat().st_mtime)
                     except FileNotFoundError:
                         continue  # claimed (or flagged) by someone else meanwhile
                     self._seen[unique] = summary
@@ -353,7 +361,7 @@ class MaildirMailbox(Mailbox):
         return None
 
 
-def _read_head(path: str) -> bytes:
+def read_head(path: str) -> bytes:
     """The header block of a message file, without reading a large body."""
     head = b""
     with open(path, "rb") as fh:
@@ -376,7 +384,7 @@ _FETCH_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _HEADER_FIELDS = " ".join(h.upper() for h in (*RECIPIENT_HEADERS, "Subject", "Message-ID"))
 #: Network and protocol failures after which the connection is dropped and opened again
 #: (imaplib raises ``IMAP4.error`` for a BAD answer, ``IMAP4.abort`` for a broken session).
-_TRANSIENT = (imaplib.IMAP4.error, OSError, EOFError)
+TRANSIENT = (imaplib.IMAP4.error, OSError, EOFError)
 
 
 def _credentials_refused(reply: str) -> bool:
@@ -391,15 +399,15 @@ def _credentials_refused(reply: str) -> bool:
     return code.group(1) in {"AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED"}
 
 
-class _ImapNo(Exception):
+class ImapNo(Exception):
     """The server answered NO/BAD to something that should work: reconnect and retry."""
 
 
-def _quote(mailbox: str) -> str:
+def imap_quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _imap_date(unix: float) -> str:
+def imap_date(unix: float) -> str:
     t = time.gmtime(unix)
     return f"{t.tm_mday}-{_MONTHS[t.tm_mon - 1]}-{t.tm_year}"
 
@@ -411,7 +419,7 @@ def _internaldate(value: bytes) -> float:
 _FETCH_START = re.compile(rb"^\d+ \(")
 
 
-def _fetch_items(data: list[Any]) -> list[tuple[int, bytes, bytes | None]]:
+def fetch_items(data: list[Any]) -> list[tuple[int, bytes, bytes | None]]:
     """imaplib FETCH data → [(uid, metadata, literal or None)], one per FETCH response that
     names its UID (unsolicited flag updates from other sessions may not, and are dropped).
 
@@ -459,7 +467,7 @@ class ImapMailbox(Mailbox):
         self._conn: imaplib.IMAP4 | None = None
         self._caps: frozenset[str] = frozenset()
         self._uidvalidity: object = None  # the UIDVALIDITY answer, compared whole
-        self._seen: dict[int, _Summary] = {}
+        self._seen: dict[int, Summary] = {}
         self._failures = 0
 
     def __repr__(self) -> str:
@@ -487,7 +495,7 @@ class ImapMailbox(Mailbox):
                 raise
             except imaplib.IMAP4.error as exc:
                 if not _credentials_refused(str(exc)):
-                    raise _ImapNo(str(exc)) from None  # the server is busy, not the password
+                    raise ImapNo(str(exc)) from None  # the server is busy, not the password
                 raise ConfigError(
                     f"El servidor IMAP {self.host} rechazó el usuario o la contraseña de "
                     f"CONSTANCIAS_MAILBOX_URL ({mask_text(str(exc))[:120]})."
@@ -495,8 +503,8 @@ class ImapMailbox(Mailbox):
             typ, data = conn.capability()
             self._caps = frozenset(data[0].decode().upper().split()) if typ == "OK" else frozenset()
             # Creating an existing folder is answered NO, which is fine.
-            conn.create(_quote(self.claimed_folder))
-            typ, _ = conn.select(_quote(self.folder))
+            conn.create(imap_quote(self.claimed_folder))
+            typ, _ = conn.select(imap_quote(self.folder))
             if typ != "OK":
                 raise ConfigError(
                     f"La carpeta IMAP «{self.folder}» de CONSTANCIAS_MAILBOX_URL no existe."
@@ -537,7 +545,7 @@ class ImapMailbox(Mailbox):
             try:
                 conn = self._connect()
                 typ, data = self._command(conn, "SEARCH", "UNDELETED")
-            except _ImapNo as exc:  # the server answered, but not as it should: not usable
+            except ImapNo as exc:  # the server answered, but not as it should: not usable
                 raise imaplib.IMAP4.error(str(exc)) from None
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"SEARCH: {data!r}")
@@ -551,7 +559,7 @@ class ImapMailbox(Mailbox):
                 message = self._claim(conn, uid)
                 if message is not None:
                     return message
-        except (*_TRANSIENT, _ImapNo) as exc:
+        except (*TRANSIENT, ImapNo) as exc:
             # Server restarts, dropped connections, timeouts: the next poll reconnects.
             self._drop(exc)
         return None
@@ -569,10 +577,10 @@ class ImapMailbox(Mailbox):
             "SEARCH",
             "UNDELETED",
             "SINCE",
-            _imap_date(since - 86400),
+            imap_date(since - 86400),
         )
         if typ != "OK":
-            raise _ImapNo(f"SEARCH: {data!r}")
+            raise ImapNo(f"SEARCH: {data!r}")
         uids = [int(u) for u in b" ".join(d for d in data if d).split()]
         new = [u for u in uids if u not in self._seen]
         if new:
@@ -592,12 +600,12 @@ class ImapMailbox(Mailbox):
             f"(UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({_HEADER_FIELDS})])",
         )
         if typ != "OK":
-            raise _ImapNo(f"FETCH: {data!r}")
+            raise ImapNo(f"FETCH: {data!r}")
         wanted = set(uids)
-        for uid, meta, literal in _fetch_items(data):
+        for uid, meta, literal in fetch_items(data):
             date, size = _FETCH_DATE.search(meta), _FETCH_SIZE.search(meta)
             if uid in wanted and date and size and literal is not None:
-                self._seen[uid] = _Summary.from_head(
+                self._seen[uid] = Summary.from_head(
                     literal,
                     _internaldate(date.group(1)),
                     size=int(size.group(1)),
@@ -605,9 +613,9 @@ class ImapMailbox(Mailbox):
                 )
 
     def _select(self, conn: imaplib.IMAP4, folder: str) -> None:
-        typ, data = conn.select(_quote(folder))
+        typ, data = conn.select(imap_quote(folder))
         if typ != "OK":
-            raise _ImapNo(f"SELECT {folder}: {data!r}")
+            raise ImapNo(f"SELECT {folder}: {data!r}")
 
     def _claim(self, conn: imaplib.IMAP4, uid: int) -> MailMessage | None:
         """Make ``uid`` ours, or learn that another session has it (None).
@@ -645,44 +653,44 @@ class ImapMailbox(Mailbox):
                 self._command(conn, "EXPUNGE", str(copy_uid))
                 return None
             typ, data = self._command(conn, "FETCH", str(copy_uid), "(BODY.PEEK[])")
-            raw = next((lit for got, _, lit in _fetch_items(data) if got == copy_uid and lit), None)
+            raw = next((lit for got, _, lit in fetch_items(data) if got == copy_uid and lit), None)
             if typ != "OK" or raw is None:
-                raise _ImapNo(f"FETCH of the claimed copy {copy_uid}: {typ}")
+                raise ImapNo(f"FETCH of the claimed copy {copy_uid}: {typ}")
         finally:
             self._select(conn, self.folder)
         return parse_message(raw, fallback_id=f"<{uid}@{self.host}>")
 
-    def _copies(self, conn: imaplib.IMAP4, summary: _Summary) -> list[int]:
+    def _copies(self, conn: imaplib.IMAP4, summary: Summary) -> list[int]:
         """UIDs, in the (selected) Claimed folder, of the copies of the message ``summary``."""
         criteria = ["LARGER", str(summary.size - 1), "SMALLER", str(summary.size + 1)]
         if summary.message_id:
-            criteria += ["HEADER", "Message-ID", _quote(summary.message_id)]
+            criteria += ["HEADER", "Message-ID", imap_quote(summary.message_id)]
         typ, data = self._command(conn, "SEARCH", *criteria)
         if typ != "OK":
-            raise _ImapNo(f"SEARCH Claimed: {data!r}")
+            raise ImapNo(f"SEARCH Claimed: {data!r}")
         uids = [int(u) for u in b" ".join(d for d in data if d).split()]
         if not uids:
             return []
         typ, data = self._command(conn, "FETCH", ",".join(map(str, uids)), "(UID INTERNALDATE)")
         if typ != "OK":
-            raise _ImapNo(f"FETCH Claimed: {data!r}")
+            raise ImapNo(f"FETCH Claimed: {data!r}")
         return [
             got
-            for got, meta, _ in _fetch_items(data)
+            for got, meta, _ in fetch_items(data)
             if (date := _FETCH_DATE.search(meta)) and date.group(1) == summary.internaldate
         ]
 
-    def _fetch_latest_copy(self, conn: imaplib.IMAP4, summary: _Summary) -> bytes | None:
+    def _fetch_latest_copy(self, conn: imaplib.IMAP4, summary: Summary) -> bytes | None:
         copies = self._copies(conn, summary)
         if not copies:
             return None
         typ, data = self._command(conn, "FETCH", str(max(copies)), "(BODY.PEEK[])")
-        return next((lit for got, _, lit in _fetch_items(data) if lit), None)
+        return next((lit for got, _, lit in fetch_items(data) if lit), None)
 
     def _move(self, conn: imaplib.IMAP4, u: str) -> int | None:
         """Move message ``u`` to the Claimed folder: the UID of the copy (from COPYUID), 0 if
         the server does not say (no UIDPLUS), None if nothing was moved."""
-        target = _quote(self.claimed_folder)
+        target = imap_quote(self.claimed_folder)
         typ, _ = self._command(conn, "MOVE" if "MOVE" in self._caps else "COPY", u, target)
         copied = conn.untagged_responses.pop("COPYUID", None)
         if typ != "OK":

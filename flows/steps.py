@@ -53,6 +53,8 @@ __all__ = [
     "SHOWN_JS",
     "InPage",
     "POLL_MS",
+    "wait_in_page",
+    "raise_if_unavailable",
 ]
 
 #: In-page reads (``page.evaluate``) decide visibility as Playwright's ``is_visible`` does: a
@@ -130,7 +132,7 @@ def _path(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def _raise_if_unavailable(page: Page, response: Response | None) -> None:
+def raise_if_unavailable(page: Page, response: Response | None) -> None:
     reason = unavailable_reason(page, response)
     if reason:
         raise PortalUnavailable(reason)
@@ -144,7 +146,7 @@ def goto(page: Page, url: str, *, what: str) -> Response | None:
         raise PortalUnavailable(f"Tiempo de espera agotado al abrir {what}") from exc
     except PlaywrightError as exc:
         raise PortalUnavailable(f"No se pudo abrir {what}: {_first_line(exc)}") from exc
-    _raise_if_unavailable(page, response)
+    raise_if_unavailable(page, response)
     return response
 
 
@@ -222,11 +224,11 @@ def navigating(page: Page, *, what: str) -> Iterator[None]:
             yield
         response = nav.value
     except PlaywrightTimeout as exc:
-        _raise_if_unavailable(page, None)
+        raise_if_unavailable(page, None)
         raise PortalUnavailable(f"Tiempo de espera agotado al cargar {what}") from exc
     except PlaywrightError as exc:
         raise PortalUnavailable(f"Falló la carga de {what}: {_first_line(exc)}") from exc
-    _raise_if_unavailable(page, response)
+    raise_if_unavailable(page, response)
 
 
 def expect_visible(page: Page, selector: str, *, what: str, timeout_s: float,
@@ -238,7 +240,7 @@ def expect_visible(page: Page, selector: str, *, what: str, timeout_s: float,
     try:
         element.wait_visible(timeout_s)
     except PlaywrightTimeout as exc:
-        _raise_if_unavailable(page, None)
+        raise_if_unavailable(page, None)
         raise PortalChanged(
             f"No se encontró el elemento esperado «{what}» ({element}) en {_path(page.url)}"
         ) from exc
@@ -256,11 +258,11 @@ def first_visible(
 ) -> tuple[str, InPage] | None:
     """Wait until one of ``{name: css}`` is visible; its name and element, or ``None``."""
     arg = [[name, css] for name, css in candidates.items()]
-    name = _wait_in_page(page, _FIRST_SHOWN_JS, arg, timeout_s)
+    name = wait_in_page(page, _FIRST_SHOWN_JS, arg, timeout_s)
     return (name, InPage(page, candidates[name])) if name else None
 
 
-def _wait_in_page(page: Page, js: str, arg: Any, timeout_s: float) -> Any:
+def wait_in_page(page: Page, js: str, arg: Any, timeout_s: float) -> Any:
     """``js(arg)`` once truthy, waiting in the page (polled every 50 ms) up to ``timeout_s``;
     ``None`` on timeout. Read at once first: most waits are over before they start, and an
     in-page wait costs more than a read. A document replaced meanwhile is read again."""
@@ -386,7 +388,7 @@ class InPage:
 
     def wait_visible(self, timeout_s: float) -> None:
         """Until it is visible; ``PlaywrightTimeout`` after ``timeout_s``."""
-        if not _wait_in_page(self.page, _on_element("return shown(e);"),
+        if not wait_in_page(self.page, _on_element("return shown(e);"),
                              [self.css, self.text], timeout_s):
             raise PlaywrightTimeout(f"{self} no se mostró en {timeout_s:g} s")
 

@@ -39,19 +39,19 @@ import structlog
 
 from flows import registry
 from flows.mailbox import (
-    _TRANSIENT,
     CLAIMED_FOLDER,
     CLOCK_SLACK_S,
+    TRANSIENT,
     ImapMailbox,
+    ImapNo,
     MaildirMailbox,
-    _fetch_items,
-    _imap_date,
-    _ImapNo,
-    _quote,
-    _read_head,
-    _Summary,
+    Summary,
+    fetch_items,
+    imap_date,
+    imap_quote,
     open_mailbox,
     parse_message,
+    read_head,
 )
 from worker.core.logs import mask_email, mask_text
 from worker.core.settings import Settings
@@ -79,7 +79,7 @@ class _Message:
 
     __slots__ = ("ref", "summary", "key")
 
-    def __init__(self, ref: Any, summary: _Summary, key: str) -> None:
+    def __init__(self, ref: Any, summary: Summary, key: str) -> None:
         self.ref, self.summary, self.key = ref, summary, key
 
 
@@ -98,7 +98,7 @@ class MaildirSource:
         else:
             self.folders = [self.root, *(self.root / f".{name}" for name in JUNK_NAMES
                                          if (self.root / f".{name}").is_dir())]
-        self._seen: dict[str, _Summary] = {}
+        self._seen: dict[str, Summary] = {}
 
     def scan(self, since: float) -> list[_Message]:
         found: list[_Message] = []
@@ -117,7 +117,7 @@ class MaildirSource:
                     summary = self._seen.get(unique)
                     if summary is None:
                         try:
-                            summary = _Summary.from_head(_read_head(entry.path),
+                            summary = Summary.from_head(read_head(entry.path),
                                                          entry.stat().st_mtime)
                         except FileNotFoundError:
                             continue
@@ -156,7 +156,7 @@ class ImapSource:
         self.poll_s = poll_s
         self._configured = folders
         self.folders: list[str] = []
-        self._seen: dict[str, tuple[bytes | None, dict[int, _Summary]]] = {}
+        self._seen: dict[str, tuple[bytes | None, dict[int, Summary]]] = {}
 
     def _conn(self) -> imaplib.IMAP4:
         conn = self.box._connect()
@@ -196,13 +196,13 @@ class ImapSource:
                 conn = self._conn()
                 for folder in self.folders:
                     found += self._scan_folder(conn, folder, since)
-            except (*_TRANSIENT, _ImapNo) as exc:
+            except (*TRANSIENT, ImapNo) as exc:
                 self.box._drop(exc)
                 self._seen.clear()
         return found
 
     def _scan_folder(self, conn: imaplib.IMAP4, folder: str, since: float) -> list[_Message]:
-        typ, _ = conn.select(_quote(folder))
+        typ, _ = conn.select(imap_quote(folder))
         if typ != "OK":
             return []  # a configured folder that does not exist (yet)
         found = conn.untagged_responses.get("UIDVALIDITY")
@@ -211,9 +211,9 @@ class ImapSource:
         if validity != cached_validity:
             cache = {}
         typ, data = self.box._command(conn, "SEARCH", "UNDELETED", "SINCE",
-                                      _imap_date(since - 86400))
+                                      imap_date(since - 86400))
         if typ != "OK":
-            raise _ImapNo(f"SEARCH {folder}: {data!r}")
+            raise ImapNo(f"SEARCH {folder}: {data!r}")
         uids = [int(u) for u in b" ".join(d for d in data if d).split()]
         new = [u for u in uids if u not in cache]
         if new:
@@ -237,9 +237,9 @@ class ImapSource:
                 typ, data = self.box._command(conn, "FETCH", str(uid), "(BODY.PEEK[])")
                 if typ != "OK":
                     return None
-                return next((lit for got, _, lit in _fetch_items(data) if got == uid and lit),
+                return next((lit for got, _, lit in fetch_items(data) if got == uid and lit),
                             None)
-            except (*_TRANSIENT, _ImapNo) as exc:
+            except (*TRANSIENT, ImapNo) as exc:
                 self.box._drop(exc)
                 return None
 
@@ -250,7 +250,7 @@ class ImapSource:
                 conn = self._conn()
                 self.box._select(conn, folder)
                 self.box._move(conn, str(uid))
-            except (*_TRANSIENT, _ImapNo) as exc:
+            except (*TRANSIENT, ImapNo) as exc:
                 self.box._drop(exc)  # put away next round (its claim is stored)
 
     def wait(self, timeout_s: float) -> None:
@@ -266,7 +266,7 @@ class ImapSource:
                 return
             except _NoIdle:
                 pass
-            except (*_TRANSIENT, _ImapNo) as exc:
+            except (*TRANSIENT, ImapNo) as exc:
                 self.box._drop(exc)
         time.sleep(min(timeout_s, max(self.poll_s, 1.0)))
 
@@ -288,7 +288,7 @@ def _idle(conn: imaplib.IMAP4, timeout_s: float) -> bool:
     while line.startswith(b"* "):
         line = conn.readline()  # untagged data sent before the continuation
     if not line.startswith(b"+"):
-        raise _ImapNo(f"IDLE: {line[:100]!r}")
+        raise ImapNo(f"IDLE: {line[:100]!r}")
     changed = False
     deadline = time.monotonic() + timeout_s
     sock = conn.socket()
