@@ -89,7 +89,7 @@ def launch(executable: str | None = None, *, headed: bool = False,
            **kwargs: Any) -> tuple[Playwright, Browser]:
     """Start Playwright and Chromium (new headless mode, or ``headed``: a window, which needs
     a display such as Xvfb's); the caller closes both."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # here: only a check's process pays for it
 
     path = chromium_executable(executable)
     args = list(CHROMIUM_ARGS)

@@ -230,7 +230,7 @@ class _LibTesseract:
         return None
 
     def read(self, image: Image.Image) -> str:
-        import tesserocr
+        import tesserocr  # here, as above: the optional OCR engine, loaded when first used
 
         apis = getattr(self._apis, "by_config", None)
         if apis is None:

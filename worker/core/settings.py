@@ -13,6 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from platformdirs import user_data_path
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,8 +29,6 @@ REAL_ISSSTE_URL = (
 
 def _default_data_dir() -> Path:
     """The platform's per-user data folder: the same whichever folder a command runs in."""
-    from platformdirs import user_data_path
-
     return Path(user_data_path("constancias", appauthor=False))
 
 

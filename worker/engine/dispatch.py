@@ -25,7 +25,8 @@ def enqueue_batch(settings: Settings, storage: Storage, batch_id: str) -> int:
     pending = storage.pending_attempts(batch_id, registry.run_order())
     # Due now: from here on the sweeper (worker/engine/sweeper.py) watches that each one gets run.
     storage.set_due([check_id for check_id, _attempts in pending])
-    from kombu.exceptions import OperationalError  # Celery's messaging library, like the tasks
+    # Here, like the tasks: Celery's messaging library and its Redis client, for broker mode only.
+    from kombu.exceptions import OperationalError
     from redis.exceptions import RedisError
 
     try:

@@ -96,7 +96,7 @@ class Sweeper:
         self._stop.set()
 
     def _run(self) -> None:
-        import redis
+        import redis  # here: the sweeper runs in broker mode only
 
         client = redis.Redis.from_url(self.settings.broker_url or "", socket_timeout=10)
         storage = Storage(self.settings.effective_database_url)

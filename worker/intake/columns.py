@@ -111,6 +111,7 @@ def find_target(path: Path, sheets: list[SheetStream]) -> Target:
 def column_names(header: Row, sub_header: Row, raw: list[tuple[int, str, Row]],
                   curp_col: int) -> list[tuple[int, str]]:
     """``(index, name)`` of every other column that has a header or any data."""
+    # Here: openpyxl is for spreadsheets (a CSV does not pay for it).
     from openpyxl.utils import get_column_letter
 
     width = max([len(header), len(sub_header)] + [len(v) for _, _, v in raw])

@@ -112,6 +112,7 @@ def _intake(path: Path, sheets: list[SheetStream], settings: Settings) -> Intake
         raise InputError(f"{path.name}: la hoja tiene el encabezado CURP{where} pero ninguna "
                          "fila de datos debajo")
 
+    # Here: openpyxl is for spreadsheets (a CSV does not pay for it).
     from openpyxl.utils import get_column_letter
 
     columns = column_names(header, sub_header, raw, col)

@@ -20,7 +20,7 @@ def ole_sheets(path: Path) -> list[SheetStream]:
             "utf-16-le") in data:
         raise InputError(f"{name} está protegido con contraseña; quite la contraseña en Excel "
                          "(Archivo > Información > Proteger libro) y vuelva a guardarlo")
-    import xlrd
+    import xlrd  # here: only an .xls file pays for it
 
     try:
         book = xlrd.open_workbook(file_contents=data, on_demand=True)

@@ -124,6 +124,7 @@ def _excel_reader(openpyxl: Any, path: Path, settings: Settings, *,
     until the end): a workbook of a million tiny texts takes tens of seconds. The table is
     read here with a streaming expat pass instead, bounded in count, with DTDs refused.
     """
+    # Here, as ``import openpyxl`` above: a CSV does not pay for it.
     from openpyxl.reader.excel import ExcelReader
     from openpyxl.xml.constants import SHARED_STRINGS
 
@@ -152,7 +153,7 @@ class _ReadOnlySizeSkipped:
     _lock = threading.Lock()
 
     def __enter__(self) -> None:
-        from openpyxl.worksheet._read_only import ReadOnlyWorksheet
+        from openpyxl.worksheet._read_only import ReadOnlyWorksheet  # (as openpyxl above)
 
         self._lock.acquire()
         self._original = ReadOnlyWorksheet.__dict__["_get_size"]
@@ -160,7 +161,7 @@ class _ReadOnlySizeSkipped:
         setattr(ReadOnlyWorksheet, "_get_size", lambda self: None)  # noqa: B010
 
     def __exit__(self, *exc: object) -> None:
-        from openpyxl.worksheet._read_only import ReadOnlyWorksheet
+        from openpyxl.worksheet._read_only import ReadOnlyWorksheet  # (as openpyxl above)
 
         setattr(ReadOnlyWorksheet, "_get_size", self._original)  # noqa: B010
         self._lock.release()

@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from xml.parsers import expat
 
 from worker.core.errors import InputError
 from worker.core.settings import Settings
@@ -129,6 +130,7 @@ FORMULA_MARK = (0, 0, 0, 0)
 
 
 def _add_merge(merges: list[tuple[int, int, int, int]], ref: str) -> None:
+    # Here: openpyxl is for spreadsheets (a CSV does not pay for it).
     from openpyxl.utils.cell import range_boundaries
 
     try:
@@ -146,8 +148,6 @@ def refuse_dtd(*_: Any) -> Any:
 def scan_sheets(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
     """Pre-scan every worksheet part (see ``_sheet_scanner``); merged ranges by part (with
     ``FORMULA_MARK`` among them when the part holds formulas)."""
-    from xml.parsers import expat
-
     found: dict[str, list[tuple[int, int, int, int]]] = {}
     with zipfile.ZipFile(path) as zf:
         titles = _sheet_titles(zf)
@@ -183,8 +183,6 @@ def _sheet_titles(zf: zipfile.ZipFile) -> dict[str, str]:
     """Worksheet part (``xl/worksheets/sheet1.xml``) -> the name on its tab, from the workbook
     and its relationships; parsed with DTDs refused, and ``{}`` for anything unexpected (the
     names only make messages clearer)."""
-    from xml.parsers import expat
-
     def attributes(part: str, tag: str) -> list[dict[str, str]]:
         found: list[dict[str, str]] = []
         parser = expat.ParserCreate(namespace_separator=" ")
@@ -215,8 +213,6 @@ def _sheet_titles(zf: zipfile.ZipFile) -> dict[str, str]:
 def read_shared_strings(src: Any, limit: int) -> list[str]:
     """Texts of ``sharedStrings.xml``: each ``<si>``'s ``<t>`` and rich-run ``<r><t>`` text,
     without phonetic runs, as openpyxl's ``Text.content`` gives them."""
-    from xml.parsers import expat
-
     strings: list[str] = []
     parts: list[str] = []
     stack: list[str] = []

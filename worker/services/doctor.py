@@ -212,7 +212,7 @@ def _check_redis(settings: Settings) -> str:
 
 
 def _check_workers(settings: Settings) -> str:
-    from worker.engine.celery_app import app
+    from worker.engine.celery_app import app  # here: Celery only when a broker is configured
 
     replies = app.control.ping(timeout=settings.doctor_timeout_s)
     names = sorted(name for reply in replies or [] for name in reply)

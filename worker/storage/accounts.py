@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from worker.core.roles import BOOTSTRAP_ADMIN, ROLES
@@ -307,8 +308,6 @@ def remembered_batch(storage: Storage, token_id: int, key: str,
 def remember_batch(storage: Storage, token_id: int, key: str, request_hash: str,
                    batch_id: str) -> str:
     """Record the key; if a parallel request recorded it first, its batch wins."""
-    from sqlalchemy.exc import IntegrityError
-
     try:
         with storage.session() as s:
             s.add(IdempotencyKey(token_id=token_id, key=key, request_hash=request_hash,

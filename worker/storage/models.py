@@ -1,6 +1,8 @@
 """The tables (SQLAlchemy 2 models): batches, their input rows, people, and checks with history,
-the change notifications and the web page's log-in sessions. Their schema is managed by Alembic
-(``worker/storage/migrations``); every query is in ``worker/storage/repository.py``."""
+the change notifications, the web page's log-in sessions, and the IMSS checks waiting for mail
+with the messages claimed for them. Their schema is managed by Alembic
+(``worker/storage/migrations``); the queries are in the storage modules (``repository.py``,
+and one module a concept: ``waiting.py``, ``accounts.py``, ``audit.py``…)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -23,7 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "WebSession", "utcnow"]
+__all__ = ["Base", "Batch", "Row", "Person", "Check", "Notification", "WebSession", "MailWait",
+           "MailClaim", "WAITING_STAGES", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -172,3 +176,39 @@ class WebSession(Base):
     """Who logged in, once the page has user accounts; ``None``: the shared HR password."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+#: Stages in which a check waits for mail (counted as ``waiting`` in the progress).
+WAITING_STAGES = ("mail1", "mail2")
+
+
+class MailWait(Base):
+    """One IMSS check between its two browser steps (revision ``0008_mail_waits``)."""
+
+    __tablename__ = "mail_waits"
+
+    check_id: Mapped[int] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(32), index=True)
+    address: Mapped[str] = mapped_column(String(255), index=True)
+    """The per-CURP address the form was sent with (lower case)."""
+    sent_at: Mapped[datetime] = mapped_column()
+    attempt: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column()
+    stage: Mapped[str] = mapped_column(String(16), index=True)
+    link: Mapped[str | None] = mapped_column(Text, nullable=True)
+    link_tried_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When a step 2 first opened the link: a later step 2 (after a crash) knows the token
+    may be spent, and the second email may be what brings the PDF."""
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MailClaim(Base):
+    """A message a watcher took (its Message-ID, else a hash of it): inserted once."""
+
+    __tablename__ = "mail_claims"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    check_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

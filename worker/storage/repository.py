@@ -36,9 +36,11 @@ from sqlalchemy.pool import NullPool
 
 from worker.storage.files import remove_batch_files
 from worker.storage.models import (
+    WAITING_STAGES,
     Base,
     Batch,
     Check,
+    MailWait,
     Notification,
     Person,
     Row,
@@ -265,9 +267,6 @@ class Storage:
     def progress(self, batch_id: str) -> dict[str, dict[str, int]]:
         """Per portal: total, done (checks with a status) and waiting (IMSS checks waiting
         for their email, worker/storage/waiting.py)."""
-        # Imported here: worker/storage/waiting.py builds on this module (Storage, changed).
-        from worker.storage.waiting import Waits
-
         out: dict[str, dict[str, int]] = {}
         with self.session() as s:
             for portal, total, done in s.execute(
@@ -275,9 +274,15 @@ class Storage:
                 .where(Check.batch_id == batch_id).group_by(Check.portal)
             ):
                 out[portal] = {"total": int(total), "done": int(done), "waiting": 0}
-        for portal, waiting in Waits(self).waiting_by_portal(batch_id).items():
-            if portal in out:
-                out[portal]["waiting"] = waiting
+            for portal, waiting in s.execute(
+                select(Check.portal, func.count())
+                .join(MailWait, MailWait.check_id == Check.id)
+                .where(MailWait.batch_id == batch_id, MailWait.stage.in_(WAITING_STAGES),
+                       Check.status.is_(None))
+                .group_by(Check.portal)
+            ):
+                if portal in out:
+                    out[portal]["waiting"] = int(waiting)
         return out
 
     # --- checks -------------------------------------------------------------------------

@@ -33,65 +33,19 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    case,
-    delete,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
-from worker.storage.models import Base, Check, utcnow
+from worker.storage.models import WAITING_STAGES, Check, MailClaim, MailWait, utcnow
 from worker.storage.repository import Storage, changed
 
 __all__ = ["MailWait", "MailClaim", "Waits", "Watched", "WAITING_STAGES", "wait_ends"]
 
-#: Stages in which a check waits for mail (counted as ``waiting`` in the progress).
-WAITING_STAGES = ("mail1", "mail2")
 #: Stages in which a step is due (scheduled: a worker runs it).
 DUE_STAGES = ("link", "ready", "expired")
 #: Stages the watcher reads mail for (``sending``: only to leave its email 1 in the mailbox
 #: until the row is ``mail1``; ``done``: only to put a late second email away).
 WATCHED_STAGES = ("sending", "mail1", "link", "mail2", "done")
-
-
-class MailWait(Base):
-    """One IMSS check between its two browser steps (revision ``0008_mail_waits``)."""
-
-    __tablename__ = "mail_waits"
-
-    check_id: Mapped[int] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"),
-                                          primary_key=True)
-    batch_id: Mapped[str] = mapped_column(String(32), index=True)
-    address: Mapped[str] = mapped_column(String(255), index=True)
-    """The per-CURP address the form was sent with (lower case)."""
-    sent_at: Mapped[datetime] = mapped_column()
-    attempt: Mapped[int] = mapped_column(Integer)
-    expires_at: Mapped[datetime] = mapped_column()
-    stage: Mapped[str] = mapped_column(String(16), index=True)
-    link: Mapped[str | None] = mapped_column(Text, nullable=True)
-    link_tried_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    """When a step 2 first opened the link: a later step 2 (after a crash) knows the token
-    may be spent, and the second email may be what brings the PDF."""
-    pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class MailClaim(Base):
-    """A message a watcher took (its Message-ID, else a hash of it): inserted once."""
-
-    __tablename__ = "mail_claims"
-
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    check_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 #: A delivery that ended in a wait reached an end: not counted as one that crashed.
@@ -309,14 +263,3 @@ class Waits:
             if batch_id is not None:
                 stmt = stmt.where(MailWait.batch_id == batch_id)
             return [(i, a) for i, a in s.execute(stmt)]
-
-    # --- progress -------------------------------------------------------------------------
-    def waiting_by_portal(self, batch_id: str) -> dict[str, int]:
-        """Per portal, the checks of a batch waiting for mail now."""
-        with self.storage.session() as s:
-            return {portal: int(n) for portal, n in s.execute(
-                select(Check.portal, func.count())
-                .join(MailWait, MailWait.check_id == Check.id)
-                .where(MailWait.batch_id == batch_id, MailWait.stage.in_(WAITING_STAGES),
-                       Check.status.is_(None))
-                .group_by(Check.portal))}

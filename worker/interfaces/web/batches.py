@@ -6,6 +6,7 @@ import mimetypes
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -255,8 +256,6 @@ async def batch_zip(request: Request) -> Response:
                          _tmp_dir(request)), None
 
     def _zip_with_partial(batch: Batch, report: Path) -> Path:
-        import zipfile
-
         path = build_zip(Path(batch.out_dir), None, recorded_files(request, batch),
                          _tmp_dir(request))
         with zipfile.ZipFile(path, "a") as zf:
