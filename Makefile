@@ -8,10 +8,10 @@ setup:
 demo: setup
 	.venv/bin/constancias demo
 
-# Two pytest-xdist workers: most slow tests wait on killed workers, restarts and leases, not
-# on the CPU. Every shared resource is per test or per worker (free ports, private redis-server
+# Three pytest-xdist workers, on 2 cores too: most slow tests wait on killed workers, restarts
+# and leases, not on the CPU. Every shared resource is per test or per worker (free ports, private redis-server
 # and Dovecot, throw-away PostgreSQL databases, tmp_path). PYTEST_PARALLEL= runs serially.
-PYTEST_PARALLEL ?= -n 2 --dist worksteal
+PYTEST_PARALLEL ?= -n 3 --dist worksteal
 
 test: setup
 	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 $(PYTEST_PARALLEL) $(PYTEST_ARGS)
