@@ -66,7 +66,9 @@ log = structlog.get_logger("constancias.mailwatch")
 #: Folder names taken for the junk folder when the server marks none ``\Junk``.
 JUNK_NAMES = ("Junk", "Spam", "Junk E-mail", "Correo no deseado")
 #: A message claimed longer ago than this and still in the inbox: its claimer died before it
-#: put it away; whichever watcher sees it does.
+#: put it away; whichever watcher sees it does. The watchers of a run take the lease instead
+#: (``LEASE_S``, 60 s by default): a claimer that lived is done with its message well
+#: within the time after which the sweeper gives a silent check to another worker.
 ARCHIVE_GRACE_S = 60.0
 #: How far before the oldest wait the watcher looks for mail to put away (a day).
 STALE_S = 86400.0
@@ -321,14 +323,16 @@ def open_source(settings: Settings) -> MaildirSource | ImapSource:
 
 # --- one round ---------------------------------------------------------------------------------
 def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any],
-               fresh: list[str] | None = None) -> list[int]:
+               fresh: list[str] | None = None, *,
+               archive_grace_s: float = ARCHIVE_GRACE_S) -> list[int]:
     """End the waits that ran out, then claim the mail the waiting checks need; their next
     steps scheduled. The ids scheduled.
 
     ``fresh`` gets the keys of the messages left for a check still sending its form (stage
     ``sending``): its email 1, come before the portal's answer was stored (instant mail). The
     wait becomes ``mail1`` a moment later and no new message will end an IDLE for it: the next
-    round should come soon, not after ``IDLE_MAX_S``."""
+    round should come soon, not after ``IDLE_MAX_S``. ``archive_grace_s``: how long a claimed
+    message is left to its claimer (``ARCHIVE_GRACE_S``)."""
     scheduled: list[int] = []
     for check_id, attempts in waits.expire():
         log.warning("mail_wait_expired", check_id=check_id)
@@ -352,7 +356,8 @@ def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any],
         rows = [r for r in mine
                 if message.summary.arrived >= r.sent_at.timestamp() - CLOCK_SLACK_S]
         done = _take(waits, source, message, sorted(rows, key=lambda r: r.sent_at,
-                                                    reverse=True), mine[-1].check_id)
+                                                    reverse=True), mine[-1].check_id,
+                     archive_grace_s)
         if done is not None:
             schedule(done.check_id, done.attempts)
             scheduled.append(done.check_id)
@@ -362,7 +367,7 @@ def watch_once(waits: Waits, source: Any, schedule: Callable[[int, int], Any],
 
 
 def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched],
-          owner: int) -> Watched | None:
+          owner: int, archive_grace_s: float) -> Watched | None:
     """Claim ``message`` for the latest of ``rows`` (waits for its address sent before it
     arrived) whose step needs it — email 1 (its link) for a check in ``mail1``, email 2 (its
     PDF) for one whose link was opened — and put it away; a message none needs is put away
@@ -372,7 +377,7 @@ def _take(waits: Waits, source: Any, message: _Message, rows: list[Watched],
     if claimed is not None:
         # Its claimer puts it away; one that has not after a while stopped before it could.
         # (Only one watcher moves a message: two IMAP sessions moving one both make a copy.)
-        if utcnow() - claimed > timedelta(seconds=ARCHIVE_GRACE_S):
+        if utcnow() - claimed > timedelta(seconds=archive_grace_s):
             source.archive(message.ref)
         return None
     raw = source.read(message.ref)
@@ -447,7 +452,8 @@ class MailWatcher:
                 if source is None:
                     source = open_source(self.settings)
                 fresh: list[str] = []
-                watch_once(waits, source, self.schedule, fresh)
+                watch_once(waits, source, self.schedule, fresh,
+                           archive_grace_s=self.settings.lease_s)
                 self.rounds += 1
                 if waits.watched():
                     # IDLE wakes on new mail only: mail that came before its wait was stored

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -138,16 +139,94 @@ def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
         yield ids[i:i + size]
 
 
+class _ForkGuard:
+    """No SQLite connection is open in this process when it forks.
+
+    SQLite keeps per-process lock state for every open database file, and a forked child
+    shares it: a child forked while another thread of its parent had the database open (the
+    Celery worker's sweeper or mailbox watcher, as Celery replaces a pool process that died)
+    then gets "database is locked" or "disk I/O error" from every connection it opens, for
+    good (https://www.sqlite.org/howtocorrupt.html, section 2.6). So opening a SQLite
+    connection waits while a fork is under way, and a fork waits, at most ``WAIT_S``, until
+    the connections open in this process are closed (SQLite's are never pooled: NullPool)."""
+
+    WAIT_S = 10.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = 0
+        self._forking = False
+
+    def opening(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._forking)
+            self._open += 1
+
+    def closed(self) -> None:
+        with self._cond:
+            self._open = max(0, self._open - 1)
+            self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        with self._cond:
+            self._forking = True
+            # (a fork from a thread that has a connection open itself goes ahead after WAIT_S)
+            self._cond.wait_for(lambda: self._open == 0, timeout=self.WAIT_S)
+
+    def after_fork_in_parent(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+
+_fork_guard = _ForkGuard()
+
+
+class _CountedConnection(sqlite3.Connection):
+    """A SQLite connection the fork guard counts until it is really closed (SQLAlchemy's
+    pool ``close`` event comes just before the close: too early for a fork to go ahead)."""
+
+    _counted = False
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._uncount()
+
+    def __del__(self) -> None:
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            _fork_guard.closed()
+
+
+def _sqlite_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    _fork_guard.opening()
+    try:
+        conn = dialect.connect(*cargs, **{**cparams, "factory": _CountedConnection})
+    except BaseException:
+        _fork_guard.closed()
+        raise
+    conn._counted = True
+    return conn
+
+
 def _after_fork_in_child() -> None:
     """A forked process (a Celery pool process) must not use its parent's pooled connections:
     drop them without closing the parent's sockets (SQLAlchemy's multiprocessing recipe)."""
-    global _engines_lock
+    global _engines_lock, _fork_guard
     _engines_lock = threading.Lock()
+    _fork_guard = _ForkGuard()
     for engine in _engines.values():
         engine.dispose(close=False)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=lambda: _fork_guard.before_fork(),
+                    after_in_parent=lambda: _fork_guard.after_fork_in_parent(),
+                    after_in_child=_after_fork_in_child)
 
 
 class Storage:
@@ -163,6 +242,7 @@ class Storage:
                     if path and path != ":memory:":
                         Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                     engine = create_engine(url, poolclass=NullPool)
+                    event.listen(engine, "do_connect", _sqlite_connect)
                     event.listen(engine, "connect", _sqlite_pragmas)
                 else:
                     engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)

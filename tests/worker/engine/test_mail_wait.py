@@ -208,7 +208,7 @@ def test_a_worker_killed_after_its_watcher_claimed_a_message_it_had_not_put_away
     check in ``link``) but neither put it away nor scheduled step 2: the Maildir refuses the
     move (``.Claimed/cur`` is not a folder), which holds the watcher there. Another worker's
     sweeper sends the due step 2, its watcher puts each message away once the claim is older
-    than ``ARCHIVE_GRACE_S``; each check is recorded once, from its one query, and no message
+    than the lease (``LEASE_S``, 15 s here); each check is recorded once, from its one query, and no message
     is claimed twice."""
     sandbox.set_faults("imss", email_delay_s=15)
     cluster = Cluster(tmp_path, sandbox)

@@ -217,6 +217,27 @@ def test_imap_watcher_reads_the_junk_folder_and_idle_wakes_on_new_mail(
     source.close()
 
 
+def test_a_message_claimed_by_a_watcher_that_died_is_put_away_after_the_grace(
+        tmp_path: Path) -> None:
+    """A message claimed (stored) but still in the inbox belongs to its claimer for
+    ``archive_grace_s`` (a run's lease): another watcher leaves it there, then puts it away
+    once, without claiming it again or scheduling anything."""
+    storage = _storage(tmp_path)
+    (a, addr_a), = _waiting_checks(storage, tmp_path, 1).items()
+    maildir = tmp_path / "mail"
+    mid = _deliver(maildir, addr_a)
+    waits = Waits(storage)
+    assert waits.claim_link(a, mid, "https://imss.example/x/confirmacionUrl?token=t")
+    source = MaildirSource(maildir, None, 0.05)  # ... and that watcher died before moving it
+    assert watch_once(waits, source, lambda *_: None, archive_grace_s=60) == []
+    assert len(_files(maildir)) == 1  # left to its claimer
+    time.sleep(1.1)
+    assert watch_once(waits, source, lambda *_: None, archive_grace_s=1) == []
+    assert _files(maildir) == [] and len(_files(maildir / ".Claimed")) == 1
+    with storage.session() as s:
+        assert [(c.key, c.check_id) for c in s.query(MailClaim)] == [(mid, a)]
+
+
 def test_a_wait_ends_at_its_timeout_or_at_the_end_of_the_mexico_city_day(
         tmp_path: Path) -> None:
     """The link only works on the day it was sent: a wait never outlives that day; a wait

@@ -4,6 +4,8 @@ PostgreSQL alike."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -244,3 +246,46 @@ def test_a_report_claim_older_than_a_task_may_last_is_reclaimed(
     assert not storage.claim_report(bid)
     assert storage.reclaim_stale_reports(0) == [bid]  # dead writer: claimable again
     assert storage.claim_report(bid)
+
+
+def test_a_fork_while_another_thread_writes_leaves_the_child_a_working_database(
+        tmp_path: Path) -> None:
+    """A Celery worker forks a new pool process while its sweeper or mailbox watcher thread
+    is inside a write: SQLite's per-process lock state would follow the child, and every
+    connection the child opens would stay "database is locked" (or "disk I/O error"). The
+    fork waits until the writer's connection is closed; the child then reads and writes."""
+    storage = Storage(f"sqlite:///{tmp_path / 'c.db'}")
+    storage.migrate()
+    writing, forked = threading.Event(), []
+
+    def writer() -> None:
+        with storage.session() as s:
+            s.execute(text("CREATE TABLE t (x INTEGER)"))
+            s.execute(text("INSERT INTO t VALUES (1)"))
+            writing.set()
+            time.sleep(1.0)  # the fork comes now, the transaction open
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    writing.wait(10)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: a new connection must work (exit 0), not stay locked
+        code = 1
+        try:
+            child = Storage(storage.url)
+            with child.session() as s:
+                s.execute(text("INSERT INTO t VALUES (2)"))
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - told to the parent by the file
+            (tmp_path / "child.err").write_text(f"{type(exc).__name__}: {exc}")
+        finally:
+            os._exit(code)
+    forked.append(time.monotonic() - started)
+    thread.join(10)
+    _, status = os.waitpid(pid, 0)
+    err = tmp_path / "child.err"
+    assert os.waitstatus_to_exitcode(status) == 0, err.read_text() if err.exists() else ""
+    assert forked[0] >= 0.5  # the fork waited for the writer's transaction to end
+    with storage.session() as s:
+        assert sorted(s.execute(text("SELECT x FROM t")).scalars()) == [1, 2]
